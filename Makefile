@@ -1,0 +1,36 @@
+# PGXS build of the flint_keys extension: make, make install, make installcheck.
+# The Postgres-free core's unit tests and benchmarks build with CMake (see README).
+EXTENSION = flint_keys
+MODULE_big = flint_keys
+DATA = $(wildcard flint_keys--*.sql)
+PGFILEDESC = "flint_keys - merchant-bound, scoped API keys"
+
+CORE_SRCS = $(sort $(wildcard src/core/*.cpp))
+PG_SRCS = $(sort $(wildcard src/pg/*.cpp))
+OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
+
+PG_CONFIG ?= pg_config
+# Postgres's server headers as system headers: their old-C idioms must not
+# trip -Wextra -Werror in our C++17.
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc/core
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers
+SHLIB_LINK += -lstdc++ -lcrypto
+
+# make installcheck runs against a server started with test/regress.conf
+# (see test/run_tests.sh, which also starts a throwaway one).
+REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
+REGRESS_OPTS = --dbname=contrib_regression
+
+# PGXS would compile LLVM bitcode with clang, ignoring PG_CXXFLAGS: C++17
+# fails there. The extension gains nothing from JIT inlining; build none.
+override with_llvm := no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# C++ standard library and PGXS's C-only warning flags do not mix.
+override CXXFLAGS := $(filter-out -Wmissing-prototypes -Wdeclaration-after-statement -Werror=vla,$(CXXFLAGS))
+
+.PHONY: format-check
+format-check:
+	clang-format --dry-run --Werror $(CORE_SRCS) $(PG_SRCS) src/core/*.hpp src/pg/*.hpp test/unit/*.cpp test/bench/*.cpp

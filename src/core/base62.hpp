@@ -1,0 +1,33 @@
+// Fixed-width base62 of big-endian byte strings. Postgres-free.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace flint::base62 {
+
+inline constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+// Characters needed to write any n-byte value: ceil(8n / log2(62)).
+constexpr size_t encoded_width(size_t nbytes) {
+    // 62^k >= 256^n  <=>  k >= n * 1.34366...; computed exactly for the sizes we use.
+    size_t k = 0;
+    // Compare k*log(62) >= n*log(256) with integer math: 5.9541963 bits per char.
+    while (k * 59541963ULL < nbytes * 8ULL * 10000000ULL)
+        ++k;
+    return k;
+}
+
+// Writes `width` base62 characters for the n-byte big-endian value.
+void encode(const uint8_t *bytes, size_t n, char *out, size_t width);
+std::string encode(const uint8_t *bytes, size_t n);
+
+// Digit value of c, or -1 outside the alphabet.
+int digit(char c);
+
+// Decodes exactly `text` into n big-endian bytes. False for a character outside
+// the alphabet or a value that does not fit in n bytes (no aliases).
+bool decode(std::string_view text, uint8_t *bytes, size_t n);
+
+} // namespace flint::base62

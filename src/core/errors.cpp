@@ -1,0 +1,37 @@
+#include "errors.hpp"
+
+namespace flint {
+
+const char *code_name(Code code) {
+    switch (code) {
+    case Code::ok: return "ok";
+    case Code::malformed_key: return "malformed_key";
+    case Code::invalid_key: return "invalid_key";
+    case Code::key_revoked: return "key_revoked";
+    case Code::key_expired: return "key_expired";
+    case Code::missing_scope: return "missing_scope";
+    case Code::wrong_merchant: return "wrong_merchant";
+    case Code::merchant_suspended: return "merchant_suspended";
+    case Code::unknown_scope: return "unknown_scope";
+    case Code::log_queue_full: return "log_queue_full";
+    }
+    return "unknown";
+}
+
+const char *code_sqlstate(Code code) {
+    switch (code) {
+    case Code::ok: return "00000";
+    case Code::malformed_key: return "FK001";
+    case Code::invalid_key: return "FK002";
+    case Code::key_revoked: return "FK003";
+    case Code::key_expired: return "FK004";
+    case Code::missing_scope: return "FK005";
+    case Code::wrong_merchant: return "FK006";
+    case Code::merchant_suspended: return "FK007";
+    case Code::unknown_scope: return "FK008";
+    case Code::log_queue_full: return "53000";
+    }
+    return "XX000";
+}
+
+} // namespace flint

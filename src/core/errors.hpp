@@ -1,0 +1,25 @@
+// Stable outcome codes of a verification (SPEC section 5). Postgres-free.
+#pragma once
+#include <cstdint>
+
+namespace flint {
+
+enum class Code : uint8_t {
+    ok = 0,
+    malformed_key,      // FK001
+    invalid_key,        // FK002
+    key_revoked,        // FK003
+    key_expired,        // FK004
+    missing_scope,      // FK005
+    wrong_merchant,     // FK006
+    merchant_suspended, // FK007
+    unknown_scope,      // FK008
+    log_queue_full,     // 53000: the request log could not take the row (fail closed)
+};
+
+// The code's stable name, as it starts every message and fills request_log.outcome.
+const char *code_name(Code code);
+// The five-character SQLSTATE ("FK001" ...); "00000" for ok.
+const char *code_sqlstate(Code code);
+
+} // namespace flint

@@ -1,0 +1,39 @@
+// One request-log row as it travels through shared memory: fixed size, plain
+// data, no pointers, never the secret. Postgres-free.
+#pragma once
+#include <cstdint>
+
+#include "errors.hpp"
+#include "token.hpp"
+
+namespace flint {
+
+// Which SQL entry point wrote the row.
+enum class LogSource : uint8_t { verify, check, authenticate, require_scope, guarded_write };
+const char *log_source_name(LogSource source);
+
+struct LogRecord {
+    int64_t at = 0;             // Postgres TimestampTz
+    uint32_t database_oid = 0;  // rows are inserted only into this database
+    int32_t backend_pid = 0;
+    Code outcome = Code::ok;
+    LogSource source = LogSource::verify;
+    bool has_key_id = false;
+    bool has_merchant_id = false;
+    bool has_requested_merchant = false;
+    Uuid key_id{};
+    Uuid merchant_id{};
+    Uuid requested_merchant{};
+    char display_prefix[token_layout::kDisplayPrefixLen + 1] = {};
+    char scope[64] = {};
+    char client_addr[48] = {};
+    char application_name[64] = {};
+    char request_id[64] = {};
+};
+
+// Copies text into a fixed field, cut at the field's size on a UTF-8
+// character boundary and always NUL-terminated.
+void copy_field(char *dst, size_t size, const char *src, size_t len);
+template <size_t N> void copy_field(char (&dst)[N], const char *src, size_t len) { copy_field(dst, N, src, len); }
+
+} // namespace flint

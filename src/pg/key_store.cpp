@@ -1,0 +1,289 @@
+#include "key_store.hpp"
+
+#include <unordered_map>
+
+#include "guard.hpp"
+#include "state.hpp"
+
+namespace flint::pg {
+
+namespace {
+
+struct UuidHash {
+    size_t operator()(const Uuid &id) const {
+        size_t h;
+        std::memcpy(&h, id.data(), sizeof h); // ids are random: any 8 bytes hash well
+        return h;
+    }
+};
+
+struct Relations {
+    Oid keys = InvalidOid, keys_pkey = InvalidOid;
+    Oid merchants = InvalidOid, merchants_pkey = InvalidOid;
+    Oid scopes = InvalidOid;
+};
+
+struct Cache {
+    uint64 generation = 0;
+    Oid keys_relid = InvalidOid;
+    std::unordered_map<Uuid, std::optional<KeyRecord>, UuidHash> keys; // nullopt: no such key
+    std::vector<std::string> catalog;
+    bool catalog_loaded = false;
+    void clear() {
+        keys.clear();
+        catalog.clear();
+        catalog_loaded = false;
+    }
+};
+
+Cache cache;
+bool changed_in_this_transaction = false;
+std::optional<KeyRecord> uncached; // the answer when the cache is bypassed
+
+void resolve_relations_unsafe(Relations *rels) {
+    Oid nsp = get_namespace_oid("flint", true);
+    if (OidIsValid(nsp)) {
+        rels->keys = get_relname_relid("api_keys", nsp);
+        rels->keys_pkey = get_relname_relid("api_keys_pkey", nsp);
+        rels->merchants = get_relname_relid("merchants", nsp);
+        rels->merchants_pkey = get_relname_relid("merchants_pkey", nsp);
+        rels->scopes = get_relname_relid("scopes", nsp);
+    }
+    if (!OidIsValid(rels->keys) || !OidIsValid(rels->keys_pkey) || !OidIsValid(rels->merchants) ||
+        !OidIsValid(rels->merchants_pkey) || !OidIsValid(rels->scopes))
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                        errmsg("flint_keys is not installed in this database"),
+                        errhint("Run CREATE EXTENSION flint_keys.")));
+}
+
+AttrNumber column_unsafe(TupleDesc desc, const char *name) {
+    for (int i = 0; i < desc->natts; ++i) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (!att->attisdropped && std::strcmp(NameStr(att->attname), name) == 0)
+            return att->attnum;
+    }
+    elog(ERROR, "flint_keys: column \"%s\" is missing", name);
+    return InvalidAttrNumber;
+}
+
+// A key row as copied out of the buffer, in palloc'd memory.
+struct KeyRow {
+    bool found;
+    pg_uuid_t merchant_id;
+    char mode[8];
+    char display_prefix[32];
+    bytea *secret_hash;
+    bytea *previous_secret_hash;
+    bool has_previous_expires, has_expires, revoked, merchant_suspended;
+    TimestampTz previous_expires, expires;
+    Datum *scopes;
+    int nscopes;
+};
+
+// One row by primary key with a registered latest snapshot.
+HeapTuple fetch_by_pkey_unsafe(Relation rel, Oid index, const pg_uuid_t *id, Snapshot snapshot) {
+    ScanKeyData key;
+    ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(id));
+    SysScanDesc scan = systable_beginscan(rel, index, true, snapshot, 1, &key);
+    HeapTuple tuple = systable_getnext(scan);
+    HeapTuple copy = HeapTupleIsValid(tuple) ? heap_copytuple(tuple) : nullptr;
+    systable_endscan(scan);
+    return copy;
+}
+
+void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
+    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    Relation keys = table_open(rels->keys, AccessShareLock);
+    HeapTuple tuple = fetch_by_pkey_unsafe(keys, rels->keys_pkey, id, snapshot);
+    out->found = tuple != nullptr;
+    if (out->found) {
+        TupleDesc desc = RelationGetDescr(keys);
+        bool isnull;
+        auto get = [&](const char *name) { return heap_getattr(tuple, column_unsafe(desc, name), desc, &isnull); };
+        Datum d = get("merchant_id");
+        out->merchant_id = *DatumGetUUIDP(d);
+        d = get("mode");
+        text_to_cstring_buffer(DatumGetTextPP(d), out->mode, sizeof out->mode);
+        d = get("display_prefix");
+        text_to_cstring_buffer(DatumGetTextPP(d), out->display_prefix, sizeof out->display_prefix);
+        d = get("secret_hash");
+        out->secret_hash = DatumGetByteaPCopy(d);
+        d = get("previous_secret_hash");
+        out->previous_secret_hash = isnull ? nullptr : DatumGetByteaPCopy(d);
+        d = get("previous_secret_expires_at");
+        out->has_previous_expires = !isnull;
+        out->previous_expires = isnull ? 0 : DatumGetTimestampTz(d);
+        d = get("expires_at");
+        out->has_expires = !isnull;
+        out->expires = isnull ? 0 : DatumGetTimestampTz(d);
+        get("revoked_at");
+        out->revoked = !isnull;
+        d = get("scopes");
+        bool *elem_nulls;
+        deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false, TYPALIGN_INT, &out->scopes, &elem_nulls,
+                          &out->nscopes);
+        for (int i = 0; i < out->nscopes; ++i)
+            if (elem_nulls[i])
+                out->scopes[i] = PointerGetDatum(cstring_to_text(""));
+    }
+    table_close(keys, AccessShareLock);
+
+    out->merchant_suspended = false;
+    if (out->found) {
+        Relation merchants = table_open(rels->merchants, AccessShareLock);
+        HeapTuple m = fetch_by_pkey_unsafe(merchants, rels->merchants_pkey, &out->merchant_id, snapshot);
+        // A key whose merchant row is gone (impossible under the foreign key) counts as suspended.
+        out->merchant_suspended = true;
+        if (m) {
+            TupleDesc desc = RelationGetDescr(merchants);
+            bool isnull;
+            Datum status = heap_getattr(m, column_unsafe(desc, "status"), desc, &isnull);
+            out->merchant_suspended = isnull || std::strcmp(TextDatumGetCString(status), "active") != 0;
+        }
+        table_close(merchants, AccessShareLock);
+    }
+    UnregisterSnapshot(snapshot);
+}
+
+void load_catalog_unsafe(const Relations *rels, List **names) {
+    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    Relation rel = table_open(rels->scopes, AccessShareLock);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
+    TupleDesc desc = RelationGetDescr(rel);
+    AttrNumber name_col = column_unsafe(desc, "name");
+    HeapTuple tuple;
+    while (HeapTupleIsValid(tuple = systable_getnext(scan))) {
+        bool isnull;
+        Datum d = heap_getattr(tuple, name_col, desc, &isnull);
+        if (!isnull)
+            *names = lappend(*names, TextDatumGetCString(d));
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    UnregisterSnapshot(snapshot);
+}
+
+std::optional<Digest> to_digest(const bytea *b) {
+    if (!b || VARSIZE_ANY_EXHDR(b) != sizeof(Digest))
+        return std::nullopt;
+    Digest d;
+    std::memcpy(d.data(), VARDATA_ANY(b), d.size());
+    return d;
+}
+
+std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id) {
+    KeyRow row{};
+    pg_uuid_t pid;
+    std::memcpy(pid.data, id.data(), id.size());
+    pg_guard([&] { load_key_unsafe(&rels, &pid, &row); });
+    if (!row.found)
+        return std::nullopt;
+    KeyRecord rec;
+    rec.id = id;
+    std::memcpy(rec.merchant_id.data(), row.merchant_id.data, rec.merchant_id.size());
+    rec.mode = parse_mode(row.mode).value_or(Mode::live);
+    rec.display_prefix = row.display_prefix;
+    auto current = to_digest(row.secret_hash);
+    if (!current) // a corrupted hash can never match: treat as no key
+        return std::nullopt;
+    rec.secret_hash = *current;
+    rec.previous_secret_hash = to_digest(row.previous_secret_hash);
+    if (row.has_previous_expires)
+        rec.previous_secret_expires_at = row.previous_expires;
+    if (row.has_expires)
+        rec.expires_at = row.expires;
+    rec.revoked = row.revoked;
+    rec.merchant_suspended = row.merchant_suspended;
+    for (int i = 0; i < row.nscopes; ++i) {
+        const text *t = reinterpret_cast<const text *>(DatumGetPointer(row.scopes[i]));
+        rec.scopes.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+    }
+    return rec;
+}
+
+// Drops the cache if the shared generation or the table moved; returns whether it may be used.
+bool sync_cache(Relations &rels) {
+    pg_guard([&] {
+        require_preload_unsafe();
+        resolve_relations_unsafe(&rels);
+    });
+    // Read before any snapshot is taken: a commit we miss now bumps it again for next time.
+    uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation);
+    pg_read_barrier();
+    bool usable = guc_key_cache && !changed_in_this_transaction;
+    if (!usable || generation != cache.generation || rels.keys != cache.keys_relid) {
+        cache.clear();
+        cache.generation = generation;
+        cache.keys_relid = rels.keys;
+    }
+    return usable;
+}
+
+} // namespace
+
+const KeyRecord *find_key(const Uuid &id) {
+    Relations rels;
+    bool use_cache = sync_cache(rels);
+    if (use_cache) {
+        auto it = cache.keys.find(id);
+        if (it != cache.keys.end())
+            return it->second ? &*it->second : nullptr;
+    }
+    std::optional<KeyRecord> loaded = load_key(rels, id);
+    if (!use_cache) {
+        uncached = std::move(loaded);
+        return uncached ? &*uncached : nullptr;
+    }
+    if (cache.keys.size() >= static_cast<size_t>(guc_key_cache_size))
+        cache.keys.clear();
+    auto &slot = cache.keys[id];
+    slot = std::move(loaded);
+    return slot ? &*slot : nullptr;
+}
+
+const std::vector<std::string> &scope_catalog() {
+    Relations rels;
+    bool use_cache = sync_cache(rels);
+    if (use_cache && cache.catalog_loaded)
+        return cache.catalog;
+    List *names = NIL;
+    pg_guard([&] { load_catalog_unsafe(&rels, &names); });
+    cache.catalog.clear();
+    ListCell *lc;
+    foreach (lc, names)
+        cache.catalog.emplace_back(static_cast<const char *>(lfirst(lc)));
+    cache.catalog_loaded = use_cache;
+    return cache.catalog;
+}
+
+void note_keys_changed() {
+    changed_in_this_transaction = true;
+    cache.clear();
+}
+
+void key_store_at_commit() {
+    if (!changed_in_this_transaction)
+        return;
+    changed_in_this_transaction = false;
+    cache.clear();
+    // After the commit is visible to new snapshots: every later verification
+    // anywhere sees the new generation and reloads.
+    if (shared_state)
+        pg_atomic_fetch_add_u64(&shared_state->keys_generation, 1);
+}
+
+void key_store_at_abort() {
+    if (!changed_in_this_transaction)
+        return;
+    changed_in_this_transaction = false;
+    cache.clear();
+}
+
+void key_store_before_prepare() {
+    if (changed_in_this_transaction)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                        errmsg("cannot PREPARE a transaction that changed flint_keys keys, merchants or scopes"),
+                        errdetail("Key caches are invalidated when the change commits, which a prepared transaction does later, elsewhere.")));
+}
+
+} // namespace flint::pg

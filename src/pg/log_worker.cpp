@@ -1,0 +1,357 @@
+// The request-log background worker (after pg_cron's loop and worker_spi):
+// drains the shared queue in batches, one transaction per batch, inserting
+// with one prepared statement over arrays; maintains last_used_at from the
+// same stream and keeps the daily partitions of flint.request_log.
+#include <map>
+
+#include "guard.hpp"
+#include "request_log.hpp"
+#include "state.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+#include "postmaster/interrupt.h"
+#include "tcop/tcopprot.h"
+#include "utils/inet.h"
+
+PGDLLEXPORT void flint_log_worker_main(Datum);
+}
+
+namespace flint::pg {
+
+namespace {
+
+volatile sig_atomic_t shutdown_requested = false;
+
+void handle_sigterm(SIGNAL_ARGS) {
+    int save_errno = errno;
+    shutdown_requested = true;
+    SetLatch(MyLatch);
+    errno = save_errno;
+}
+
+void forget_latch(int, Datum) {
+    if (shared_state) {
+        shared_state->worker_latch = nullptr;
+        shared_state->worker_pid = 0;
+    }
+}
+
+constexpr const char *kInsertSql =
+    "INSERT INTO flint.request_log (at, key_id, display_prefix, merchant_id, requested_merchant, scope, "
+    "outcome, sqlstate, client_addr, application_name, request_id, backend_pid, source) "
+    "SELECT at, key_id, display_prefix, merchant_id, requested_merchant, scope, outcome, sqlstate, "
+    "client_addr::inet, application_name, request_id, backend_pid, source "
+    "FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], "
+    "$8::text[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::text[]) "
+    "AS r(at, key_id, display_prefix, merchant_id, requested_merchant, scope, outcome, sqlstate, "
+    "client_addr, application_name, request_id, backend_pid, source)";
+
+constexpr const char *kLastUsedSql =
+    "UPDATE flint.api_keys k SET last_used_at = u.at FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) "
+    "WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
+
+SPIPlanPtr insert_plan = nullptr;
+SPIPlanPtr last_used_plan = nullptr;
+
+// One array parameter of the batch insert, in palloc'd memory (no C++
+// objects: it is filled inside pg_guard, where an error may longjmp).
+struct ArrayParam {
+    Datum *values;
+    bool *nulls;
+    int count;
+    Oid type;
+    int16 len;
+    bool byval;
+    char align;
+};
+
+void param_init_unsafe(ArrayParam *p, int capacity, Oid type, int16 len, bool byval, char align) {
+    p->values = static_cast<Datum *>(palloc(sizeof(Datum) * (capacity + 1)));
+    p->nulls = static_cast<bool *>(palloc(sizeof(bool) * (capacity + 1)));
+    p->count = 0;
+    p->type = type;
+    p->len = len;
+    p->byval = byval;
+    p->align = align;
+}
+
+void param_add(ArrayParam *p, Datum d, bool isnull) {
+    p->values[p->count] = d;
+    p->nulls[p->count] = isnull;
+    ++p->count;
+}
+
+Datum param_datum_unsafe(const ArrayParam *p) {
+    int dims = p->count, lbs = 1;
+    return PointerGetDatum(construct_md_array(p->values, p->nulls, 1, &dims, &lbs, p->type, p->len, p->byval, p->align));
+}
+
+Datum uuid_ptr_unsafe(const Uuid &id) {
+    auto *u = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+    std::memcpy(u->data, id.data(), id.size());
+    return UUIDPGetDatum(u);
+}
+
+void add_text_unsafe(ArrayParam *p, const char *s) {
+    bool isnull = s[0] == '\0';
+    param_add(p, isnull ? (Datum)0 : CStringGetTextDatum(s), isnull);
+}
+
+void add_uuid_unsafe(ArrayParam *p, bool present, const Uuid &id) {
+    param_add(p, present ? uuid_ptr_unsafe(id) : (Datum)0, !present);
+}
+
+struct LastUsed {
+    Uuid key_id;
+    TimestampTz at;
+};
+
+bool log_table_exists_unsafe() {
+    Oid nsp = get_namespace_oid("flint", true);
+    return OidIsValid(nsp) && OidIsValid(get_relname_relid("request_log", nsp));
+}
+
+void prepare_plans_unsafe() {
+    if (!insert_plan) {
+        Oid types[13] = {TIMESTAMPTZARRAYOID, UUIDARRAYOID, TEXTARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
+                         TEXTARRAYOID,        TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+                         TEXTARRAYOID,        INT4ARRAYOID, TEXTARRAYOID};
+        SPIPlanPtr p = SPI_prepare(kInsertSql, 13, types);
+        if (!p)
+            elog(ERROR, "flint_keys: could not prepare the request-log insert: %s", SPI_result_code_string(SPI_result));
+        SPI_keepplan(p);
+        insert_plan = p;
+    }
+    if (!last_used_plan) {
+        Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
+        SPIPlanPtr p = SPI_prepare(kLastUsedSql, 2, types);
+        if (!p)
+            elog(ERROR, "flint_keys: could not prepare the last_used_at update");
+        SPI_keepplan(p);
+        last_used_plan = p;
+    }
+}
+
+void begin_transaction_unsafe(const char *activity) {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+MemoryContext worker_context = nullptr; // reset once per loop
+
+void commit_transaction_unsafe() {
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(worker_context);
+    pgstat_report_activity(STATE_IDLE, nullptr);
+}
+
+// Inserts one batch; false when flint.request_log does not exist (the rows are dropped).
+bool insert_batch_unsafe(const LogRecord *batch, int count, const LastUsed *last_used, int last_used_count) {
+    begin_transaction_unsafe("flint_keys: inserting request-log rows");
+    if (!log_table_exists_unsafe()) {
+        commit_transaction_unsafe();
+        return false;
+    }
+    prepare_plans_unsafe();
+    ArrayParam cols[13];
+    param_init_unsafe(&cols[0], count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE);
+    for (int i : {1, 3, 4})
+        param_init_unsafe(&cols[i], count, UUIDOID, 16, false, TYPALIGN_CHAR);
+    for (int i : {2, 5, 6, 7, 8, 9, 10, 12})
+        param_init_unsafe(&cols[i], count, TEXTOID, -1, false, TYPALIGN_INT);
+    param_init_unsafe(&cols[11], count, INT4OID, 4, true, TYPALIGN_INT);
+    for (int i = 0; i < count; ++i) {
+        const LogRecord &r = batch[i];
+        param_add(&cols[0], TimestampTzGetDatum(r.at), false);
+        add_uuid_unsafe(&cols[1], r.has_key_id, r.key_id);
+        add_text_unsafe(&cols[2], r.display_prefix);
+        add_uuid_unsafe(&cols[3], r.has_merchant_id, r.merchant_id);
+        add_uuid_unsafe(&cols[4], r.has_requested_merchant, r.requested_merchant);
+        add_text_unsafe(&cols[5], r.scope);
+        add_text_unsafe(&cols[6], code_name(r.outcome));
+        add_text_unsafe(&cols[7], code_sqlstate(r.outcome));
+        add_text_unsafe(&cols[8], r.client_addr);
+        add_text_unsafe(&cols[9], r.application_name);
+        add_text_unsafe(&cols[10], r.request_id);
+        param_add(&cols[11], Int32GetDatum(r.backend_pid), false);
+        add_text_unsafe(&cols[12], log_source_name(r.source));
+    }
+    Datum params[13];
+    for (int i = 0; i < 13; ++i)
+        params[i] = param_datum_unsafe(&cols[i]);
+    if (SPI_execute_plan(insert_plan, params, nullptr, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "flint_keys: request-log insert failed");
+    if (last_used_count > 0) {
+        ArrayParam ids, ats;
+        param_init_unsafe(&ids, last_used_count, UUIDOID, 16, false, TYPALIGN_CHAR);
+        param_init_unsafe(&ats, last_used_count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE);
+        for (int i = 0; i < last_used_count; ++i) {
+            add_uuid_unsafe(&ids, true, last_used[i].key_id);
+            param_add(&ats, TimestampTzGetDatum(last_used[i].at), false);
+        }
+        Datum p[2] = {param_datum_unsafe(&ids), param_datum_unsafe(&ats)};
+        if (SPI_execute_plan(last_used_plan, p, nullptr, false, 0) != SPI_OK_UPDATE)
+            elog(ERROR, "flint_keys: last_used_at update failed");
+    }
+    commit_transaction_unsafe();
+    return true;
+}
+
+void maintain_partitions_unsafe() {
+    begin_transaction_unsafe("flint_keys: maintaining request-log partitions");
+    if (log_table_exists_unsafe()) {
+        const char *retention = guc_log_retention && guc_log_retention[0] ? guc_log_retention : nullptr;
+        Oid types[1] = {TEXTOID};
+        Datum args[1] = {retention ? CStringGetTextDatum(retention) : (Datum)0};
+        char nulls[1] = {retention ? ' ' : 'n'};
+        SPI_execute_with_args("SELECT flint._maintain_request_log(current_date, $1::interval)", 1, types, args,
+                              nulls, false, 0);
+    }
+    commit_transaction_unsafe();
+}
+
+// Runs a transaction body; on error reports it, aborts, and returns false.
+template <class Fn> bool run_transaction(Fn &&fn) {
+    try {
+        pg_guard(fn);
+        return true;
+    } catch (const PgError &e) {
+        ErrorData *edata = e.edata();
+        pg_guard([&] {
+            AbortCurrentTransaction();
+            MemoryContextSwitchTo(worker_context);
+            insert_plan = last_used_plan = nullptr; // a dropped table invalidates them
+            edata->elevel = WARNING;
+            ThrowErrorData(edata);
+        });
+        return false;
+    }
+}
+
+std::vector<LogRecord> pending; // popped, not yet committed (retried after an error)
+
+// Drains the queue; false when a batch failed (it stays pending for the next try).
+bool drain() {
+    LogQueue *queue = shared_state->queue;
+    for (;;) {
+        LogRecord r;
+        while (pending.size() < static_cast<size_t>(guc_log_batch_size) && queue->try_pop(r)) {
+            if (r.database_oid == MyDatabaseId)
+                pending.push_back(r);
+            else
+                queue->completed.fetch_add(1); // cannot happen: other databases refuse to verify
+        }
+        if (pending.empty())
+            return true;
+        // last_used_at: at most one update per key per batch.
+        std::map<Uuid, TimestampTz> newest;
+        for (const LogRecord &rec : pending)
+            if (rec.outcome == Code::ok && rec.has_key_id) {
+                auto &at = newest[rec.key_id];
+                at = std::max(at, static_cast<TimestampTz>(rec.at));
+            }
+        std::vector<LastUsed> last_used;
+        for (const auto &[id, at] : newest)
+            last_used.push_back({id, at});
+        const LogRecord *rows = pending.data();
+        int row_count = static_cast<int>(pending.size());
+        const LastUsed *used = last_used.data();
+        int used_count = static_cast<int>(last_used.size());
+        bool inserted = false;
+        bool ok = run_transaction([&] { inserted = insert_batch_unsafe(rows, row_count, used, used_count); });
+        if (!ok)
+            return false;
+        if (!inserted)
+            pg_guard([&] {
+                ereport(WARNING, (errmsg("flint_keys: flint.request_log does not exist; dropped %d log rows",
+                                         static_cast<int>(pending.size()))));
+            });
+        queue->completed.fetch_add(pending.size());
+        pending.clear();
+    }
+}
+
+void worker_loop() {
+    worker_context = AllocSetContextCreate(TopMemoryContext, "flint_keys log worker", ALLOCSET_DEFAULT_SIZES);
+    TimestampTz next_maintenance = 0;
+    bool failing = false;
+    for (;;) {
+        pg_guard([&] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                            failing ? 1000 : guc_log_flush_interval_ms, PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            CHECK_FOR_INTERRUPTS();
+            if (ConfigReloadPending) {
+                ConfigReloadPending = false;
+                ProcessConfigFile(PGC_SIGHUP);
+            }
+            MemoryContextSwitchTo(worker_context);
+            MemoryContextReset(worker_context);
+        });
+        failing = !drain();
+        if (GetCurrentTimestamp() >= next_maintenance) {
+            run_transaction([] { maintain_partitions_unsafe(); });
+            next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
+        }
+        if (shutdown_requested) {
+            // Backends stopping with us may still queue a row: drain until quiet.
+            for (int quiet = 0; quiet < 5 && !failing;) {
+                bool had = shared_state->queue->depth() > 0;
+                failing = !drain();
+                quiet = had ? 0 : quiet + 1;
+                pg_usleep(20 * 1000);
+            }
+            break;
+        }
+    }
+}
+
+} // namespace
+} // namespace flint::pg
+
+void register_log_worker() {
+    BackgroundWorker worker;
+    std::memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = 1;
+    strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "flint_log_worker_main", BGW_MAXLEN);
+    strlcpy(worker.bgw_name, "flint_keys log worker", BGW_MAXLEN);
+    strlcpy(worker.bgw_type, "flint_keys log worker", BGW_MAXLEN);
+    RegisterBackgroundWorker(&worker);
+}
+
+extern "C" void flint_log_worker_main(Datum) {
+    using namespace flint::pg;
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, handle_sigterm);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(guc_database, nullptr, 0);
+    in_log_worker = true;
+    shared_state->worker_pid = MyProcPid;
+    shared_state->worker_latch = &MyProc->procLatch;
+    before_shmem_exit(forget_latch, 0);
+    pgstat_report_appname("flint_keys log worker");
+    // Errors inside are caught per transaction; anything escaping is a bug
+    // and ends the worker (the postmaster restarts it after a second).
+    PendingError pending_error;
+    bool failed = false;
+    try {
+        worker_loop();
+    } catch (...) {
+        capture_exception(pending_error);
+        failed = true;
+    }
+    if (failed) {
+        pending_error.hide_statement = false;
+        raise_pending(pending_error);
+    }
+    proc_exit(0);
+}

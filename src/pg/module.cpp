@@ -1,0 +1,119 @@
+// _PG_init: GUCs, shared memory (as pg_stat_statements does), the log worker.
+#include "guard.hpp"
+#include "key_store.hpp"
+#include "state.hpp"
+#include "auth_context.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+PGDLLEXPORT void _PG_init(void);
+}
+
+namespace flint::pg {
+
+SharedState *shared_state = nullptr;
+bool in_log_worker = false;
+
+bool guc_key_cache = true;
+int guc_key_cache_size = 100000;
+int guc_log_queue_size = 16384;
+int guc_log_queue_wait_ms = 1000;
+int guc_log_flush_interval_ms = 50;
+int guc_log_batch_size = 2000;
+char *guc_database = nullptr;
+char *guc_request_id = nullptr;
+char *guc_log_retention = nullptr;
+
+namespace {
+
+shmem_request_hook_type prev_shmem_request_hook = nullptr;
+shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+
+uint32_t queue_capacity() {
+    uint32_t cap = 1;
+    while (cap < static_cast<uint32_t>(guc_log_queue_size))
+        cap <<= 1;
+    return cap;
+}
+
+Size shared_size() {
+    return add_size(MAXALIGN(sizeof(SharedState)) + 64, LogQueue::bytes_needed(queue_capacity()));
+}
+
+void shmem_request() {
+    if (prev_shmem_request_hook)
+        prev_shmem_request_hook();
+    RequestAddinShmemSpace(shared_size());
+}
+
+void shmem_startup() {
+    if (prev_shmem_startup_hook)
+        prev_shmem_startup_hook();
+    bool found = false;
+    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+    auto *state = static_cast<SharedState *>(ShmemInitStruct("flint_keys", shared_size(), &found));
+    if (!found) {
+        pg_atomic_init_u64(&state->keys_generation, 1);
+        state->worker_latch = nullptr;
+        state->worker_pid = 0;
+        char *after = reinterpret_cast<char *>(state) + MAXALIGN(sizeof(SharedState));
+        void *aligned = reinterpret_cast<void *>(TYPEALIGN(64, after));
+        state->queue = LogQueue::create(aligned, queue_capacity());
+    }
+    LWLockRelease(AddinShmemInitLock);
+    shared_state = state;
+}
+
+void define_gucs() {
+    DefineCustomStringVariable("flint.database", "Database whose flint.request_log the log worker writes.",
+                               "Verification in any other database fails: its log rows would have nowhere to go.",
+                               &guc_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("flint.request_id", "The caller's request id, copied into each request-log row.",
+                               "Set it per transaction: SET LOCAL flint.request_id = '...'.", &guc_request_id, "",
+                               PGC_USERSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable("flint.key_cache", "Keep verified keys in a backend-local cache.",
+                             "Invalidated by every committed change to keys, merchants or scopes.", &guc_key_cache,
+                             true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("flint.key_cache_size", "Keys held per backend before the cache is emptied.", nullptr,
+                            &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("flint.log_queue_size", "Request-log records the shared queue holds (rounded up to a power of two).",
+                            nullptr, &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("flint.log_queue_wait", "How long a verification waits for room in a full log queue before failing closed.",
+                            nullptr, &guc_log_queue_wait_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, nullptr,
+                            nullptr, nullptr);
+    DefineCustomIntVariable("flint.log_flush_interval", "How often the log worker drains the queue.", nullptr,
+                            &guc_log_flush_interval_ms, 50, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("flint.log_batch_size", "Most rows the log worker inserts in one transaction.", nullptr,
+                            &guc_log_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("flint.log_retention", "Request-log partitions older than this are dropped by the worker ('' keeps all).",
+                               nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    MarkGUCPrefixReserved("flint");
+}
+
+} // namespace
+
+void require_preload_unsafe() {
+    if (!shared_state)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("flint_keys must be loaded via shared_preload_libraries"),
+                        errhint("Add shared_preload_libraries = 'flint_keys' to postgresql.conf and restart the server.")));
+}
+
+} // namespace flint::pg
+
+void register_log_worker();
+
+extern "C" void _PG_init(void) {
+    using namespace flint::pg;
+    define_gucs();
+    register_xact_callbacks();
+    if (!process_shared_preload_libraries_in_progress)
+        return; // loaded on demand: functions that need shared memory say how to fix it
+    prev_shmem_request_hook = shmem_request_hook;
+    shmem_request_hook = shmem_request;
+    prev_shmem_startup_hook = shmem_startup_hook;
+    shmem_startup_hook = shmem_startup;
+    register_log_worker();
+}

@@ -1,0 +1,111 @@
+#include "request_log.hpp"
+
+#include "guard.hpp"
+#include "state.hpp"
+
+extern "C" {
+#include "commands/dbcommands.h"
+#include "common/ip.h"
+}
+
+namespace flint::pg {
+
+namespace {
+
+char client_addr[48];
+bool client_addr_known = false;
+Oid log_database = InvalidOid;
+
+void client_address_unsafe() {
+    client_addr[0] = '\0';
+    if (MyProcPort && MyProcPort->raddr.addr.ss_family != AF_UNIX) {
+        char host[NI_MAXHOST];
+        if (pg_getnameinfo_all(&MyProcPort->raddr.addr, MyProcPort->raddr.salen, host, sizeof host, nullptr, 0,
+                               NI_NUMERICHOST) == 0)
+            strlcpy(client_addr, host, sizeof client_addr);
+    }
+}
+
+void check_database_unsafe() {
+    require_preload_unsafe();
+    if (!OidIsValid(log_database))
+        log_database = get_database_oid(guc_database, true);
+    if (log_database != MyDatabaseId)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("flint_keys logs verifications to database \"%s\", not this one", guc_database),
+                        errhint("Set flint.database in postgresql.conf to the database that uses flint_keys, and restart.")));
+}
+
+void wake_worker() {
+    Latch *latch = shared_state->worker_latch;
+    if (latch)
+        SetLatch(latch);
+}
+
+// A request id that looks like it holds a key is dropped, never stored.
+bool looks_like_key(const char *s) { return std::strstr(s, "fk_live_") || std::strstr(s, "fk_test_"); }
+
+} // namespace
+
+void emit_log_record(LogRecord &record) {
+    pg_guard([] { check_database_unsafe(); });
+    if (!client_addr_known) {
+        pg_guard([] { client_address_unsafe(); });
+        client_addr_known = true;
+    }
+    record.at = GetCurrentTimestamp();
+    record.database_oid = MyDatabaseId;
+    record.backend_pid = MyProcPid;
+    copy_field(record.client_addr, client_addr, std::strlen(client_addr));
+    if (application_name)
+        copy_field(record.application_name, application_name, std::strlen(application_name));
+    if (guc_request_id && !looks_like_key(guc_request_id))
+        copy_field(record.request_id, guc_request_id, std::strlen(guc_request_id));
+
+    LogQueue *queue = shared_state->queue;
+    if (queue->try_push(record)) {
+        if (queue->depth() > queue->capacity() / 4)
+            wake_worker();
+        return;
+    }
+    // Full: wait a bounded time for the worker to make room, then fail closed.
+    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_log_queue_wait_ms);
+    bool pushed = false;
+    while (!pushed && GetCurrentTimestamp() < deadline) {
+        wake_worker();
+        pg_guard([] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1, PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            CHECK_FOR_INTERRUPTS();
+        });
+        pushed = queue->try_push(record);
+    }
+    if (!pushed) {
+        queue->refused.fetch_add(1);
+        throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
+                         "The log worker has not drained the queue for " + std::to_string(guc_log_queue_wait_ms) +
+                             " ms; check that it is running (pg_stat_activity, backend_type 'flint_keys log worker').",
+                         "Raise flint.log_queue_size or flint.log_queue_wait, or look for a stalled log worker.",
+                         true);
+    }
+}
+
+void flush_log() {
+    pg_guard([] { require_preload_unsafe(); });
+    LogQueue *queue = shared_state->queue;
+    uint64_t target = queue->pushed();
+    while (queue->completed.load() < target) {
+        if (!shared_state->worker_latch)
+            pg_guard([] {
+                ereport(WARNING, (errmsg("flint_keys log worker is not running; waiting for it to start")));
+            });
+        wake_worker();
+        pg_guard([] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            CHECK_FOR_INTERRUPTS();
+        });
+    }
+}
+
+} // namespace flint::pg

@@ -1,0 +1,20 @@
+// The verification path's one seam into the request log: fill a LogRecord and
+// hand it to emit_log_record. Rows go through the shared-memory queue to the
+// log worker (log_worker.cpp), so they survive the caller's rollback.
+#pragma once
+#include "pg_includes.hpp"
+
+#include "log_record.hpp"
+
+namespace flint::pg {
+
+// Fills the per-request fields (time, database, pid, client address,
+// application_name, flint.request_id) and queues the record. When the queue
+// stays full for flint.log_queue_wait, throws FlintError log_queue_full:
+// the caller fails closed rather than verify without a log row.
+void emit_log_record(LogRecord &record);
+
+// Waits until every record queued so far is in flint.request_log.
+void flush_log();
+
+} // namespace flint::pg

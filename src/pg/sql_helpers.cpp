@@ -1,0 +1,121 @@
+// Internal helpers the install script's management functions call:
+// token minting, scope validation, the actor name, cache invalidation.
+#include "guard.hpp"
+#include "key_store.hpp"
+#include "scopes.hpp"
+#include "state.hpp"
+
+namespace flint::pg {
+
+namespace {
+
+std::vector<std::string> text_array_arg(FunctionCallInfo fcinfo, int n, bool *had_null) {
+    std::vector<std::string> out;
+    *had_null = false;
+    if (PG_ARGISNULL(n))
+        return out;
+    ArrayType *array = PG_GETARG_ARRAYTYPE_P(n);
+    Datum *elems = nullptr;
+    bool *nulls = nullptr;
+    int count = 0;
+    pg_guard([&] { deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count); });
+    for (int i = 0; i < count; ++i) {
+        if (nulls[i]) {
+            *had_null = true;
+            continue;
+        }
+        const text *t = reinterpret_cast<const text *>(DatumGetPointer(elems[i]));
+        out.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+    }
+    return out;
+}
+
+// _new_token(mode text, key_id uuid) -> text: a fresh token for that key id.
+Datum new_token_body(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        throw FlintError("22004", "mode and key id must not be NULL");
+    text *mode_text = PG_GETARG_TEXT_PP(0);
+    auto mode = parse_mode(std::string_view(VARDATA_ANY(mode_text), VARSIZE_ANY_EXHDR(mode_text)));
+    if (!mode)
+        throw FlintError("22023", "unknown key mode; use 'live' or 'test'");
+    Uuid id;
+    std::memcpy(id.data(), PG_GETARG_UUID_P(1)->data, id.size());
+    SecretBytes secret;
+    random_bytes(secret.data(), secret.size());
+    std::string token = format_token(*mode, id, secret);
+    std::fill(secret.begin(), secret.end(), 0);
+    Datum result = PointerGetDatum(cstring_to_text_with_len(token.data(), static_cast<int>(token.size())));
+    std::fill(token.begin(), token.end(), '\0');
+    return result;
+}
+
+// _check_scopes(scopes text[]) -> text[]: validated against the catalog,
+// sorted and without duplicates; unknown_scope (FK008) with a suggestion otherwise.
+Datum check_scopes_body(FunctionCallInfo fcinfo) {
+    bool had_null = false;
+    std::vector<std::string> scopes = text_array_arg(fcinfo, 0, &had_null);
+    if (PG_ARGISNULL(0) || had_null)
+        throw FlintError("22004", "scopes must not be NULL or contain NULL");
+    if (scopes.empty())
+        throw FlintError("22023", "a key needs at least one scope");
+    const std::vector<std::string> &catalog = scope_catalog();
+    for (const std::string &s : scopes) {
+        ScopeName shape;
+        if (!parse_scope(s, shape))
+            throw FlintError("FK008", "unknown_scope: \"" + s.substr(0, 80) + "\" is not of the form resource:action");
+        if (!scope_in_catalog(catalog, s)) {
+            std::string near = closest_scope(catalog, s);
+            throw FlintError("FK008", "unknown_scope: scope \"" + s + "\" is not in the catalog", "",
+                             near.empty() ? "The catalog is the table flint.scopes." : "Did you mean \"" + near + "\"?");
+        }
+    }
+    std::sort(scopes.begin(), scopes.end());
+    scopes.erase(std::unique(scopes.begin(), scopes.end()), scopes.end());
+    std::vector<Datum> elems;
+    for (const std::string &s : scopes)
+        elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
+    ArrayType *array = nullptr;
+    pg_guard([&] { array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT); });
+    PG_RETURN_ARRAYTYPE_P(array);
+}
+
+// _uncovered_scope(held text[], wanted text[]) -> text: the first wanted scope
+// that holding `held` does not cover, or NULL when all are covered.
+Datum uncovered_scope_body(FunctionCallInfo fcinfo) {
+    bool had_null = false;
+    std::vector<std::string> held = text_array_arg(fcinfo, 0, &had_null);
+    std::vector<std::string> wanted = text_array_arg(fcinfo, 1, &had_null);
+    for (const std::string &w : wanted)
+        if (!scopes_cover(held, w))
+            return PointerGetDatum(cstring_to_text_with_len(w.data(), static_cast<int>(w.size())));
+    PG_RETURN_NULL();
+}
+
+// _actor() -> text: the role acting, as SET ROLE left it, even inside a
+// SECURITY DEFINER function (which changes current_user, not the outer user).
+Datum actor_body(FunctionCallInfo) {
+    char *name = nullptr;
+    pg_guard([&] { name = GetUserNameFromId(GetOuterUserId(), true); });
+    return CStringGetTextDatum(name ? name : "unknown");
+}
+
+// Statement trigger on api_keys, merchants and scopes: key caches everywhere
+// must reload once this transaction commits. The log worker only ever writes
+// last_used_at, which verification does not read, so it skips the bump.
+Datum invalidate_trigger_body(FunctionCallInfo fcinfo) {
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        throw FlintError("39P01", "flint._invalidate_key_cache() may only be called as a trigger");
+    if (!in_log_worker)
+        note_keys_changed();
+    return PointerGetDatum(nullptr);
+}
+
+} // namespace
+} // namespace flint::pg
+
+using namespace flint::pg;
+FLINT_SQL_FUNCTION(flint_new_token, new_token_body)
+FLINT_SQL_FUNCTION(flint_check_scopes, check_scopes_body)
+FLINT_SQL_FUNCTION(flint_uncovered_scope, uncovered_scope_body)
+FLINT_SQL_FUNCTION(flint_actor, actor_body)
+FLINT_SQL_FUNCTION(flint_invalidate_key_cache, invalidate_trigger_body)

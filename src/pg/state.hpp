@@ -1,0 +1,39 @@
+// Process-wide state of the extension: GUCs and the shared-memory segment.
+#pragma once
+#include "pg_includes.hpp"
+
+#include "log_queue.hpp"
+
+namespace flint::pg {
+
+struct SharedState {
+    // Bumped after every commit that changed keys, merchants or scopes, so
+    // backend-local key caches know to reload (see key_store.cpp).
+    pg_atomic_uint64 keys_generation;
+    // The log worker's latch, set by backends that want it to drain now.
+    Latch *volatile worker_latch;
+    volatile pid_t worker_pid;
+    LogQueue *queue;
+};
+
+// NULL unless the library was preloaded and shared memory is attached.
+extern SharedState *shared_state;
+
+// GUCs
+extern bool guc_key_cache;
+extern int guc_key_cache_size;
+extern int guc_log_queue_size;
+extern int guc_log_queue_wait_ms;
+extern int guc_log_flush_interval_ms;
+extern int guc_log_batch_size;
+extern char *guc_database;
+extern char *guc_request_id;
+extern char *guc_log_retention;
+
+// Raises a clear error, with the fix, when the library was not preloaded.
+void require_preload_unsafe();
+
+// True in the request-log background worker.
+extern bool in_log_worker;
+
+} // namespace flint::pg

@@ -1,0 +1,297 @@
+// flint_verify_key, flint_check_key, flint_authenticate and the auth-context
+// functions: parse, hash, look up, decide, log, and only then raise.
+#include "auth_context.hpp"
+#include "guard.hpp"
+#include "key_store.hpp"
+#include "request_log.hpp"
+#include "scopes.hpp"
+#include "state.hpp"
+
+namespace flint::pg {
+
+namespace {
+
+struct Args {
+    std::optional<std::string_view> secret;
+    std::optional<std::string_view> scope;
+    std::optional<Uuid> merchant;
+};
+
+std::optional<std::string_view> text_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
+    text *t = PG_GETARG_TEXT_PP(n);
+    return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
+    Uuid id;
+    std::memcpy(id.data(), PG_GETARG_UUID_P(n)->data, id.size());
+    return id;
+}
+
+Datum uuid_datum(const Uuid &id) {
+    auto *out = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+    std::memcpy(out->data, id.data(), id.size());
+    return UUIDPGetDatum(out);
+}
+
+// The outcome of one verification, with the message it raises when not ok.
+struct Result {
+    Code code = Code::ok;
+    std::optional<Uuid> key_id;
+    const KeyRecord *key = nullptr;
+    std::string message, detail, hint;
+};
+
+std::string shown(std::string_view prefix) { return std::string(prefix) + "\xE2\x80\xA6"; } // "fk_live_3xQ…"
+
+void describe(Result &r, const ParseError perr, std::string_view presented_prefix, const Args &a) {
+    const std::string key = r.key ? shown(r.key->display_prefix) : shown(presented_prefix);
+    switch (r.code) {
+    case Code::ok:
+    case Code::log_queue_full:
+        break;
+    case Code::malformed_key:
+        r.message = std::string("malformed_key: ") + parse_error_text(perr);
+        r.hint = "A flint key is fk_live_ or fk_test_ followed by 61 letters and digits.";
+        break;
+    case Code::invalid_key:
+        r.message = "invalid_key: key " + key + " is not valid";
+        break;
+    case Code::key_revoked:
+        r.message = "key_revoked: key " + key + " has been revoked";
+        break;
+    case Code::key_expired:
+        r.message = "key_expired: key " + key + " has expired";
+        break;
+    case Code::merchant_suspended:
+        r.message = "merchant_suspended: the merchant of key " + key + " is suspended";
+        break;
+    case Code::wrong_merchant:
+        r.message = a.merchant ? "wrong_merchant: key " + key + " does not belong to merchant " +
+                                     uuid_to_string(*a.merchant)
+                               : "wrong_merchant: no merchant was given for key " + key;
+        break;
+    case Code::missing_scope:
+        r.message = "missing_scope: key " + key + " lacks scope \"" + std::string(*a.scope) + "\"";
+        break;
+    case Code::unknown_scope: {
+        ScopeName parsed;
+        if (!a.scope) {
+            r.message = "unknown_scope: no scope was given";
+        } else if (!parse_scope(*a.scope, parsed)) {
+            r.message = "unknown_scope: the scope is not of the form resource:action";
+        } else {
+            r.message = "unknown_scope: scope \"" + std::string(*a.scope) + "\" is not in the catalog";
+            std::string near = closest_scope(scope_catalog(), *a.scope);
+            if (!near.empty())
+                r.hint = "Did you mean \"" + near + "\"?";
+        }
+        break;
+    }
+    }
+}
+
+// Everything verification does, for any entry point; never raises on a
+// verification failure (only on a Postgres error or a full log queue).
+Result verify(const Args &a, LogSource source, bool scoped) {
+    Result r;
+    LogRecord rec;
+    rec.source = source;
+    ParsedToken parsed;
+    ParseError perr = a.secret ? parse_token(*a.secret, parsed) : ParseError::null_input;
+    std::string_view presented_prefix;
+    if (perr != ParseError::none) {
+        r.code = Code::malformed_key;
+    } else {
+        presented_prefix = a.secret->substr(0, token_layout::kDisplayPrefixLen);
+        r.key_id = parsed.key_id;
+        Digest digest = sha256(*a.secret);
+        r.key = find_key(parsed.key_id);
+        VerifyRequest req;
+        req.scope = a.scope;
+        req.scope_required = scoped;
+        req.merchant = a.merchant;
+        req.merchant_required = scoped;
+        const std::vector<std::string> empty;
+        // The catalog is only read when a scope is checked.
+        bool needs_catalog = scoped && r.key && a.scope;
+        r.code = decide(r.key, parsed.mode, digest, req, needs_catalog ? scope_catalog() : empty,
+                        GetCurrentTimestamp())
+                     .code;
+        rec.has_key_id = true;
+        rec.key_id = parsed.key_id;
+        copy_field(rec.display_prefix, presented_prefix.data(), presented_prefix.size());
+        if (r.key) {
+            rec.has_merchant_id = true;
+            rec.merchant_id = r.key->merchant_id;
+        }
+    }
+    if (a.merchant) {
+        rec.has_requested_merchant = true;
+        rec.requested_merchant = *a.merchant;
+    }
+    ScopeName scope_shape;
+    if (a.scope && parse_scope(*a.scope, scope_shape))
+        copy_field(rec.scope, a.scope->data(), a.scope->size());
+    rec.outcome = r.code;
+    emit_log_record(rec); // throws log_queue_full: fail closed
+    describe(r, perr, presented_prefix, a);
+    return r;
+}
+
+[[noreturn]] void raise(const Result &r) {
+    throw FlintError(code_sqlstate(r.code), r.message, r.detail, r.hint, /*hide_statement=*/true);
+}
+
+Args args3(FunctionCallInfo fcinfo) { return {text_arg(fcinfo, 0), text_arg(fcinfo, 1), uuid_arg(fcinfo, 2)}; }
+
+Datum verify_key_body(FunctionCallInfo fcinfo) {
+    Result r = verify(args3(fcinfo), LogSource::verify, true);
+    if (r.code != Code::ok)
+        raise(r);
+    return uuid_datum(*r.key_id);
+}
+
+Datum check_key_body(FunctionCallInfo fcinfo) {
+    Result r = verify(args3(fcinfo), LogSource::check, true);
+    TupleDesc desc;
+    Datum values[4];
+    bool nulls[4] = {false, !r.key_id.has_value(), r.code == Code::ok, r.code == Code::ok};
+    values[0] = BoolGetDatum(r.code == Code::ok);
+    values[1] = r.key_id ? uuid_datum(*r.key_id) : (Datum)0;
+    values[2] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_name(r.code));
+    values[3] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_sqlstate(r.code));
+    HeapTuple tuple = nullptr;
+    pg_guard([&] {
+        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+            elog(ERROR, "flint_check_key must return a composite type");
+        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
+    });
+    return HeapTupleGetDatum(tuple);
+}
+
+Datum text_array_datum(const std::vector<std::string> &items) {
+    ArrayType *array = nullptr;
+    std::vector<Datum> elems;
+    for (const std::string &s : items)
+        elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
+    pg_guard([&] { array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT); });
+    return PointerGetDatum(array);
+}
+
+Datum authenticate_body(FunctionCallInfo fcinfo) {
+    Args a{text_arg(fcinfo, 0), std::nullopt, std::nullopt};
+    clear_auth(); // a failed authenticate leaves no context behind
+    Result r = verify(a, LogSource::authenticate, false);
+    if (r.code != Code::ok)
+        raise(r);
+    AuthContext ctx;
+    ctx.key_id = r.key->id;
+    ctx.merchant_id = r.key->merchant_id;
+    ctx.mode = r.key->mode;
+    ctx.display_prefix = r.key->display_prefix;
+    ctx.scopes = r.key->scopes;
+    set_auth(ctx);
+
+    TupleDesc desc;
+    Datum values[4] = {uuid_datum(ctx.key_id), uuid_datum(ctx.merchant_id), CStringGetTextDatum(mode_name(ctx.mode)),
+                       text_array_datum(ctx.scopes)};
+    bool nulls[4] = {false, false, false, false};
+    HeapTuple tuple = nullptr;
+    pg_guard([&] {
+        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+            elog(ERROR, "flint_authenticate must return a composite type");
+        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
+    });
+    return HeapTupleGetDatum(tuple);
+}
+
+Datum current_merchant_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return uuid_datum(ctx->merchant_id);
+}
+
+Datum current_key_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return uuid_datum(ctx->key_id);
+}
+
+Datum current_scopes_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return text_array_datum(ctx->scopes);
+}
+
+Datum has_scope_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    auto scope = text_arg(fcinfo, 0);
+    return BoolGetDatum(ctx && scope && scope_grants(ctx->scopes, *scope));
+}
+
+// Raises missing_scope (logged) unless the context holds the scope. Outside
+// any context it is missing_scope too: there is no key to hold anything.
+Datum require_scope_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    auto scope = text_arg(fcinfo, 0);
+    Code code = Code::ok;
+    ScopeName shape;
+    if (!scope || !parse_scope(*scope, shape) || shape.action == "*" || !scope_in_catalog(scope_catalog(), *scope))
+        code = Code::unknown_scope;
+    else if (!ctx || !scope_grants(ctx->scopes, *scope))
+        code = Code::missing_scope;
+
+    LogRecord rec;
+    rec.source = LogSource::require_scope;
+    rec.outcome = code;
+    if (ctx) {
+        rec.has_key_id = rec.has_merchant_id = true;
+        rec.key_id = ctx->key_id;
+        rec.merchant_id = ctx->merchant_id;
+        copy_field(rec.display_prefix, ctx->display_prefix.data(), ctx->display_prefix.size());
+    }
+    if (code != Code::unknown_scope)
+        copy_field(rec.scope, scope->data(), scope->size());
+    emit_log_record(rec);
+
+    if (code == Code::unknown_scope) {
+        Result r;
+        r.code = code;
+        Args a{std::nullopt, scope, std::nullopt};
+        describe(r, ParseError::none, "", a);
+        raise(r);
+    }
+    if (code == Code::missing_scope) {
+        std::string who = ctx ? "key " + shown(ctx->display_prefix) : std::string("this transaction (not authenticated)");
+        throw FlintError("FK005", "missing_scope: " + who + " lacks scope \"" + std::string(*scope) + "\"", "", 
+                         ctx ? "" : "Call flint_authenticate(secret) first in this transaction.", true);
+    }
+    PG_RETURN_VOID();
+}
+
+Datum flush_log_body(FunctionCallInfo) {
+    flush_log();
+    PG_RETURN_VOID();
+}
+
+} // namespace
+} // namespace flint::pg
+
+using namespace flint::pg;
+FLINT_SQL_FUNCTION(flint_verify_key, verify_key_body)
+FLINT_SQL_FUNCTION(flint_check_key, check_key_body)
+FLINT_SQL_FUNCTION(flint_authenticate, authenticate_body)
+FLINT_SQL_FUNCTION(flint_current_merchant, current_merchant_body)
+FLINT_SQL_FUNCTION(flint_current_key, current_key_body)
+FLINT_SQL_FUNCTION(flint_current_scopes, current_scopes_body)
+FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
+FLINT_SQL_FUNCTION(flint_require_scope, require_scope_body)
+FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)

@@ -1,0 +1,115 @@
+#include <gtest/gtest.h>
+
+#include "verify.hpp"
+
+using namespace flint;
+
+namespace {
+const std::vector<std::string> kCatalog = {"payments:read", "payments:write", "refunds:read",
+                                           "refunds:write"};
+
+struct Fixture : ::testing::Test {
+    KeyRecord key;
+    std::string token = "fk_live_the-current-token";
+    std::string old_token = "fk_live_the-old-token";
+    Uuid merchant{};
+    Micros now = 1'000'000;
+
+    void SetUp() override {
+        merchant[0] = 7;
+        key.merchant_id = merchant;
+        key.mode = Mode::live;
+        key.secret_hash = sha256(token);
+        key.scopes = {"payments:write"};
+    }
+    Code run(const std::string &presented, std::optional<std::string_view> scope = "payments:read",
+             std::optional<Uuid> m = std::nullopt, Mode mode = Mode::live, const KeyRecord *k = nullptr) {
+        VerifyRequest req;
+        req.scope = scope;
+        req.merchant = m ? m : std::optional<Uuid>(merchant);
+        return decide(k ? k : &key, mode, sha256(presented), req, kCatalog, now).code;
+    }
+};
+} // namespace
+
+TEST_F(Fixture, Ok) { EXPECT_EQ(run(token), Code::ok); }
+
+TEST_F(Fixture, UnknownKeyIsInvalid) {
+    VerifyRequest req;
+    req.scope = "payments:read";
+    req.merchant = merchant;
+    EXPECT_EQ(decide(nullptr, Mode::live, sha256(token), req, kCatalog, now).code, Code::invalid_key);
+}
+
+TEST_F(Fixture, WrongSecretIsInvalid) { EXPECT_EQ(run("fk_live_something-else"), Code::invalid_key); }
+
+TEST_F(Fixture, ModeMismatchIsInvalid) {
+    EXPECT_EQ(run(token, "payments:read", std::nullopt, Mode::test), Code::invalid_key);
+}
+
+TEST_F(Fixture, Revoked) {
+    key.revoked = true;
+    EXPECT_EQ(run(token), Code::key_revoked);
+    EXPECT_EQ(run("fk_live_wrong"), Code::invalid_key); // a wrong secret reveals nothing more
+}
+
+TEST_F(Fixture, Expired) {
+    key.expires_at = now;
+    EXPECT_EQ(run(token), Code::key_expired);
+    key.expires_at = now + 1;
+    EXPECT_EQ(run(token), Code::ok);
+}
+
+TEST_F(Fixture, RotationGrace) {
+    key.previous_secret_hash = sha256(old_token);
+    key.previous_secret_expires_at = now + 10;
+    EXPECT_EQ(run(old_token), Code::ok);
+    EXPECT_EQ(run(token), Code::ok);
+    key.previous_secret_expires_at = now;
+    EXPECT_EQ(run(old_token), Code::key_expired);
+    EXPECT_EQ(run(token), Code::ok);
+    key.previous_secret_hash.reset();
+    EXPECT_EQ(run(old_token), Code::invalid_key);
+}
+
+TEST_F(Fixture, OrderRevokedBeforeExpiredBeforeSuspended) {
+    key.revoked = true;
+    key.expires_at = 0;
+    key.merchant_suspended = true;
+    EXPECT_EQ(run(token), Code::key_revoked);
+    key.revoked = false;
+    EXPECT_EQ(run(token), Code::key_expired);
+    key.expires_at.reset();
+    EXPECT_EQ(run(token), Code::merchant_suspended);
+}
+
+TEST_F(Fixture, SuspendedBeforeWrongMerchantBeforeScope) {
+    Uuid other{};
+    other[0] = 9;
+    key.merchant_suspended = true;
+    EXPECT_EQ(run(token, "refunds:write", other), Code::merchant_suspended);
+    key.merchant_suspended = false;
+    EXPECT_EQ(run(token, "refunds:write", other), Code::wrong_merchant);
+    EXPECT_EQ(run(token, "refunds:write"), Code::missing_scope);
+}
+
+TEST_F(Fixture, ScopeChecks) {
+    EXPECT_EQ(run(token, "payments:write"), Code::ok);
+    EXPECT_EQ(run(token, "refunds:read"), Code::missing_scope);
+    EXPECT_EQ(run(token, "refunds:wirte"), Code::unknown_scope);
+    EXPECT_EQ(run(token, "payments:*"), Code::unknown_scope);
+    EXPECT_EQ(run(token, std::nullopt), Code::unknown_scope);
+}
+
+TEST_F(Fixture, NullMerchantFailsClosed) {
+    VerifyRequest req;
+    req.scope = "payments:read";
+    EXPECT_EQ(decide(&key, Mode::live, sha256(token), req, kCatalog, now).code, Code::wrong_merchant);
+}
+
+TEST_F(Fixture, AuthenticateNeedsNoScopeOrMerchant) {
+    VerifyRequest req;
+    req.scope_required = false;
+    req.merchant_required = false;
+    EXPECT_EQ(decide(&key, Mode::live, sha256(token), req, kCatalog, now).code, Code::ok);
+}
