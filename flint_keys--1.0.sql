@@ -272,7 +272,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF expires_at <= now() THEN
-        RAISE EXCEPTION 'expires_at % is not in the future', expires_at USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'expires_at must be in the future' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN expires_at;
 END
@@ -335,6 +335,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     info flint.key_info;
 BEGIN
+    IF key_id IS NULL THEN
+        RAISE EXCEPTION 'key_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = flint_get_key.key_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no key with id %', key_id USING ERRCODE = 'no_data_found';

@@ -94,14 +94,17 @@ void flush_log() {
     pg_guard([] { require_preload_unsafe(); });
     LogQueue *queue = shared_state->queue;
     uint64_t target = queue->pushed();
+    // Bounded: a worker that is down (restarting, or its database missing)
+    // must not hang the caller forever.
+    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
     while (queue->completed.load() < target) {
-        if (!shared_state->worker_latch)
-            pg_guard([] {
-                ereport(WARNING, (errmsg("flint_keys log worker is not running; waiting for it to start")));
-            });
+        if (GetCurrentTimestamp() >= deadline)
+            throw FlintError("57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
+                             std::to_string(target - queue->completed.load()) + " rows are still queued.",
+                             "Check that the flint_keys log worker is running and that flint.database names this database.");
         wake_worker();
         pg_guard([] {
-            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5, PG_WAIT_EXTENSION);
             ResetLatch(MyLatch);
             CHECK_FOR_INTERRUPTS();
         });

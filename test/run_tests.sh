@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs every flint_keys test: core unit tests (ctest), then against throwaway
+# PostgreSQL instances the regression suite (pg_regress), the isolation specs
+# (pg_isolation_regress) and the TAP tests (prove). Works as root (servers run
+# as the postgres user) or as an ordinary user. Prints one line per suite and
+# a final "N passed, N failed".
+#
+#   test/run_tests.sh            everything
+#   test/run_tests.sh unit sql   only some suites (unit sql isolation tap)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_CONFIG="${PG_CONFIG:-pg_config}"
+PGBIN="$($PG_CONFIG --bindir)"
+PGXS_DIR="$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)"
+SUITES=("$@")
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(unit sql isolation tap)
+
+passed=0
+failed=0
+summary=()
+record() { # suite status detail
+    if [ "$2" = ok ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    summary+=("$(printf '%-10s %-6s %s' "$1" "$2" "$3")")
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# PostgreSQL refuses to run as root: servers and their clients run as postgres then.
+RUNNER=()
+if [ "$(id -u)" = 0 ]; then RUNNER=(runuser -u postgres --); fi
+
+WORK="$(mktemp -d /tmp/flint_tests.XXXXXX)"
+cleanup() { [ -n "${FLINT_KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
+trap cleanup EXIT
+cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$WORK/"
+[ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
+
+echo "== building and installing the extension"
+(cd "$ROOT" && make -s PG_CONFIG="$PG_CONFIG" >/dev/null && as_root make -s install PG_CONFIG="$PG_CONFIG" >/dev/null) || {
+    echo "build failed"; exit 1; }
+
+for suite in "${SUITES[@]}"; do
+    case "$suite" in
+    unit)
+        echo "== unit: GoogleTest (ctest)"
+        build="$ROOT/build"
+        if cmake -S "$ROOT" -B "$build" -DCMAKE_BUILD_TYPE=Release >"$WORK/cmake.log" 2>&1 &&
+            cmake --build "$build" -j"$(nproc)" >>"$WORK/cmake.log" 2>&1; then
+            if (cd "$build" && ctest --output-on-failure 2>&1 | tee "$WORK/ctest.log" | tail -3); then
+                grep -q "100% tests passed" "$WORK/ctest.log" && record unit ok "$(grep 'tests passed' "$WORK/ctest.log")" ||
+                    record unit FAILED "$(grep 'tests passed' "$WORK/ctest.log")"
+            else record unit FAILED "ctest"; fi
+        else
+            tail -30 "$WORK/cmake.log"; record unit FAILED "build"
+        fi
+        ;;
+    sql)
+        echo "== sql: pg_regress"
+        if (cd "$WORK" && "${RUNNER[@]}" "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$PGBIN" \
+            --temp-instance="$WORK/tmp_sql" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+            --dbname=contrib_regression --inputdir=. --outputdir="$WORK" --schedule=test/regress_schedule \
+            >"$WORK/sql.log" 2>&1); then
+            record sql ok "$(grep -E 'tests passed' "$WORK/sql.log" | tr -d '=' | xargs)"
+        else
+            cat "$WORK/sql.log"; [ -f "$WORK/regression.diffs" ] && head -200 "$WORK/regression.diffs"
+            record sql FAILED "$(grep -E 'tests (passed|failed)|failed' "$WORK/sql.log" | tail -1 | tr -d '=' | xargs)"
+        fi
+        grep -E '^(test|ok|not ok)' "$WORK/sql.log" | sed 's/^/  /'
+        ;;
+    isolation)
+        echo "== isolation: pg_isolation_regress"
+        specs=$(cd "$WORK/test/isolation/specs" && ls *.spec | sed 's/\.spec$//' | xargs)
+        if (cd "$WORK/test/isolation" && "${RUNNER[@]}" "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+            --bindir="$PGBIN" --temp-instance="$WORK/tmp_iso" --temp-config="$WORK/test/regress.conf" \
+            --encoding=UTF8 --no-locale --dbname=contrib_regression --inputdir=. --outputdir="$WORK/iso" $specs \
+            >"$WORK/iso.log" 2>&1); then
+            record isolation ok "$(grep -E 'tests passed' "$WORK/iso.log" | tr -d '=' | xargs)"
+        else
+            cat "$WORK/iso.log"; [ -f "$WORK/iso/regression.diffs" ] && head -200 "$WORK/iso/regression.diffs"
+            record isolation FAILED "$(grep -E 'failed' "$WORK/iso.log" | tail -1 | tr -d '=' | xargs)"
+        fi
+        grep -E '^(test|ok|not ok)' "$WORK/iso.log" | sed 's/^/  /'
+        ;;
+    tap)
+        echo "== tap: prove (PostgreSQL::Test::Cluster)"
+        if (cd "$WORK/test" && "${RUNNER[@]}" env PATH="$PGBIN:$PATH" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+            PG_CONFIG="$PG_CONFIG" TESTDIR="$WORK/test" FLINT_SRC="$ROOT" \
+            prove -I "$PGXS_DIR/src/test/perl" t/ >"$WORK/tap.log" 2>&1); then
+            record tap ok "$(grep -E '^Result|^Files=' "$WORK/tap.log" | head -1)"
+        else
+            record tap FAILED "$(grep -E '^Result|^Files=' "$WORK/tap.log" | head -1)"
+            for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -40 "$f"; done
+        fi
+        cat "$WORK/tap.log"
+        ;;
+    *) echo "unknown suite $suite"; exit 2 ;;
+    esac
+done
+
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
