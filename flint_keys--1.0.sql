@@ -442,22 +442,25 @@ AS $$ SELECT * FROM flint._rotate_key($1, $2) $$;
 
 -- Creates the partitions for `today` and the next two days (UTC) and, with a
 -- retention, drops whole partitions that end before today - retention.
+-- A day whose rows already landed in the default partition (the worker was
+-- not up yet) keeps them there: moving rows between partitions would hide
+-- them from concurrent readers. Such rows are purged by DELETE instead.
 CREATE FUNCTION flint._maintain_request_log(today date, retention interval DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    d date;
-    part text;
+    d     date;
+    part  text;
+    lower timestamptz;
+    upper timestamptz;
 BEGIN
     FOR d IN SELECT generate_series(today, today + 2, interval '1 day')::date LOOP
         part := 'request_log_' || to_char(d, 'YYYYMMDD');
-        IF to_regclass('flint.' || part) IS NULL THEN
-            -- Rows already in the default partition for that day move into the new one.
-            EXECUTE format('CREATE TABLE flint.%I (LIKE flint.request_log INCLUDING DEFAULTS)', part);
-            EXECUTE format('WITH moved AS (DELETE FROM flint.request_log_default WHERE at >= %L AND at < %L RETURNING *) '
-                           'INSERT INTO flint.%I SELECT * FROM moved',
-                           (d::timestamp AT TIME ZONE 'UTC'), ((d + 1)::timestamp AT TIME ZONE 'UTC'), part);
-            EXECUTE format('ALTER TABLE flint.request_log ATTACH PARTITION flint.%I FOR VALUES FROM (%L) TO (%L)',
-                           part, (d::timestamp AT TIME ZONE 'UTC'), ((d + 1)::timestamp AT TIME ZONE 'UTC'));
+        lower := d::timestamp AT TIME ZONE 'UTC';
+        upper := (d + 1)::timestamp AT TIME ZONE 'UTC';
+        IF to_regclass('flint.' || part) IS NULL
+           AND NOT EXISTS (SELECT 1 FROM flint.request_log_default WHERE at >= lower AND at < upper) THEN
+            EXECUTE format('CREATE TABLE flint.%I PARTITION OF flint.request_log FOR VALUES FROM (%L) TO (%L)',
+                           part, lower, upper);
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN
