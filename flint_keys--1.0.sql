@@ -127,6 +127,9 @@ CREATE FUNCTION flint_flush_log() RETURNS void
 CREATE FUNCTION flint._current_scopes() RETURNS text[]
     AS 'MODULE_PATHNAME', 'flint_current_scopes' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
+CREATE FUNCTION flint._current_mode() RETURNS text
+    AS 'MODULE_PATHNAME', 'flint_current_mode' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
 CREATE FUNCTION flint._new_token(mode text, key_id uuid) RETURNS text
     AS 'MODULE_PATHNAME', 'flint_new_token' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
@@ -221,7 +224,14 @@ CREATE FUNCTION flint._authorize(merchant uuid, needed text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF @extschema@.flint_current_key() IS NULL THEN
-        RETURN;  -- an admin role outside any context; EXECUTE grants govern it
+        -- Outside a context only an admin may manage keys: a role with
+        -- BYPASSRLS (which already reads every merchant's rows) or a superuser.
+        IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = flint._actor() AND (r.rolsuper OR r.rolbypassrls)) THEN
+            RAISE EXCEPTION 'key management outside an authenticated transaction needs an admin role'
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Call flint_authenticate(secret) with a key holding keys:read or keys:write, or use a role with BYPASSRLS.';
+        END IF;
+        RETURN;
     END IF;
     PERFORM @extschema@.flint_require_scope(needed);
     IF merchant IS DISTINCT FROM @extschema@.flint_current_merchant() THEN
@@ -248,6 +258,31 @@ BEGIN
 END
 $$;
 
+-- A key acting inside a context manages only keys of its own mode whose
+-- scopes it holds itself: otherwise rotating a stronger key would hand it
+-- that key's new secret.
+CREATE FUNCTION flint._authorize_key(k flint.api_keys, needed text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    beyond text;
+BEGIN
+    PERFORM flint._authorize(k.merchant_id, needed);
+    IF @extschema@.flint_current_key() IS NULL OR needed = 'keys:read' THEN
+        RETURN;
+    END IF;
+    IF k.mode IS DISTINCT FROM flint._current_mode() THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: a %s key cannot manage %s keys', flint._current_mode(), k.mode);
+    END IF;
+    beyond := flint._uncovered_scope(flint._current_scopes(), k.scopes);
+    IF beyond IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: key %s… holds scope "%s", which the authenticated key lacks',
+                             k.display_prefix, beyond);
+    END IF;
+END
+$$;
+
 CREATE FUNCTION flint._key_for_update(key_id uuid, needed text) RETURNS flint.api_keys
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -260,7 +295,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no key with id %', key_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM flint._authorize(k.merchant_id, needed);
+    PERFORM flint._authorize_key(k, needed);
     RETURN k;
 END
 $$;
@@ -307,6 +342,10 @@ BEGIN
     END IF;
     key_scopes := flint._check_scopes(scopes);
     PERFORM flint._check_grantable(key_scopes);
+    IF @extschema@.flint_current_key() IS NOT NULL AND mode <> flint._current_mode() THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: a %s key cannot create %s keys', flint._current_mode(), mode);
+    END IF;
     token := flint._new_token(mode, new_id);
     INSERT INTO flint.api_keys AS k (id, merchant_id, name, mode, scopes, metadata, display_prefix,
                                      secret_hash, created_by, expires_at)
@@ -511,6 +550,127 @@ SELECT l.key_id, min(l.display_prefix) AS display_prefix, l.merchant_id, l.outco
  GROUP BY l.key_id, l.merchant_id, l.outcome;
 
 ------------------------------------------------------------------------------
+-- Row-level security: a role without BYPASSRLS sees only the authenticated
+-- merchant's rows, and nothing outside a context. The subselect makes the
+-- planner evaluate the context once per statement, not once per row.
+------------------------------------------------------------------------------
+
+ALTER TABLE flint.api_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flint.key_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flint.request_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_isolation ON flint.api_keys
+    USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
+CREATE POLICY merchant_isolation ON flint.key_events
+    USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
+CREATE POLICY merchant_isolation ON flint.request_log
+    USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
+
+------------------------------------------------------------------------------
+-- Guarded application tables
+------------------------------------------------------------------------------
+
+CREATE FUNCTION flint_guard_write() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'flint_guard_write' LANGUAGE C;
+
+-- Confines a table of the application to the authenticated merchant:
+-- SELECT needs read_scope, INSERT/UPDATE/DELETE need write_scope (NULL: any
+-- key of the merchant), and every write by a role subject to RLS goes
+-- through flint_guard_write, which raises missing_scope / wrong_merchant and
+-- logs the write. Idempotent. Only the table's owner (or a member of the
+-- owning role) may call it.
+CREATE FUNCTION flint._require_table_owner(tbl regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_has_role(flint._actor()::name, (SELECT c.relowner FROM pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl)
+       IN ('flint', 'pg_catalog', 'information_schema') THEN
+        RAISE EXCEPTION 'flint_keys does not guard %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION flint_protect_table(tbl regclass, merchant_column name DEFAULT 'merchant_id',
+                                    read_scope text DEFAULT NULL, write_scope text DEFAULT NULL)
+    RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning AS $$
+DECLARE
+    column_type regtype;
+    own_merchant text;
+    read_check text;
+    write_check text;
+    s text;
+BEGIN
+    PERFORM flint._require_table_owner(tbl);
+    IF merchant_column IS NULL THEN
+        RAISE EXCEPTION 'merchant column must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT a.atttypid::regtype INTO column_type
+      FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = merchant_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no column "%"', tbl, merchant_column USING ERRCODE = 'undefined_column';
+    END IF;
+    IF column_type <> 'uuid'::regtype THEN
+        RAISE EXCEPTION 'column "%" of % must be uuid, not %', merchant_column, tbl, column_type
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    FOREACH s IN ARRAY array_remove(ARRAY[read_scope, write_scope], NULL) LOOP
+        PERFORM flint._check_scopes(ARRAY[s]);
+        IF s LIKE '%*' THEN
+            RAISE EXCEPTION USING ERRCODE = 'FK008',
+                MESSAGE = format('unknown_scope: a table guard needs a concrete scope, not "%s"', s);
+        END IF;
+    END LOOP;
+
+    own_merchant := format('%I = (SELECT @extschema@.flint_current_merchant())', merchant_column);
+    read_check := own_merchant || coalesce(format(' AND (SELECT @extschema@.flint_has_scope(%L))', read_scope), '');
+    write_check := own_merchant || coalesce(format(' AND (SELECT @extschema@.flint_has_scope(%L))', write_scope), '');
+
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_read ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_insert ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_update ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_delete ON %s', tbl);
+    EXECUTE format('CREATE POLICY flint_read ON %s FOR SELECT USING (%s)', tbl, read_check);
+    EXECUTE format('CREATE POLICY flint_insert ON %s FOR INSERT WITH CHECK (%s)', tbl, write_check);
+    -- UPDATE and DELETE reach the merchant's readable rows, so that the guard
+    -- trigger (not a silent zero-row result) reports a missing write scope.
+    EXECUTE format('CREATE POLICY flint_update ON %s FOR UPDATE USING (%s) WITH CHECK (%s)', tbl, read_check, write_check);
+    EXECUTE format('CREATE POLICY flint_delete ON %s FOR DELETE USING (%s)', tbl, read_check);
+    EXECUTE format('DROP TRIGGER IF EXISTS flint_guard_write ON %s', tbl);
+    EXECUTE format('CREATE TRIGGER flint_guard_write BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION @extschema@.flint_guard_write(%L, %L)',
+                   tbl, merchant_column, coalesce(write_scope, ''));
+    -- The policies filter on the merchant column: make sure an index leads with it.
+    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = tbl AND a.attname = merchant_column) THEN
+        EXECUTE format('CREATE INDEX ON %s (%I)', tbl, merchant_column);
+    END IF;
+END
+$$;
+
+-- Removes what flint_protect_table added (its index stays).
+CREATE FUNCTION flint_unprotect_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning AS $$
+BEGIN
+    PERFORM flint._require_table_owner(tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS flint_guard_write ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_read ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_insert ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_update ON %s', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS flint_delete ON %s', tbl);
+    EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
+END
+$$;
+
+------------------------------------------------------------------------------
 -- Privileges: nothing here is for PUBLIC but reading one's own auth context.
 ------------------------------------------------------------------------------
 
@@ -521,7 +681,11 @@ REVOKE ALL ON FUNCTION flint_verify_key(text, text, uuid), flint_check_key(text,
     flint_create_key(uuid, text, text[], timestamptz, text, jsonb), flint_list_keys(uuid, boolean),
     flint_get_key(uuid), flint_update_key(uuid, text, text[], timestamptz, jsonb),
     flint_revoke_key(uuid, text), flint_rotate_key(uuid, interval),
-    flint_purge_request_log(interval, date) FROM PUBLIC;
+    flint_purge_request_log(interval, date), flint_protect_table(regclass, name, text, text),
+    flint_unprotect_table(regclass) FROM PUBLIC;
 -- RLS policies and applications call these as any role: they only read this
 -- transaction's own context.
 GRANT EXECUTE ON FUNCTION flint_current_merchant(), flint_current_key(), flint_has_scope(text) TO PUBLIC;
+-- A trigger function cannot be called directly; table owners need EXECUTE to
+-- attach it (flint_protect_table runs as its caller).
+GRANT EXECUTE ON FUNCTION flint_guard_write() TO PUBLIC;

@@ -22,7 +22,7 @@ SELECT event, new ->> 'name' AS name, new -> 'scopes' AS scopes, old ->> 'revoke
   FROM flint.key_events WHERE key_id = :'k' AND event IN ('created', 'deleted') ORDER BY id;
 
 -- The actor is the role as SET ROLE left it, not the function owner.
-CREATE ROLE flint_test_admin;
+CREATE ROLE flint_test_admin BYPASSRLS;
 GRANT EXECUTE ON FUNCTION flint_create_key(uuid, text, text[], timestamptz, text, jsonb) TO flint_test_admin;
 SET ROLE flint_test_admin;
 SELECT key_id AS k3 FROM flint_create_key(:acme, 'by admin', ARRAY['logs:read']) \gset

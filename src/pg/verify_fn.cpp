@@ -231,6 +231,13 @@ Datum current_scopes_body(FunctionCallInfo fcinfo) {
     return text_array_datum(ctx->scopes);
 }
 
+Datum current_mode_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return CStringGetTextDatum(mode_name(ctx->mode));
+}
+
 Datum has_scope_body(FunctionCallInfo fcinfo) {
     const AuthContext *ctx = current_auth();
     auto scope = text_arg(fcinfo, 0);
@@ -258,7 +265,7 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
         rec.merchant_id = ctx->merchant_id;
         copy_field(rec.display_prefix, ctx->display_prefix.data(), ctx->display_prefix.size());
     }
-    if (code != Code::unknown_scope)
+    if (scope && parse_scope(*scope, shape))
         copy_field(rec.scope, scope->data(), scope->size());
     emit_log_record(rec);
 
@@ -292,6 +299,7 @@ FLINT_SQL_FUNCTION(flint_authenticate, authenticate_body)
 FLINT_SQL_FUNCTION(flint_current_merchant, current_merchant_body)
 FLINT_SQL_FUNCTION(flint_current_key, current_key_body)
 FLINT_SQL_FUNCTION(flint_current_scopes, current_scopes_body)
+FLINT_SQL_FUNCTION(flint_current_mode, current_mode_body)
 FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
 FLINT_SQL_FUNCTION(flint_require_scope, require_scope_body)
 FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)

@@ -1,0 +1,121 @@
+// flint_guard_write(): the row trigger flint_protect_table() installs. Before
+// each write by a role subject to row-level security it raises the flint
+// codes (missing_scope, wrong_merchant) instead of a generic RLS violation,
+// and logs every guarded write, allowed or refused.
+#include "auth_context.hpp"
+#include "guard.hpp"
+#include "request_log.hpp"
+#include "scopes.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+#include "utils/rls.h"
+}
+
+namespace flint::pg {
+
+namespace {
+
+struct RowMerchant {
+    bool present = false;
+    Uuid id{};
+};
+
+RowMerchant merchant_of(HeapTuple tuple, TupleDesc desc, int attnum) {
+    RowMerchant m;
+    if (!tuple)
+        return m;
+    bool isnull = true;
+    Datum d = (Datum)0;
+    pg_guard([&] { d = heap_getattr(tuple, attnum, desc, &isnull); });
+    if (!isnull) {
+        m.present = true;
+        std::memcpy(m.id.data(), DatumGetUUIDP(d)->data, m.id.size());
+    }
+    return m;
+}
+
+Datum guard_write_body(FunctionCallInfo fcinfo) {
+    if (!CALLED_AS_TRIGGER(fcinfo))
+        throw FlintError("39P01", "flint_guard_write() may only be called as a trigger");
+    auto *trig = reinterpret_cast<TriggerData *>(fcinfo->context);
+    if (!TRIGGER_FIRED_BEFORE(trig->tg_event) || !TRIGGER_FIRED_FOR_ROW(trig->tg_event) ||
+        trig->tg_trigger->tgnargs != 2)
+        throw FlintError("39P01", "flint_guard_write() must be a BEFORE ROW trigger with two arguments");
+    const char *column = trig->tg_trigger->tgargs[0];
+    std::string write_scope = trig->tg_trigger->tgargs[1];
+    HeapTuple result = TRIGGER_FIRED_BY_UPDATE(trig->tg_event) ? trig->tg_newtuple : trig->tg_trigtuple;
+
+    // Roles that bypass RLS (the table owner, BYPASSRLS, superusers) are not guarded.
+    int rls = RLS_NONE;
+    pg_guard([&] { rls = check_enable_rls(RelationGetRelid(trig->tg_relation), InvalidOid, false); });
+    if (rls != RLS_ENABLED)
+        return PointerGetDatum(result);
+
+    TupleDesc desc = RelationGetDescr(trig->tg_relation);
+    int attnum = 0;
+    pg_guard([&] { attnum = SPI_fnumber(desc, column); });
+    if (attnum <= 0)
+        throw FlintError("42703", std::string("flint_guard_write: column \"") + column + "\" does not exist");
+
+    // The rows the write touches: the old one (UPDATE, DELETE) and the new one (INSERT, UPDATE).
+    RowMerchant old_row, new_row;
+    if (!TRIGGER_FIRED_BY_INSERT(trig->tg_event))
+        old_row = merchant_of(trig->tg_trigtuple, desc, attnum);
+    if (TRIGGER_FIRED_BY_INSERT(trig->tg_event))
+        new_row = merchant_of(trig->tg_trigtuple, desc, attnum);
+    else if (TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
+        new_row = merchant_of(trig->tg_newtuple, desc, attnum);
+
+    const AuthContext *ctx = current_auth();
+    Code code = Code::ok;
+    std::string message;
+    if (!ctx) {
+        code = Code::missing_scope;
+        message = "missing_scope: this transaction is not authenticated; writes to " +
+                  std::string(RelationGetRelationName(trig->tg_relation)) + " need a key";
+    } else if (!write_scope.empty() && !scope_grants(ctx->scopes, write_scope)) {
+        code = Code::missing_scope;
+        message = "missing_scope: key " + ctx->display_prefix + "\xE2\x80\xA6 lacks scope \"" + write_scope + "\"";
+    } else {
+        for (const RowMerchant *row : {&old_row, &new_row}) {
+            bool touched = row == &old_row ? !TRIGGER_FIRED_BY_INSERT(trig->tg_event)
+                                           : !TRIGGER_FIRED_BY_DELETE(trig->tg_event);
+            if (touched && (!row->present || row->id != ctx->merchant_id)) {
+                code = Code::wrong_merchant;
+                message = "wrong_merchant: key " + ctx->display_prefix + "\xE2\x80\xA6 acts for merchant " +
+                          uuid_to_string(ctx->merchant_id) + ", not " +
+                          (row->present ? uuid_to_string(row->id) : std::string("NULL"));
+                break;
+            }
+        }
+    }
+
+    LogRecord rec;
+    rec.source = LogSource::guarded_write;
+    rec.outcome = code;
+    if (ctx) {
+        rec.has_key_id = rec.has_merchant_id = true;
+        rec.key_id = ctx->key_id;
+        rec.merchant_id = ctx->merchant_id;
+        copy_field(rec.display_prefix, ctx->display_prefix.data(), ctx->display_prefix.size());
+    }
+    const RowMerchant &target = new_row.present ? new_row : old_row;
+    if (target.present) {
+        rec.has_requested_merchant = true;
+        rec.requested_merchant = target.id;
+    }
+    copy_field(rec.scope, write_scope.data(), write_scope.size());
+    emit_log_record(rec);
+
+    if (code != Code::ok)
+        throw FlintError(code_sqlstate(code), message, "",
+                         ctx ? "" : "Call flint_authenticate(secret) first in this transaction.");
+    return PointerGetDatum(result);
+}
+
+} // namespace
+} // namespace flint::pg
+
+using namespace flint::pg;
+FLINT_SQL_FUNCTION(flint_guard_write, guard_write_body)
