@@ -124,6 +124,13 @@ CREATE FUNCTION flint_require_scope(scope text) RETURNS void
 CREATE FUNCTION flint_flush_log() RETURNS void
     AS 'MODULE_PATHNAME', 'flint_flush_log' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+-- queued: rows ever queued; inserted: rows the worker has finished with;
+-- pending: rows in the queue now; refused: verifications failed closed
+-- because the queue stayed full (all since the server started).
+CREATE FUNCTION flint_log_status(OUT queued bigint, OUT inserted bigint, OUT pending bigint,
+                                 OUT refused bigint, OUT capacity integer, OUT worker_pid integer)
+    AS 'MODULE_PATHNAME', 'flint_log_status' LANGUAGE C VOLATILE PARALLEL SAFE;
+
 CREATE FUNCTION flint._current_scopes() RETURNS text[]
     AS 'MODULE_PATHNAME', 'flint_current_scopes' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
@@ -503,7 +510,7 @@ BEGIN
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN
-        PERFORM flint_purge_request_log(retention, today);
+        PERFORM @extschema@.flint_purge_request_log(retention, today);
     END IF;
 END
 $$;
@@ -681,7 +688,7 @@ REVOKE ALL ON FUNCTION flint_verify_key(text, text, uuid), flint_check_key(text,
     flint_create_key(uuid, text, text[], timestamptz, text, jsonb), flint_list_keys(uuid, boolean),
     flint_get_key(uuid), flint_update_key(uuid, text, text[], timestamptz, jsonb),
     flint_revoke_key(uuid, text), flint_rotate_key(uuid, interval),
-    flint_purge_request_log(interval, date), flint_protect_table(regclass, name, text, text),
+    flint_purge_request_log(interval, date), flint_log_status(), flint_protect_table(regclass, name, text, text),
     flint_unprotect_table(regclass) FROM PUBLIC;
 -- RLS policies and applications call these as any role: they only read this
 -- transaction's own context.

@@ -67,3 +67,7 @@ SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 SELECT count(*) FROM flint.request_log WHERE at < '2026-02-01';
 SELECT try('SELECT flint_purge_request_log(NULL)');
 SELECT try('SELECT flint_purge_request_log(''-1 day'')');
+-- maintenance with a retention creates ahead and purges behind
+SELECT flint._maintain_request_log('2026-01-05', '2 days');
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname LIKE 'request_log_202601%' ORDER BY 1;

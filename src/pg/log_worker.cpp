@@ -203,9 +203,10 @@ bool insert_batch_unsafe(const LogRecord *batch, int count, const LastUsed *last
     return true;
 }
 
-void maintain_partitions_unsafe() {
+void maintain_partitions_unsafe(bool *found_table) {
     begin_transaction_unsafe("flint_keys: maintaining request-log partitions");
-    if (log_table_exists_unsafe()) {
+    *found_table = log_table_exists_unsafe();
+    if (*found_table) {
         const char *retention = guc_log_retention && guc_log_retention[0] ? guc_log_retention : nullptr;
         Oid types[1] = {TEXTOID};
         Datum args[1] = {retention ? CStringGetTextDatum(retention) : (Datum)0};
@@ -235,6 +236,21 @@ template <class Fn> bool run_transaction(Fn &&fn) {
 }
 
 std::vector<LogRecord> pending; // popped, not yet committed (retried after an error)
+TimestampTz next_maintenance = 0;
+bool maintained_table = false; // the last maintenance found flint.request_log
+
+// Partitions first, so that rows land in their day's partition: at start,
+// every minute, after a reload, and before a batch while the extension was
+// not found (it may be created after the worker starts).
+void maintain_if_due(bool have_rows) {
+    bool due = GetCurrentTimestamp() >= next_maintenance || (have_rows && !maintained_table);
+    if (!due)
+        return;
+    bool found = false;
+    if (run_transaction([&] { maintain_partitions_unsafe(&found); }))
+        maintained_table = found;
+    next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
+}
 
 // Drains the queue; false when a batch failed (it stays pending for the next try).
 bool drain() {
@@ -249,6 +265,7 @@ bool drain() {
         }
         if (pending.empty())
             return true;
+        maintain_if_due(true);
         // last_used_at: at most one update per key per batch.
         std::map<Uuid, TimestampTz> newest;
         for (const LogRecord &rec : pending)
@@ -279,7 +296,6 @@ bool drain() {
 
 void worker_loop() {
     worker_context = AllocSetContextCreate(TopMemoryContext, "flint_keys log worker", ALLOCSET_DEFAULT_SIZES);
-    TimestampTz next_maintenance = 0;
     bool failing = false;
     for (;;) {
         pg_guard([&] {
@@ -290,15 +306,13 @@ void worker_loop() {
             if (ConfigReloadPending) {
                 ConfigReloadPending = false;
                 ProcessConfigFile(PGC_SIGHUP);
+                next_maintenance = 0; // a new flint.log_retention applies at once
             }
             MemoryContextSwitchTo(worker_context);
             MemoryContextReset(worker_context);
         });
+        maintain_if_due(false);
         failing = !drain();
-        if (GetCurrentTimestamp() >= next_maintenance) {
-            run_transaction([] { maintain_partitions_unsafe(); });
-            next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
-        }
         if (shutdown_requested) {
             // Backends stopping with us may still queue a row: drain until quiet.
             for (int quiet = 0; quiet < 5 && !failing;) {

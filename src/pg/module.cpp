@@ -83,7 +83,7 @@ void define_gucs() {
                             nullptr, &guc_log_queue_wait_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, nullptr,
                             nullptr, nullptr);
     DefineCustomIntVariable("flint.log_flush_interval", "How often the log worker drains the queue.", nullptr,
-                            &guc_log_flush_interval_ms, 50, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+                            &guc_log_flush_interval_ms, 50, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
                             nullptr);
     DefineCustomIntVariable("flint.log_batch_size", "Most rows the log worker inserts in one transaction.", nullptr,
                             &guc_log_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -284,6 +284,27 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
     PG_RETURN_VOID();
 }
 
+// flint_log_status(): the queue's counters, for support and monitoring.
+Datum log_status_body(FunctionCallInfo fcinfo) {
+    pg_guard([] { require_preload_unsafe(); });
+    LogQueue *queue = shared_state->queue;
+    Datum values[6] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
+                       Int64GetDatum(static_cast<int64>(queue->completed.load())),
+                       Int64GetDatum(static_cast<int64>(queue->depth())),
+                       Int64GetDatum(static_cast<int64>(queue->refused.load())),
+                       Int32GetDatum(static_cast<int32>(queue->capacity())),
+                       Int32GetDatum(static_cast<int32>(shared_state->worker_pid))};
+    bool nulls[6] = {false, false, false, false, false, shared_state->worker_pid == 0};
+    TupleDesc desc;
+    HeapTuple tuple = nullptr;
+    pg_guard([&] {
+        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+            elog(ERROR, "flint_log_status must return a composite type");
+        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
+    });
+    return HeapTupleGetDatum(tuple);
+}
+
 Datum flush_log_body(FunctionCallInfo) {
     flush_log();
     PG_RETURN_VOID();
@@ -303,3 +324,4 @@ FLINT_SQL_FUNCTION(flint_current_mode, current_mode_body)
 FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
 FLINT_SQL_FUNCTION(flint_require_scope, require_scope_body)
 FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)
+FLINT_SQL_FUNCTION(flint_log_status, log_status_body)
