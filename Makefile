@@ -28,8 +28,11 @@ override with_llvm := no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# C++ standard library and PGXS's C-only warning flags do not mix.
-override CXXFLAGS := $(filter-out -Wmissing-prototypes -Wdeclaration-after-statement -Werror=vla,$(CXXFLAGS))
+# C++ standard library and PGXS's C-only warning flags do not mix. -MMD: rebuild
+# what includes a changed header (a stale struct layout is a silent crash).
+override CXXFLAGS := $(filter-out -Wmissing-prototypes -Wdeclaration-after-statement -Werror=vla,$(CXXFLAGS)) -MMD -MP
+-include $(OBJS:.o=.d)
+EXTRA_CLEAN += $(OBJS:.o=.d)
 
 .PHONY: format-check
 format-check:

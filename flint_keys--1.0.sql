@@ -78,12 +78,14 @@ CREATE TABLE flint.request_log (
     backend_pid        integer NOT NULL,
     source             text NOT NULL
 ) PARTITION BY RANGE (at);
+-- (key_id, at) serves "newest first" by scanning backwards, and takes new
+-- rows at its right edge, where B-tree inserts are cheapest.
 -- Indexes are per partition, not on the parent: an index on the parent would
 -- be re-created by pg_restore's ATTACH PARTITION and then clash with the
 -- dumped partition indexes. flint._maintain_request_log adds them to each day.
 CREATE TABLE flint.request_log_default PARTITION OF flint.request_log DEFAULT;
-CREATE INDEX request_log_default_key_idx ON flint.request_log_default (key_id, at DESC);
-CREATE INDEX request_log_default_failures_idx ON flint.request_log_default (merchant_id, at DESC) WHERE outcome <> 'ok';
+CREATE INDEX request_log_default_key_idx ON flint.request_log_default (key_id, at);
+CREATE INDEX request_log_default_failures_idx ON flint.request_log_default (merchant_id, at) WHERE outcome <> 'ok';
 
 SELECT pg_catalog.pg_extension_config_dump('flint.merchants', '');
 SELECT pg_catalog.pg_extension_config_dump('flint.scopes', 'WHERE NOT builtin');
@@ -129,9 +131,11 @@ CREATE FUNCTION flint_flush_log() RETURNS void
 
 -- queued: rows ever queued; inserted: rows the worker has finished with;
 -- pending: rows in the queue now; refused: verifications failed closed
--- because the queue stayed full (all since the server started).
+-- because the queue stayed full; batches: insert transactions (all since the
+-- server started).
 CREATE FUNCTION flint_log_status(OUT queued bigint, OUT inserted bigint, OUT pending bigint,
-                                 OUT refused bigint, OUT capacity integer, OUT worker_pid integer)
+                                 OUT refused bigint, OUT capacity integer, OUT worker_pid integer,
+                                 OUT batches bigint)
     AS 'MODULE_PATHNAME', 'flint_log_status' LANGUAGE C VOLATILE PARALLEL SAFE;
 
 CREATE FUNCTION flint._current_scopes() RETURNS text[]
@@ -213,8 +217,20 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER key_events AFTER INSERT OR UPDATE OR DELETE ON flint.api_keys
+CREATE TRIGGER key_events AFTER INSERT OR DELETE ON flint.api_keys
     FOR EACH ROW EXECUTE FUNCTION flint._key_events_trigger();
+-- The log worker's last_used_at updates are not events: skip the trigger
+-- call altogether rather than have it find nothing changed.
+CREATE TRIGGER key_events_update AFTER UPDATE ON flint.api_keys
+    FOR EACH ROW
+    WHEN ((OLD.id, OLD.merchant_id, OLD.name, OLD.mode, OLD.scopes, OLD.metadata, OLD.display_prefix,
+           OLD.secret_hash, OLD.previous_secret_hash, OLD.previous_secret_expires_at, OLD.created_at,
+           OLD.created_by, OLD.expires_at, OLD.revoked_at, OLD.revoked_reason)
+          IS DISTINCT FROM
+          (NEW.id, NEW.merchant_id, NEW.name, NEW.mode, NEW.scopes, NEW.metadata, NEW.display_prefix,
+           NEW.secret_hash, NEW.previous_secret_hash, NEW.previous_secret_expires_at, NEW.created_at,
+           NEW.created_by, NEW.expires_at, NEW.revoked_at, NEW.revoked_reason))
+    EXECUTE FUNCTION flint._key_events_trigger();
 
 ------------------------------------------------------------------------------
 -- The key as a DBA reads it
@@ -516,8 +532,8 @@ BEGIN
             EXECUTE format('CREATE TABLE flint.%I PARTITION OF flint.request_log FOR VALUES FROM (%L) TO (%L)',
                            part, lower, upper);
             -- "rows of one key, newest first" and "failures of one merchant"
-            EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, at DESC)', part || '_key_idx', part);
-            EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at DESC) WHERE outcome <> %L',
+            EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, at)', part || '_key_idx', part);
+            EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at) WHERE outcome <> %L',
                            part || '_failures_idx', part, 'ok');
         END IF;
     END LOOP;

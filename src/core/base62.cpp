@@ -1,19 +1,24 @@
 #include "base62.hpp"
 
+#include <array>
 #include <cstring>
 #include <vector>
 
 namespace flint::base62 {
 
-int digit(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 36;
-    return -1;
+namespace {
+constexpr std::array<int8_t, 256> make_digits() {
+    std::array<int8_t, 256> t{};
+    for (auto &v : t)
+        v = -1;
+    for (int i = 0; i < 62; ++i)
+        t[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
+    return t;
 }
+constexpr auto kDigits = make_digits();
+} // namespace
+
+int digit(char c) { return kDigits[static_cast<unsigned char>(c)]; }
 
 void encode(const uint8_t *bytes, size_t n, char *out, size_t width) {
     // Schoolbook division of the big-endian number by 62, least significant digit first.
@@ -37,6 +42,26 @@ std::string encode(const uint8_t *bytes, size_t n) {
 }
 
 bool decode(std::string_view text, uint8_t *bytes, size_t n) {
+    // Up to 16 bytes fit a 128-bit accumulator: one multiply-add per character.
+    if (n <= 16) {
+        unsigned __int128 acc = 0;
+        const unsigned __int128 limit = n == 16 ? ~static_cast<unsigned __int128>(0)
+                                                : (static_cast<unsigned __int128>(1) << (8 * n)) - 1;
+        // acc * 62 + d <= limit  <=>  acc < q, or acc == q and d <= r
+        const unsigned __int128 q = limit / 62;
+        const unsigned r = static_cast<unsigned>(limit % 62);
+        for (char c : text) {
+            int d = digit(c);
+            if (d < 0 || acc > q || (acc == q && static_cast<unsigned>(d) > r))
+                return false;
+            acc = acc * 62 + static_cast<unsigned>(d);
+        }
+        for (size_t i = n; i-- > 0;) {
+            bytes[i] = static_cast<uint8_t>(acc & 0xff);
+            acc >>= 8;
+        }
+        return true;
+    }
     std::memset(bytes, 0, n);
     for (char c : text) {
         int d = digit(c);

@@ -35,6 +35,8 @@ class LogQueue {
     std::atomic<uint64_t> completed{0};
     // Verifications refused because the queue stayed full (fail closed).
     std::atomic<uint64_t> refused{0};
+    // Insert transactions the consumer has committed.
+    std::atomic<uint64_t> batches{0};
 
   private:
     struct alignas(64) Cell {

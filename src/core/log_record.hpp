@@ -2,6 +2,7 @@
 // data, no pointers, never the secret. Postgres-free.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "errors.hpp"
 #include "token.hpp"
@@ -26,7 +27,8 @@ struct LogRecord {
     Uuid requested_merchant{};
     char display_prefix[token_layout::kDisplayPrefixLen + 1] = {};
     char scope[64] = {};
-    char client_addr[48] = {};
+    uint8_t client_family = 0; // 0: none (Unix socket), 4: IPv4, 6: IPv6
+    uint8_t client_ip[16] = {};
     char application_name[64] = {};
     char request_id[64] = {};
 };
@@ -35,5 +37,11 @@ struct LogRecord {
 // character boundary and always NUL-terminated.
 void copy_field(char *dst, size_t size, const char *src, size_t len);
 template <size_t N> void copy_field(char (&dst)[N], const char *src, size_t len) { copy_field(dst, N, src, len); }
+
+// The rows in PostgreSQL's binary COPY format, columns in flint.request_log's
+// order: at, key_id, display_prefix, merchant_id, requested_merchant, scope,
+// outcome, sqlstate, client_addr, application_name, request_id, backend_pid, source.
+// The worker feeds this to COPY FROM: no text parsing, multi-row inserts.
+std::string encode_copy_binary(const LogRecord *rows, size_t count);
 
 } // namespace flint

@@ -5,6 +5,10 @@
 #include "guard.hpp"
 #include "state.hpp"
 
+extern "C" {
+#include "utils/inval.h"
+}
+
 namespace flint::pg {
 
 namespace {
@@ -38,6 +42,18 @@ struct Cache {
 
 Cache cache;
 bool changed_in_this_transaction = false;
+
+// The flint relations' OIDs, resolved once and forgotten when the relcache
+// says one of them changed (dropped, renamed, the extension re-created).
+Relations known_relations;
+bool relations_known = false;
+
+void forget_relations(Datum, Oid relid) {
+    if (!OidIsValid(relid) || relid == known_relations.keys || relid == known_relations.keys_pkey ||
+        relid == known_relations.merchants || relid == known_relations.merchants_pkey ||
+        relid == known_relations.scopes)
+        relations_known = false;
+}
 std::optional<KeyRecord> uncached; // the answer when the cache is bypassed
 
 void resolve_relations_unsafe(Relations *rels) {
@@ -203,10 +219,20 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id) {
 
 // Drops the cache if the shared generation or the table moved; returns whether it may be used.
 bool sync_cache(Relations &rels) {
-    pg_guard([&] {
-        require_preload_unsafe();
-        resolve_relations_unsafe(&rels);
-    });
+    if (!shared_state)
+        pg_guard([] { require_preload_unsafe(); });
+    if (!relations_known) {
+        static bool callback_registered = false;
+        pg_guard([&] {
+            if (!callback_registered) {
+                CacheRegisterRelcacheCallback(forget_relations, (Datum)0);
+                callback_registered = true;
+            }
+            resolve_relations_unsafe(&known_relations);
+        });
+        relations_known = true;
+    }
+    rels = known_relations;
     // Read before any snapshot is taken: a commit we miss now bumps it again for next time.
     uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation);
     pg_read_barrier();

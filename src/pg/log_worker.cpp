@@ -12,7 +12,10 @@ extern "C" {
 #include "executor/spi.h"
 #include "postmaster/interrupt.h"
 #include "tcop/tcopprot.h"
-#include "utils/inet.h"
+#include "commands/copy.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
 
 PGDLLEXPORT void flint_log_worker_main(Datum);
 }
@@ -37,22 +40,26 @@ void forget_latch(int, Datum) {
     }
 }
 
-constexpr const char *kInsertSql =
-    "INSERT INTO flint.request_log (at, key_id, display_prefix, merchant_id, requested_merchant, scope, "
-    "outcome, sqlstate, client_addr, application_name, request_id, backend_pid, source) "
-    "SELECT at, key_id, display_prefix, merchant_id, requested_merchant, scope, outcome, sqlstate, "
-    "client_addr::inet, application_name, request_id, backend_pid, source "
-    "FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], "
-    "$8::text[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::text[]) "
-    "AS r(at, key_id, display_prefix, merchant_id, requested_merchant, scope, outcome, sqlstate, "
-    "client_addr, application_name, request_id, backend_pid, source)";
-
 constexpr const char *kLastUsedSql =
     "UPDATE flint.api_keys k SET last_used_at = u.at FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) "
     "WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
 
-SPIPlanPtr insert_plan = nullptr;
 SPIPlanPtr last_used_plan = nullptr;
+
+// The batch in binary COPY format, read by COPY FROM through this callback.
+struct CopySource {
+    const char *data;
+    size_t len;
+    size_t pos;
+};
+CopySource copy_source;
+
+int read_copy_source(void *outbuf, int, int maxread) {
+    size_t n = std::min(static_cast<size_t>(maxread), copy_source.len - copy_source.pos);
+    std::memcpy(outbuf, copy_source.data + copy_source.pos, n);
+    copy_source.pos += n;
+    return static_cast<int>(n);
+}
 
 // One array parameter of the batch insert, in palloc'd memory (no C++
 // objects: it is filled inside pg_guard, where an error may longjmp).
@@ -93,11 +100,6 @@ Datum uuid_ptr_unsafe(const Uuid &id) {
     return UUIDPGetDatum(u);
 }
 
-void add_text_unsafe(ArrayParam *p, const char *s) {
-    bool isnull = s[0] == '\0';
-    param_add(p, isnull ? (Datum)0 : CStringGetTextDatum(s), isnull);
-}
-
 void add_uuid_unsafe(ArrayParam *p, bool present, const Uuid &id) {
     param_add(p, present ? uuid_ptr_unsafe(id) : (Datum)0, !present);
 }
@@ -113,16 +115,6 @@ bool log_table_exists_unsafe() {
 }
 
 void prepare_plans_unsafe() {
-    if (!insert_plan) {
-        Oid types[13] = {TIMESTAMPTZARRAYOID, UUIDARRAYOID, TEXTARRAYOID, UUIDARRAYOID, UUIDARRAYOID,
-                         TEXTARRAYOID,        TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-                         TEXTARRAYOID,        INT4ARRAYOID, TEXTARRAYOID};
-        SPIPlanPtr p = SPI_prepare(kInsertSql, 13, types);
-        if (!p)
-            elog(ERROR, "flint_keys: could not prepare the request-log insert: %s", SPI_result_code_string(SPI_result));
-        SPI_keepplan(p);
-        insert_plan = p;
-    }
     if (!last_used_plan) {
         Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
         SPIPlanPtr p = SPI_prepare(kLastUsedSql, 2, types);
@@ -151,43 +143,29 @@ void commit_transaction_unsafe() {
     pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
-// Inserts one batch; false when flint.request_log does not exist (the rows are dropped).
-bool insert_batch_unsafe(const LogRecord *batch, int count, const LastUsed *last_used, int last_used_count) {
+// Inserts one batch (binary COPY into flint.request_log: tuple routing to
+// the day's partition, multi-row inserts) and moves last_used_at forward.
+// False when flint.request_log does not exist (the rows are dropped).
+bool insert_batch_unsafe(const char *copy_data, size_t copy_len, const LastUsed *last_used, int last_used_count) {
     begin_transaction_unsafe("flint_keys: inserting request-log rows");
     if (!log_table_exists_unsafe()) {
         commit_transaction_unsafe();
         return false;
     }
-    prepare_plans_unsafe();
-    ArrayParam cols[13];
-    param_init_unsafe(&cols[0], count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE);
-    for (int i : {1, 3, 4})
-        param_init_unsafe(&cols[i], count, UUIDOID, 16, false, TYPALIGN_CHAR);
-    for (int i : {2, 5, 6, 7, 8, 9, 10, 12})
-        param_init_unsafe(&cols[i], count, TEXTOID, -1, false, TYPALIGN_INT);
-    param_init_unsafe(&cols[11], count, INT4OID, 4, true, TYPALIGN_INT);
-    for (int i = 0; i < count; ++i) {
-        const LogRecord &r = batch[i];
-        param_add(&cols[0], TimestampTzGetDatum(r.at), false);
-        add_uuid_unsafe(&cols[1], r.has_key_id, r.key_id);
-        add_text_unsafe(&cols[2], r.display_prefix);
-        add_uuid_unsafe(&cols[3], r.has_merchant_id, r.merchant_id);
-        add_uuid_unsafe(&cols[4], r.has_requested_merchant, r.requested_merchant);
-        add_text_unsafe(&cols[5], r.scope);
-        add_text_unsafe(&cols[6], code_name(r.outcome));
-        add_text_unsafe(&cols[7], code_sqlstate(r.outcome));
-        add_text_unsafe(&cols[8], r.client_addr);
-        add_text_unsafe(&cols[9], r.application_name);
-        add_text_unsafe(&cols[10], r.request_id);
-        param_add(&cols[11], Int32GetDatum(r.backend_pid), false);
-        add_text_unsafe(&cols[12], log_source_name(r.source));
-    }
-    Datum params[13];
-    for (int i = 0; i < 13; ++i)
-        params[i] = param_datum_unsafe(&cols[i]);
-    if (SPI_execute_plan(insert_plan, params, nullptr, false, 0) != SPI_OK_INSERT)
-        elog(ERROR, "flint_keys: request-log insert failed");
+    Relation rel = table_open(get_relname_relid("request_log", get_namespace_oid("flint", false)), RowExclusiveLock);
+    ParseState *pstate = make_parsestate(nullptr);
+    // CopyFrom finds its target as range-table entry 1, as DoCopy sets it up.
+    ParseNamespaceItem *nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, nullptr, false, false);
+    nsitem->p_rte->requiredPerms = ACL_INSERT;
+    List *options = list_make1(makeDefElem(pstrdup("format"), (Node *)makeString(pstrdup("binary")), -1));
+    copy_source = {copy_data, copy_len, 0};
+    CopyFromState cstate = BeginCopyFrom(pstate, rel, nullptr, nullptr, false, read_copy_source, NIL, options);
+    CopyFrom(cstate);
+    EndCopyFrom(cstate);
+    table_close(rel, NoLock);
+
     if (last_used_count > 0) {
+        prepare_plans_unsafe();
         ArrayParam ids, ats;
         param_init_unsafe(&ids, last_used_count, UUIDOID, 16, false, TYPALIGN_CHAR);
         param_init_unsafe(&ats, last_used_count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE);
@@ -227,7 +205,7 @@ template <class Fn> bool run_transaction(Fn &&fn) {
         pg_guard([&] {
             AbortCurrentTransaction();
             MemoryContextSwitchTo(worker_context);
-            insert_plan = last_used_plan = nullptr; // a dropped table invalidates them
+            last_used_plan = nullptr; // a dropped table invalidates it
             edata->elevel = WARNING;
             ThrowErrorData(edata);
         });
@@ -253,11 +231,17 @@ void maintain_if_due(bool have_rows) {
 }
 
 // Drains the queue; false when a batch failed (it stays pending for the next try).
-bool drain() {
+// Each wake-up inserts what is queued, then keeps going only while whole
+// batches are waiting: under load, rows gather for the flush interval instead
+// of trickling into tiny transactions that each pay a commit.
+bool drain(bool until_empty = false) {
     LogQueue *queue = shared_state->queue;
-    for (;;) {
+    const size_t batch_size = static_cast<size_t>(guc_log_batch_size);
+    for (bool first = true;; first = false) {
+        if (!first && !until_empty && pending.empty() && queue->depth() < batch_size)
+            return true;
         LogRecord r;
-        while (pending.size() < static_cast<size_t>(guc_log_batch_size) && queue->try_pop(r)) {
+        while (pending.size() < batch_size && queue->try_pop(r)) {
             if (r.database_oid == MyDatabaseId)
                 pending.push_back(r);
             else
@@ -276,12 +260,13 @@ bool drain() {
         std::vector<LastUsed> last_used;
         for (const auto &[id, at] : newest)
             last_used.push_back({id, at});
-        const LogRecord *rows = pending.data();
-        int row_count = static_cast<int>(pending.size());
+        std::string copy_data = encode_copy_binary(pending.data(), pending.size());
+        const char *data = copy_data.data();
+        size_t data_len = copy_data.size();
         const LastUsed *used = last_used.data();
         int used_count = static_cast<int>(last_used.size());
         bool inserted = false;
-        bool ok = run_transaction([&] { inserted = insert_batch_unsafe(rows, row_count, used, used_count); });
+        bool ok = run_transaction([&] { inserted = insert_batch_unsafe(data, data_len, used, used_count); });
         if (!ok)
             return false;
         if (!inserted)
@@ -290,6 +275,7 @@ bool drain() {
                                          static_cast<int>(pending.size()))));
             });
         queue->completed.fetch_add(pending.size());
+        queue->batches.fetch_add(1);
         pending.clear();
     }
 }
@@ -317,7 +303,7 @@ void worker_loop() {
             // Backends stopping with us may still queue a row: drain until quiet.
             for (int quiet = 0; quiet < 5 && !failing;) {
                 bool had = shared_state->queue->depth() > 0;
-                failing = !drain();
+                failing = !drain(true);
                 quiet = had ? 0 : quiet + 1;
                 pg_usleep(20 * 1000);
             }

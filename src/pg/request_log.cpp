@@ -5,24 +5,29 @@
 
 extern "C" {
 #include "commands/dbcommands.h"
-#include "common/ip.h"
+#include <netinet/in.h>
 }
 
 namespace flint::pg {
 
 namespace {
 
-char client_addr[48];
+uint8_t client_family = 0;
+uint8_t client_ip[16];
 bool client_addr_known = false;
 Oid log_database = InvalidOid;
 
-void client_address_unsafe() {
-    client_addr[0] = '\0';
-    if (MyProcPort && MyProcPort->raddr.addr.ss_family != AF_UNIX) {
-        char host[NI_MAXHOST];
-        if (pg_getnameinfo_all(&MyProcPort->raddr.addr, MyProcPort->raddr.salen, host, sizeof host, nullptr, 0,
-                               NI_NUMERICHOST) == 0)
-            strlcpy(client_addr, host, sizeof client_addr);
+// The peer's address in binary, once per backend; none for Unix sockets.
+void client_address() {
+    if (!MyProcPort)
+        return;
+    const auto *sa = reinterpret_cast<const struct sockaddr *>(&MyProcPort->raddr.addr);
+    if (sa->sa_family == AF_INET) {
+        client_family = 4;
+        std::memcpy(client_ip, &reinterpret_cast<const struct sockaddr_in *>(sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        client_family = 6;
+        std::memcpy(client_ip, &reinterpret_cast<const struct sockaddr_in6 *>(sa)->sin6_addr, 16);
     }
 }
 
@@ -50,13 +55,14 @@ bool looks_like_key(const char *s) { return std::strstr(s, "fk_live_") || std::s
 void emit_log_record(LogRecord &record) {
     pg_guard([] { check_database_unsafe(); });
     if (!client_addr_known) {
-        pg_guard([] { client_address_unsafe(); });
+        client_address();
         client_addr_known = true;
     }
     record.at = GetCurrentTimestamp();
     record.database_oid = MyDatabaseId;
     record.backend_pid = MyProcPid;
-    copy_field(record.client_addr, client_addr, std::strlen(client_addr));
+    record.client_family = client_family;
+    std::memcpy(record.client_ip, client_ip, sizeof client_ip);
     if (application_name)
         copy_field(record.application_name, application_name, std::strlen(application_name));
     if (guc_request_id && !looks_like_key(guc_request_id))

@@ -49,6 +49,8 @@ struct Result {
 std::string shown(std::string_view prefix) { return std::string(prefix) + "\xE2\x80\xA6"; } // "fk_live_3xQ…"
 
 void describe(Result &r, const ParseError perr, std::string_view presented_prefix, const Args &a) {
+    if (r.code == Code::ok || r.code == Code::log_queue_full)
+        return; // the hot path builds no strings
     const std::string key = r.key ? shown(r.key->display_prefix) : shown(presented_prefix);
     switch (r.code) {
     case Code::ok:
@@ -288,13 +290,14 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
 Datum log_status_body(FunctionCallInfo fcinfo) {
     pg_guard([] { require_preload_unsafe(); });
     LogQueue *queue = shared_state->queue;
-    Datum values[6] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
+    Datum values[7] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
                        Int64GetDatum(static_cast<int64>(queue->completed.load())),
                        Int64GetDatum(static_cast<int64>(queue->depth())),
                        Int64GetDatum(static_cast<int64>(queue->refused.load())),
                        Int32GetDatum(static_cast<int32>(queue->capacity())),
-                       Int32GetDatum(static_cast<int32>(shared_state->worker_pid))};
-    bool nulls[6] = {false, false, false, false, false, shared_state->worker_pid == 0};
+                       Int32GetDatum(static_cast<int32>(shared_state->worker_pid)),
+                       Int64GetDatum(static_cast<int64>(queue->batches.load()))};
+    bool nulls[7] = {false, false, false, false, false, shared_state->worker_pid == 0, false};
     TupleDesc desc;
     HeapTuple tuple = nullptr;
     pg_guard([&] {

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Every flint_keys benchmark, each printing ratios measured in the same run
+# (never absolute thresholds: the machines are noisy). See BENCHMARKS.md.
+#
+#   bash bench/run.sh            everything (about 5 minutes on 2 cores)
+#   BENCH_QUICK=1 bash bench/run.sh   shorter runs, no 1M-key step
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${BENCH_OUT:-$ROOT/bench/results}"
+mkdir -p "$OUT"
+QUICK="${BENCH_QUICK:-}"
+SECS=$([ -n "$QUICK" ] && echo 3 || echo 6)
+ROUNDS=$([ -n "$QUICK" ] && echo 2 || echo 3)
+REPS=$([ -n "$QUICK" ] && echo 3 || echo 7)
+SIZES=$([ -n "$QUICK" ] && echo "1000 100000" || echo "1000 100000 1000000")
+
+SUDO=()
+[ "$(id -u)" = 0 ] || SUDO=(sudo)
+make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null
+cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build "$ROOT/build" -j2 >/dev/null
+
+source "$ROOT/scripts/cluster.sh"
+DIR="$(mktemp -d /tmp/flint_bench.XXXXXX)"
+trap 'cluster_stop; rm -rf "$DIR"' EXIT
+cluster_start "$DIR" "flint.log_queue_size = 262144" "max_parallel_workers_per_gather = 0" \
+    "shared_buffers = 512MB" "flint.key_cache_size = 2000000" "max_connections = 20"
+[ "$(id -u)" = 0 ] && chmod 755 "$DIR" && cp "$ROOT"/bench/*.sql "$DIR"/ && chown postgres "$DIR"/*.sql
+SQLDIR="$([ "$(id -u)" = 0 ] && echo "$DIR" || echo "$ROOT/bench")"
+q() { cluster_psql -qAtX -v ON_ERROR_STOP=1 "$@"; }
+M='aaaaaaaa-0000-0000-0000-000000000001'
+
+q -c "CREATE EXTENSION flint_keys" -f "$SQLDIR/reference_plpgsql.sql" -f "$SQLDIR/bench.sql" >/dev/null
+q -c "INSERT INTO flint.merchants (id, name) VALUES ('$M', 'bench'); INSERT INTO ref.merchants (id) VALUES ('$M')"
+q -c "SELECT bench.grow_keys('$M', 10000); SELECT bench.make_tokens(10000)"
+
+REPORT="$OUT/latest.txt"
+: >"$REPORT"
+say() { echo "$*" | tee -a "$REPORT"; }
+say "flint_keys benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -m), PostgreSQL $(pg_config --version | awk '{print $2}')"
+
+say ""
+say "== 1. core micro-benchmarks (Google Benchmark)"
+"$ROOT/build/flint_core_bench" --benchmark_min_time=0.2 2>/dev/null | grep -E '^BM_' | tee -a "$REPORT"
+
+say ""
+say "== 2. in-process, 20,000 tokens of 10,000 keys, logging on (median of $REPS, interleaved)"
+VERIFY="SELECT count(flint_verify_key(tok, 'payments:read', '$M')) FROM bench.tokens"
+SHA="SELECT count(sha256(convert_to(tok, 'UTF8'))) FROM bench.tokens"
+q -c "$VERIFY" >/dev/null  # warm the key cache and the buffers
+read -r v_ms s_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 2) FROM bench.compare(\$\$$VERIFY\$\$, \$\$$SHA\$\$, $REPS)")
+say "flint_verify_key: $v_ms ms   sha256(): $s_ms ms   ratio verify/sha256 = $ratio  (target <= 2.0)"
+echo "$ratio" >"$OUT/inprocess_ratio"
+
+say ""
+say "== 3. versus the hand-written PL/pgSQL + pgcrypto reference (bench/reference_plpgsql.sql)"
+REFQ="SELECT count(ref.verify_key(tok, 'payments:read', '$M')) FROM (SELECT tok FROM bench.tokens LIMIT 2000) t"
+FLQ="SELECT count(flint_verify_key(tok, 'payments:read', '$M')) FROM (SELECT tok FROM bench.tokens LIMIT 2000) t"
+read -r r_ms f_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 1) FROM bench.compare(\$\$$REFQ\$\$, \$\$$FLQ\$\$, $REPS)")
+say "in-process, 2,000 calls in one statement: reference $r_ms ms, flint $f_ms ms: flint is ${ratio}x faster per call (target >= 20)"
+
+say ""
+say "== 4. end to end: pgbench -M prepared -c 2 -j 2, ${SECS}s runs, $ROUNDS interleaved rounds"
+TOK="$(q -c "SELECT tok FROM bench.keys WHERE n = 1")"
+echo 'SELECT 1;' >"$DIR/select1.sql"
+# Token, scope and merchant travel as bind parameters, as an application sends them.
+echo "SELECT flint_verify_key(:tok, :scope, :merchant);" >"$DIR/verify.sql"
+echo "SELECT ref.verify_key(:tok, :scope, :merchant);" >"$DIR/reference.sql"
+[ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
+pgb() {
+    "${CLUSTER_USER[@]}" "$PGBIN/pgbench" -h "$DIR" -p "$CLUSTER_PORT" -U postgres -n -M prepared -c 2 -j 2 -T "$SECS" \
+        -D tok="$TOK" -D scope=payments:read -D merchant="$M" -f "$DIR/$1" flint >"$DIR/pgbench.out" 2>&1 || { cat "$DIR/pgbench.out" >&2; return 1; }
+    awk '/^tps/ {print int($3)}' "$DIR/pgbench.out"
+}
+s1=0; vf=0; rf=0
+for r in $(seq 1 "$ROUNDS"); do
+    a=$(pgb select1.sql); b=$(pgb verify.sql); c=$(pgb reference.sql)
+    say "round $r: SELECT 1 $a tps, flint_verify_key $b tps, reference $c tps"
+    s1=$((s1 + a)); vf=$((vf + b)); rf=$((rf + c))
+done
+say "verify/SELECT 1 = $(echo "scale=2; $vf / $s1" | bc)  (target >= 0.8);  flint/reference = $(echo "scale=1; $vf / $rf" | bc)x per call, each call its own transaction"
+
+say ""
+say "== 5. key count: per-call cost of flint_verify_key (20,000 tokens, logging on)"
+: >"$OUT/keycount.dat"
+for n in $SIZES; do
+    q -c "SELECT bench.grow_keys('$M', $n); SELECT bench.make_tokens(least($n, 10000))" >/dev/null
+    q -c "VACUUM ANALYZE flint.api_keys" >/dev/null
+    warm=$(q -c "SELECT flint_flush_log(); $VERIFY" -c "SELECT round((bench.time_ms(\$\$$VERIFY\$\$, $REPS) * 1000 / 20000)::numeric, 2)" | tail -1)
+    cold=$(q -c "SET flint.key_cache = off" -c "SELECT round((bench.time_ms(\$\$$VERIFY\$\$, $REPS) * 1000 / 20000)::numeric, 2)" | tail -1)
+    say "$n keys: $warm us/call with the key cache, $cold us/call without (index scan every call)"
+    echo "$n $warm $cold" >>"$OUT/keycount.dat"
+done
+awk 'NR==1 {w=$2; c=$3} END {printf "largest/smallest: %.2f with the cache, %.2f without (target: flat within 20%%)\n", $2/w, $3/c}' "$OUT/keycount.dat" | tee -a "$REPORT"
+
+say ""
+say "== 6. RLS: a query on a protected table in an authenticated transaction vs the owner without RLS"
+q -c "CREATE TABLE payments (id bigserial PRIMARY KEY, merchant_id uuid NOT NULL, amount_cents int NOT NULL)" \
+  -c "INSERT INTO flint.merchants (id, name) SELECT ('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'm' || i FROM generate_series(1, 199) i" \
+  -c "INSERT INTO payments (merchant_id, amount_cents) SELECT CASE WHEN i % 200 = 0 THEN '$M'::uuid ELSE ('00000000-0000-0000-0000-' || lpad((i % 200)::text, 12, '0'))::uuid END, i % 1000 FROM generate_series(1, 1000000) i" \
+  -c "SELECT flint_protect_table('payments', 'merchant_id', 'payments:read', 'payments:write')" \
+  -c "VACUUM ANALYZE payments" -c "CREATE ROLE app" \
+  -c "GRANT EXECUTE ON FUNCTION flint_authenticate(text) TO app" -c "GRANT SELECT ON payments TO app" \
+  -c "GRANT USAGE ON SCHEMA bench TO app" -c "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA bench TO app" >/dev/null
+RLS_Q="SELECT sum(amount_cents) FROM payments"
+OWN_Q="SELECT sum(amount_cents) FROM payments WHERE merchant_id = '$M'"
+rls_sum=0; own_sum=0
+for r in $(seq 1 "$REPS"); do
+    a=$(q -c "BEGIN" -c "SET LOCAL ROLE app" -c "SELECT count(*) FROM flint_authenticate('$TOK')" \
+          -c "SELECT bench.time_ms(\$\$$RLS_Q\$\$, 50)" -c "COMMIT" | sed -n 2p)
+    b=$(q -c "SELECT bench.time_ms(\$\$$OWN_Q\$\$, 50)")
+    rls_sum=$(echo "$rls_sum + $a" | bc -l); own_sum=$(echo "$own_sum + $b" | bc -l)
+done
+say "$(echo "scale=3; r=$rls_sum/$REPS; o=$own_sum/$REPS; print \"RLS \", r, \" ms, owner \", o, \" ms per query (5,000 of 1,000,000 rows): ratio \", r/o" | bc -l)  (target <= 1.1)"
+q -c "SELECT rows_visible FROM (SELECT count(*) AS rows_visible FROM payments WHERE merchant_id = '$M') s" | sed 's/^/rows per merchant: /' | tee -a "$REPORT"
+
+say ""
+say "report: $REPORT"
