@@ -12,6 +12,7 @@ QUICK="${BENCH_QUICK:-}"
 SECS=$([ -n "$QUICK" ] && echo 3 || echo 6)
 ROUNDS=$([ -n "$QUICK" ] && echo 2 || echo 3)
 REPS=$([ -n "$QUICK" ] && echo 3 || echo 7)
+export BC_LINE_LENGTH=0
 SIZES=$([ -n "$QUICK" ] && echo "1000 100000" || echo "1000 100000 1000000")
 
 SUDO=()
@@ -110,7 +111,7 @@ for r in $(seq 1 "$REPS"); do
     b=$(q -c "SELECT bench.time_ms(\$\$$OWN_Q\$\$, 50)")
     rls_sum=$(echo "$rls_sum + $a" | bc -l); own_sum=$(echo "$own_sum + $b" | bc -l)
 done
-say "$(echo "scale=3; r=$rls_sum/$REPS; o=$own_sum/$REPS; print \"RLS \", r, \" ms, owner \", o, \" ms per query (5,000 of 1,000,000 rows): ratio \", r/o" | bc -l)  (target <= 1.1)"
+say "$(BC_LINE_LENGTH=0 echo "scale=3; r=$rls_sum/$REPS; o=$own_sum/$REPS; print \"RLS \", r, \" ms, owner \", o, \" ms per query (5,000 of 1,000,000 rows): ratio \", r/o" | bc -l)  (target <= 1.1)"
 q -c "SELECT rows_visible FROM (SELECT count(*) AS rows_visible FROM payments WHERE merchant_id = '$M') s" | sed 's/^/rows per merchant: /' | tee -a "$REPORT"
 
 say ""

@@ -42,7 +42,7 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
     RETURN SQLSTATE || ' ' || regexp_replace(SQLERRM, 'fk_(live|test)_[0-9A-Za-z]{8}', 'fk_\1_XXXXXXXX', 'g')
-        || CASE WHEN hint <> '' THEN ' (hint: ' || hint || ')' ELSE '' END;
+        || CASE WHEN hint = '' THEN '' ELSE ' (hint: ' || hint || ')' END;
 END
 $$;
 

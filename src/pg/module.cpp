@@ -3,6 +3,7 @@
 #include "key_store.hpp"
 #include "state.hpp"
 #include "auth_context.hpp"
+#include "scrub.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -27,6 +28,23 @@ char *guc_log_retention = nullptr;
 namespace {
 
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
+emit_log_hook_type prev_emit_log_hook = nullptr;
+
+// Every message bound for the server log passes here. A flint token in the
+// message, detail, hint, context or query is masked after its display prefix,
+// and a statement holding one is not logged: log_statement,
+// log_min_duration_statement and log_min_error_statement would otherwise
+// write secrets that applications sent as literals or bind parameters.
+// Cheap when there is nothing to do: a strstr for "fk_" per field.
+void scrub_log_message(ErrorData *edata) {
+    for (char *field : {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context,
+                        edata->internalquery})
+        flint::scrub_tokens(field);
+    if (flint::contains_token(debug_query_string))
+        edata->hide_stmt = true;
+    if (prev_emit_log_hook)
+        prev_emit_log_hook(edata);
+}
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 
 uint32_t queue_capacity() {
@@ -109,6 +127,8 @@ extern "C" void _PG_init(void) {
     using namespace flint::pg;
     define_gucs();
     register_xact_callbacks();
+    prev_emit_log_hook = emit_log_hook;
+    emit_log_hook = scrub_log_message;
     if (!process_shared_preload_libraries_in_progress)
         return; // loaded on demand: functions that need shared memory say how to fix it
     prev_shmem_request_hook = shmem_request_hook;

@@ -1,0 +1,60 @@
+// libFuzzer target for everything that reads untrusted text before any table
+// is touched: the token parser, base62, the scope parser and matcher, the
+// scope suggestion, and the fixed-size field copy. Built with
+// -fsanitize=fuzzer,address,undefined (test/run_tests.sh fuzz).
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base62.hpp"
+#include "log_record.hpp"
+#include "scopes.hpp"
+#include "token.hpp"
+
+using namespace flint;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    std::string_view text(reinterpret_cast<const char *>(data), size);
+
+    ParsedToken parsed;
+    ParseError error = parse_token(text, parsed);
+    if (error == ParseError::none) {
+        // Whatever parses has the documented shape.
+        if (text.size() != token_layout::kTokenLen || (text.substr(0, 8) != "fk_live_" && text.substr(0, 8) != "fk_test_"))
+            __builtin_trap();
+        if (display_prefix(text).size() != token_layout::kDisplayPrefixLen)
+            __builtin_trap();
+    }
+
+    uint8_t bytes[24];
+    for (size_t n : {4, 16, 24})
+        if (base62::decode(text.substr(0, 40), bytes, n)) {
+            std::string again = base62::encode(bytes, n);
+            // A decoded value re-encodes to the same digits, left-padded with zeros.
+            std::string_view digits = text.substr(0, 40);
+            if (digits.size() <= again.size() &&
+                again.compare(again.size() - digits.size(), digits.size(), digits) != 0)
+                __builtin_trap();
+        }
+
+    ScopeName scope;
+    if (parse_scope(text, scope) && (scope.resource.empty() || scope.action.empty()))
+        __builtin_trap();
+    const std::vector<std::string> catalog = {"payments:read", "payments:write", "refunds:read", "keys:write"};
+    std::vector<std::string> held = {std::string(text), "refunds:*"};
+    (void)scope_grants(held, "payments:read");
+    (void)scope_grants(catalog, text);
+    (void)scopes_cover(held, text);
+    (void)scope_in_catalog(catalog, text);
+    std::string near = closest_scope(catalog, text);
+    if (!near.empty() && edit_distance(near, text) > 3)
+        __builtin_trap();
+
+    char field[16];
+    copy_field(field, reinterpret_cast<const char *>(data), size);
+    if (std::strlen(field) >= sizeof field)
+        __builtin_trap();
+    return 0;
+}

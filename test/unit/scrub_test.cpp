@@ -1,0 +1,53 @@
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "digest.hpp"
+#include "scrub.hpp"
+#include "token.hpp"
+
+using namespace flint;
+
+namespace {
+std::string token() {
+    Uuid id;
+    SecretBytes s;
+    random_bytes(id.data(), id.size());
+    random_bytes(s.data(), s.size());
+    return format_token(Mode::live, id, s);
+}
+} // namespace
+
+TEST(Scrub, MasksTheSecretKeepsTheDisplayPrefix) {
+    std::string t = token();
+    std::string msg = "statement: SELECT flint_verify_key('" + t + "', 'payments:read', NULL)";
+    ASSERT_TRUE(contains_token(msg.c_str()));
+    EXPECT_EQ(scrub_tokens(msg.data()), 1u);
+    EXPECT_EQ(msg.find(t.substr(16)), std::string::npos);
+    EXPECT_NE(msg.find(t.substr(0, 16) + std::string(53, '*') + "'"), std::string::npos) << msg;
+    EXPECT_FALSE(contains_token(msg.c_str()) && msg.find(t.substr(20, 10)) != std::string::npos);
+}
+
+TEST(Scrub, EveryOccurrenceAndTypos) {
+    std::string a = token(), b = "fk_test_" + token().substr(8, 40); // a truncated one
+    std::string msg = "parameters: $1 = '" + a + "', $2 = '" + b + "', $3 = '" + a + "x'";
+    EXPECT_EQ(scrub_tokens(msg.data()), 3u);
+    EXPECT_EQ(msg.find(a.substr(16, 20)), std::string::npos);
+    EXPECT_EQ(msg.find(b.substr(16, 20)), std::string::npos);
+}
+
+TEST(Scrub, LeavesOtherTextAlone) {
+    std::string msg = "duration: 0.1 ms  statement: SELECT 1 -- fk_ fk_prod_abc fk_live_ fk_test-x";
+    std::string copy = msg;
+    EXPECT_FALSE(contains_token(msg.c_str()));
+    EXPECT_EQ(scrub_tokens(msg.data()), 0u);
+    EXPECT_EQ(msg, copy);
+    EXPECT_EQ(scrub_tokens(nullptr), 0u);
+    EXPECT_FALSE(contains_token(nullptr));
+}
+
+TEST(Scrub, ShortFragmentIsMaskedWhole) {
+    std::string msg = "key fk_live_abc was";
+    EXPECT_EQ(scrub_tokens(msg.data()), 1u);
+    EXPECT_EQ(msg, "key fk_live_*** was");
+}
