@@ -36,4 +36,4 @@ EXTRA_CLEAN += $(OBJS:.o=.d)
 
 .PHONY: format-check
 format-check:
-	clang-format --dry-run --Werror $(CORE_SRCS) $(PG_SRCS) src/core/*.hpp src/pg/*.hpp test/unit/*.cpp test/bench/*.cpp
+	clang-format --dry-run --Werror $(CORE_SRCS) $(PG_SRCS) src/core/*.hpp src/pg/*.hpp test/unit/*.cpp test/bench/*.cpp test/fuzz/*.cpp

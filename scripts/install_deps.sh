@@ -8,7 +8,7 @@ PKGS=(
     libssl-dev libkrb5-dev
     libgtest-dev libbenchmark-dev
     libipc-run-perl
-    clang clang-format
+    clang clang-format libclang-rt-14-dev
     pgbouncer python3 python3-psycopg
     gnuplot-nox
 )

@@ -6,7 +6,8 @@
 # a final "N passed, N failed".
 #
 #   test/run_tests.sh            everything
-#   test/run_tests.sh unit sql   only some suites (unit sql isolation tap)
+#   test/run_tests.sh unit sql   only some suites (format unit asan fuzz sql isolation tap)
+#   FLINT_FUZZ_SECONDS=60        how long the fuzzer runs (default 45)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +15,7 @@ PG_CONFIG="${PG_CONFIG:-pg_config}"
 PGBIN="$($PG_CONFIG --bindir)"
 PGXS_DIR="$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)"
 SUITES=("$@")
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(unit sql isolation tap)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(format unit asan fuzz sql isolation tap)
 
 passed=0
 failed=0
@@ -52,6 +53,39 @@ for suite in "${SUITES[@]}"; do
             else record unit FAILED "ctest"; fi
         else
             tail -30 "$WORK/cmake.log"; record unit FAILED "build"
+        fi
+        ;;
+    format)
+        echo "== format: clang-format --dry-run"
+        if (cd "$ROOT" && make -s format-check >"$WORK/format.log" 2>&1); then
+            record format ok "sources match .clang-format"
+        else
+            head -40 "$WORK/format.log"; record format FAILED "run: clang-format -i src/*/*.[ch]pp test/*/*.cpp"
+        fi
+        ;;
+    asan)
+        echo "== asan: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+        build="$ROOT/build-asan"
+        if cmake -S "$ROOT" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DFLINT_SANITIZE=ON -DFLINT_BENCHMARKS=OFF \
+            -DCMAKE_CXX_COMPILER=clang++ >"$WORK/asan.log" 2>&1 && cmake --build "$build" -j"$(nproc)" >>"$WORK/asan.log" 2>&1 &&
+            (cd "$build" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure >>"$WORK/asan.log" 2>&1); then
+            record asan ok "$(grep 'tests passed' "$WORK/asan.log")"
+        else
+            tail -40 "$WORK/asan.log"; record asan FAILED "$(grep 'tests passed' "$WORK/asan.log" || echo build)"
+        fi
+        ;;
+    fuzz)
+        secs="${FLINT_FUZZ_SECONDS:-45}"
+        echo "== fuzz: libFuzzer on the token and scope parsers, ${secs}s (ASan + UBSan)"
+        mkdir -p "$WORK/fuzz/corpus" && cp "$ROOT"/test/fuzz/corpus/* "$WORK/fuzz/corpus/"
+        if clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I"$ROOT/src/core" \
+            "$ROOT/test/fuzz/fuzz_parsers.cpp" "$ROOT"/src/core/*.cpp -lcrypto -o "$WORK/fuzz/fuzz_parsers" >"$WORK/fuzz.log" 2>&1 &&
+            (cd "$WORK/fuzz" && ./fuzz_parsers -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
+                -artifact_prefix="$WORK/fuzz/" corpus >>"$WORK/fuzz.log" 2>&1); then
+            record fuzz ok "$(grep -E '^stat::number_of_executed_units' "$WORK/fuzz.log" | awk '{print $2}') inputs, no crash"
+        else
+            tail -40 "$WORK/fuzz.log"; ls "$WORK"/fuzz/crash-* 2>/dev/null && xxd "$WORK"/fuzz/crash-* | head
+            record fuzz FAILED "crash or build failure (see above)"
         fi
         ;;
     sql)

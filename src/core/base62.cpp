@@ -45,8 +45,8 @@ bool decode(std::string_view text, uint8_t *bytes, size_t n) {
     // Up to 16 bytes fit a 128-bit accumulator: one multiply-add per character.
     if (n <= 16) {
         unsigned __int128 acc = 0;
-        const unsigned __int128 limit = n == 16 ? ~static_cast<unsigned __int128>(0)
-                                                : (static_cast<unsigned __int128>(1) << (8 * n)) - 1;
+        const unsigned __int128 limit =
+            n == 16 ? ~static_cast<unsigned __int128>(0) : (static_cast<unsigned __int128>(1) << (8 * n)) - 1;
         // acc * 62 + d <= limit  <=>  acc < q, or acc == q and d <= r
         const unsigned __int128 q = limit / 62;
         const unsigned r = static_cast<unsigned>(limit % 62);

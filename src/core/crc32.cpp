@@ -1,6 +1,5 @@
 #include "crc32.hpp"
 
-
 namespace flint {
 
 namespace {

@@ -45,9 +45,7 @@ Digest sha256(std::string_view data) {
     return hasher.hash(data);
 }
 
-bool digest_equal(const Digest &a, const Digest &b) {
-    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
+bool digest_equal(const Digest &a, const Digest &b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
 
 void random_bytes(uint8_t *buf, size_t len) {
     if (RAND_bytes(buf, static_cast<int>(len)) != 1)

@@ -14,8 +14,8 @@ enum class LogSource : uint8_t { verify, check, authenticate, require_scope, gua
 const char *log_source_name(LogSource source);
 
 struct LogRecord {
-    int64_t at = 0;             // Postgres TimestampTz
-    uint32_t database_oid = 0;  // rows are inserted only into this database
+    int64_t at = 0;            // Postgres TimestampTz
+    uint32_t database_oid = 0; // rows are inserted only into this database
     int32_t backend_pid = 0;
     Code outcome = Code::ok;
     LogSource source = LogSource::verify;

@@ -8,9 +8,8 @@ namespace {
 bool valid_part(std::string_view part) {
     if (part.empty() || !(part[0] >= 'a' && part[0] <= 'z'))
         return false;
-    return std::all_of(part.begin(), part.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-    });
+    return std::all_of(part.begin(), part.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; });
 }
 } // namespace
 
@@ -36,8 +35,7 @@ bool scope_grants(const std::vector<std::string> &held, std::string_view wanted)
         ScopeName have;
         if (!parse_scope(h, have) || have.resource != want.resource)
             continue;
-        if (have.action == "*" || have.action == want.action ||
-            (have.action == "write" && want.action == "read"))
+        if (have.action == "*" || have.action == want.action || (have.action == "write" && want.action == "read"))
             return true;
     }
     return false;

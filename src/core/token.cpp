@@ -80,9 +80,7 @@ std::string format_token(Mode mode, const Uuid &key_id, const SecretBytes &secre
     return token;
 }
 
-std::string display_prefix(std::string_view token) {
-    return std::string(token.substr(0, kDisplayPrefixLen));
-}
+std::string display_prefix(std::string_view token) { return std::string(token.substr(0, kDisplayPrefixLen)); }
 
 std::string uuid_to_string(const Uuid &id) {
     static const char hex[] = "0123456789abcdef";

@@ -14,18 +14,16 @@ const Digest kDummyDigest = [] {
 }();
 } // namespace
 
-Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest,
-                const VerifyRequest &request, const std::vector<std::string> &catalog, Micros now) {
+Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest, const VerifyRequest &request,
+                const std::vector<std::string> &catalog, Micros now) {
     const Digest &current = key ? key->secret_hash : kDummyDigest;
-    const Digest &previous =
-        key && key->previous_secret_hash ? *key->previous_secret_hash : kDummyDigest;
+    const Digest &previous = key && key->previous_secret_hash ? *key->previous_secret_hash : kDummyDigest;
     // Both comparisons always run: which one matched must not show in the timing.
     bool current_match = digest_equal(token_digest, current);
     bool previous_match = digest_equal(token_digest, previous);
 
     Decision d;
-    if (!key || !(current_match || (previous_match && key->previous_secret_hash)) ||
-        key->mode != token_mode) {
+    if (!key || !(current_match || (previous_match && key->previous_secret_hash)) || key->mode != token_mode) {
         d.code = Code::invalid_key;
         return d;
     }
@@ -35,8 +33,7 @@ Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_diges
         return d;
     }
     if ((key->expires_at && now >= *key->expires_at) ||
-        (d.via_previous_secret &&
-         (!key->previous_secret_expires_at || now >= *key->previous_secret_expires_at))) {
+        (d.via_previous_secret && (!key->previous_secret_expires_at || now >= *key->previous_secret_expires_at))) {
         d.code = Code::key_expired;
         return d;
     }

@@ -47,7 +47,7 @@ struct Decision {
 // equal time), revoked, expired, merchant suspended, wrong merchant, scope.
 // `key` is null when no key has the token's id: a dummy digest is compared so
 // the time taken does not tell whether the id exists.
-Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest,
-                const VerifyRequest &request, const std::vector<std::string> &catalog, Micros now);
+Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest, const VerifyRequest &request,
+                const std::vector<std::string> &catalog, Micros now);
 
 } // namespace flint

@@ -20,11 +20,8 @@ void on_xact(XactEvent event, void *) {
         context.reset();
         key_store_at_abort();
         break;
-    case XACT_EVENT_PRE_PREPARE:
-        key_store_before_prepare();
-        break;
-    default:
-        break;
+    case XACT_EVENT_PRE_PREPARE: key_store_before_prepare(); break;
+    default: break;
     }
 }
 

@@ -3,9 +3,7 @@
 namespace flint::pg {
 
 namespace {
-void copy_text(char *dst, size_t size, const char *src) {
-    strlcpy(dst, src ? src : "", size);
-}
+void copy_text(char *dst, size_t size, const char *src) { strlcpy(dst, src ? src : "", size); }
 } // namespace
 
 void capture_exception(PendingError &pending) noexcept {

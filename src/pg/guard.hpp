@@ -53,9 +53,7 @@ template <class Fn> void pg_guard(Fn &&fn) {
     MemoryContext caller_context = CurrentMemoryContext;
     ErrorData *volatile edata = nullptr;
     PG_TRY();
-    {
-        fn();
-    }
+    { fn(); }
     PG_CATCH();
     {
         MemoryContextSwitchTo(caller_context);
@@ -101,10 +99,10 @@ template <class Fn> Datum call_cpp(Fn &&body) {
 } // namespace flint::pg
 
 // Declares an SQL-callable function whose C++ body is `body_name(fcinfo)`.
-#define FLINT_SQL_FUNCTION(sql_name, body_name)                                                    \
-    extern "C" {                                                                                   \
-    PG_FUNCTION_INFO_V1(sql_name);                                                                 \
-    PGDLLEXPORT Datum sql_name(PG_FUNCTION_ARGS) {                                                 \
-        return flint::pg::call_cpp([&]() -> Datum { return body_name(fcinfo); });                 \
-    }                                                                                              \
+#define FLINT_SQL_FUNCTION(sql_name, body_name)                                                                        \
+    extern "C" {                                                                                                       \
+    PG_FUNCTION_INFO_V1(sql_name);                                                                                     \
+    PGDLLEXPORT Datum sql_name(PG_FUNCTION_ARGS) {                                                                     \
+        return flint::pg::call_cpp([&]() -> Datum { return body_name(fcinfo); });                                      \
+    }                                                                                                                  \
     }

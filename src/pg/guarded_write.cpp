@@ -79,8 +79,8 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
         message = "missing_scope: key " + ctx->display_prefix + "\xE2\x80\xA6 lacks scope \"" + write_scope + "\"";
     } else {
         for (const RowMerchant *row : {&old_row, &new_row}) {
-            bool touched = row == &old_row ? !TRIGGER_FIRED_BY_INSERT(trig->tg_event)
-                                           : !TRIGGER_FIRED_BY_DELETE(trig->tg_event);
+            bool touched =
+                row == &old_row ? !TRIGGER_FIRED_BY_INSERT(trig->tg_event) : !TRIGGER_FIRED_BY_DELETE(trig->tg_event);
             if (touched && (!row->present || row->id != ctx->merchant_id)) {
                 code = Code::wrong_merchant;
                 message = "wrong_merchant: key " + ctx->display_prefix + "\xE2\x80\xA6 acts for merchant " +

@@ -67,8 +67,7 @@ void resolve_relations_unsafe(Relations *rels) {
     }
     if (!OidIsValid(rels->keys) || !OidIsValid(rels->keys_pkey) || !OidIsValid(rels->merchants) ||
         !OidIsValid(rels->merchants_pkey) || !OidIsValid(rels->scopes))
-        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
-                        errmsg("flint_keys is not installed in this database"),
+        ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("flint_keys is not installed in this database"),
                         errhint("Run CREATE EXTENSION flint_keys.")));
 }
 
@@ -309,7 +308,8 @@ void key_store_before_prepare() {
     if (changed_in_this_transaction)
         ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                         errmsg("cannot PREPARE a transaction that changed flint_keys keys, merchants or scopes"),
-                        errdetail("Key caches are invalidated when the change commits, which a prepared transaction does later, elsewhere.")));
+                        errdetail("Key caches are invalidated when the change commits, which a prepared transaction "
+                                  "does later, elsewhere.")));
 }
 
 } // namespace flint::pg

@@ -91,7 +91,8 @@ void param_add(ArrayParam *p, Datum d, bool isnull) {
 
 Datum param_datum_unsafe(const ArrayParam *p) {
     int dims = p->count, lbs = 1;
-    return PointerGetDatum(construct_md_array(p->values, p->nulls, 1, &dims, &lbs, p->type, p->len, p->byval, p->align));
+    return PointerGetDatum(
+        construct_md_array(p->values, p->nulls, 1, &dims, &lbs, p->type, p->len, p->byval, p->align));
 }
 
 Datum uuid_ptr_unsafe(const Uuid &id) {
@@ -189,8 +190,8 @@ void maintain_partitions_unsafe(bool *found_table) {
         Oid types[1] = {TEXTOID};
         Datum args[1] = {retention ? CStringGetTextDatum(retention) : (Datum)0};
         char nulls[1] = {retention ? ' ' : 'n'};
-        SPI_execute_with_args("SELECT flint._maintain_request_log(current_date, $1::interval)", 1, types, args,
-                              nulls, false, 0);
+        SPI_execute_with_args("SELECT flint._maintain_request_log(current_date, $1::interval)", 1, types, args, nulls,
+                              false, 0);
     }
     commit_transaction_unsafe();
 }

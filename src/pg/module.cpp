@@ -37,8 +37,8 @@ emit_log_hook_type prev_emit_log_hook = nullptr;
 // write secrets that applications sent as literals or bind parameters.
 // Cheap when there is nothing to do: a strstr for "fk_" per field.
 void scrub_log_message(ErrorData *edata) {
-    for (char *field : {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context,
-                        edata->internalquery})
+    for (char *field :
+         {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context, edata->internalquery})
         flint::scrub_tokens(field);
     if (flint::contains_token(debug_query_string))
         edata->hide_stmt = true;
@@ -54,9 +54,7 @@ uint32_t queue_capacity() {
     return cap;
 }
 
-Size shared_size() {
-    return add_size(MAXALIGN(sizeof(SharedState)) + 64, LogQueue::bytes_needed(queue_capacity()));
-}
+Size shared_size() { return add_size(MAXALIGN(sizeof(SharedState)) + 64, LogQueue::bytes_needed(queue_capacity())); }
 
 void shmem_request() {
     if (prev_shmem_request_hook)
@@ -94,18 +92,19 @@ void define_gucs() {
                              true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.key_cache_size", "Keys held per backend before the cache is emptied.", nullptr,
                             &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable("flint.log_queue_size", "Request-log records the shared queue holds (rounded up to a power of two).",
-                            nullptr, &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr,
-                            nullptr);
-    DefineCustomIntVariable("flint.log_queue_wait", "How long a verification waits for room in a full log queue before failing closed.",
-                            nullptr, &guc_log_queue_wait_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, nullptr,
-                            nullptr, nullptr);
+    DefineCustomIntVariable("flint.log_queue_size",
+                            "Request-log records the shared queue holds (rounded up to a power of two).", nullptr,
+                            &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "flint.log_queue_wait", "How long a verification waits for room in a full log queue before failing closed.",
+        nullptr, &guc_log_queue_wait_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.log_flush_interval", "How often the log worker drains the queue.", nullptr,
                             &guc_log_flush_interval_ms, 50, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
                             nullptr);
     DefineCustomIntVariable("flint.log_batch_size", "Most rows the log worker inserts in one transaction.", nullptr,
                             &guc_log_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-    DefineCustomStringVariable("flint.log_retention", "Request-log partitions older than this are dropped by the worker ('' keeps all).",
+    DefineCustomStringVariable("flint.log_retention",
+                               "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("flint");
 }
@@ -114,9 +113,10 @@ void define_gucs() {
 
 void require_preload_unsafe() {
     if (!shared_state)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("flint_keys must be loaded via shared_preload_libraries"),
-                        errhint("Add shared_preload_libraries = 'flint_keys' to postgresql.conf and restart the server.")));
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("flint_keys must be loaded via shared_preload_libraries"),
+                 errhint("Add shared_preload_libraries = 'flint_keys' to postgresql.conf and restart the server.")));
 }
 
 } // namespace flint::pg

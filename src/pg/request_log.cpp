@@ -36,9 +36,10 @@ void check_database_unsafe() {
     if (!OidIsValid(log_database))
         log_database = get_database_oid(guc_database, true);
     if (log_database != MyDatabaseId)
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("flint_keys logs verifications to database \"%s\", not this one", guc_database),
-                        errhint("Set flint.database in postgresql.conf to the database that uses flint_keys, and restart.")));
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("flint_keys logs verifications to database \"%s\", not this one", guc_database),
+                 errhint("Set flint.database in postgresql.conf to the database that uses flint_keys, and restart.")));
 }
 
 void wake_worker() {
@@ -91,8 +92,7 @@ void emit_log_record(LogRecord &record) {
         throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
                          "The log worker has not drained the queue for " + std::to_string(guc_log_queue_wait_ms) +
                              " ms; check that it is running (pg_stat_activity, backend_type 'flint_keys log worker').",
-                         "Raise flint.log_queue_size or flint.log_queue_wait, or look for a stalled log worker.",
-                         true);
+                         "Raise flint.log_queue_size or flint.log_queue_wait, or look for a stalled log worker.", true);
     }
 }
 
@@ -105,9 +105,10 @@ void flush_log() {
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
     while (queue->completed.load() < target) {
         if (GetCurrentTimestamp() >= deadline)
-            throw FlintError("57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
-                             std::to_string(target - queue->completed.load()) + " rows are still queued.",
-                             "Check that the flint_keys log worker is running and that flint.database names this database.");
+            throw FlintError(
+                "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
+                std::to_string(target - queue->completed.load()) + " rows are still queued.",
+                "Check that the flint_keys log worker is running and that flint.database names this database.");
         wake_worker();
         pg_guard([] {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5, PG_WAIT_EXTENSION);

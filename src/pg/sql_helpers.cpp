@@ -66,7 +66,8 @@ Datum check_scopes_body(FunctionCallInfo fcinfo) {
         if (!scope_in_catalog(catalog, s)) {
             std::string near = closest_scope(catalog, s);
             throw FlintError("FK008", "unknown_scope: scope \"" + s + "\" is not in the catalog", "",
-                             near.empty() ? "The catalog is the table flint.scopes." : "Did you mean \"" + near + "\"?");
+                             near.empty() ? "The catalog is the table flint.scopes."
+                                          : "Did you mean \"" + near + "\"?");
         }
     }
     std::sort(scopes.begin(), scopes.end());
@@ -75,7 +76,9 @@ Datum check_scopes_body(FunctionCallInfo fcinfo) {
     for (const std::string &s : scopes)
         elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
     ArrayType *array = nullptr;
-    pg_guard([&] { array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT); });
+    pg_guard([&] {
+        array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT);
+    });
     PG_RETURN_ARRAYTYPE_P(array);
 }
 

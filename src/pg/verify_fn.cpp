@@ -54,28 +54,21 @@ void describe(Result &r, const ParseError perr, std::string_view presented_prefi
     const std::string key = r.key ? shown(r.key->display_prefix) : shown(presented_prefix);
     switch (r.code) {
     case Code::ok:
-    case Code::log_queue_full:
-        break;
+    case Code::log_queue_full: break;
     case Code::malformed_key:
         r.message = std::string("malformed_key: ") + parse_error_text(perr);
         r.hint = "A flint key is fk_live_ or fk_test_ followed by 61 letters and digits.";
         break;
-    case Code::invalid_key:
-        r.message = "invalid_key: key " + key + " is not valid";
-        break;
-    case Code::key_revoked:
-        r.message = "key_revoked: key " + key + " has been revoked";
-        break;
-    case Code::key_expired:
-        r.message = "key_expired: key " + key + " has expired";
-        break;
+    case Code::invalid_key: r.message = "invalid_key: key " + key + " is not valid"; break;
+    case Code::key_revoked: r.message = "key_revoked: key " + key + " has been revoked"; break;
+    case Code::key_expired: r.message = "key_expired: key " + key + " has expired"; break;
     case Code::merchant_suspended:
         r.message = "merchant_suspended: the merchant of key " + key + " is suspended";
         break;
     case Code::wrong_merchant:
-        r.message = a.merchant ? "wrong_merchant: key " + key + " does not belong to merchant " +
-                                     uuid_to_string(*a.merchant)
-                               : "wrong_merchant: no merchant was given for key " + key;
+        r.message = a.merchant
+                        ? "wrong_merchant: key " + key + " does not belong to merchant " + uuid_to_string(*a.merchant)
+                        : "wrong_merchant: no merchant was given for key " + key;
         break;
     case Code::missing_scope:
         r.message = "missing_scope: key " + key + " lacks scope \"" + std::string(*a.scope) + "\"";
@@ -121,8 +114,7 @@ Result verify(const Args &a, LogSource source, bool scoped) {
         const std::vector<std::string> empty;
         // The catalog is only read when a scope is checked.
         bool needs_catalog = scoped && r.key && a.scope;
-        r.code = decide(r.key, parsed.mode, digest, req, needs_catalog ? scope_catalog() : empty,
-                        GetCurrentTimestamp())
+        r.code = decide(r.key, parsed.mode, digest, req, needs_catalog ? scope_catalog() : empty, GetCurrentTimestamp())
                      .code;
         rec.has_key_id = true;
         rec.key_id = parsed.key_id;
@@ -181,7 +173,9 @@ Datum text_array_datum(const std::vector<std::string> &items) {
     std::vector<Datum> elems;
     for (const std::string &s : items)
         elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
-    pg_guard([&] { array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT); });
+    pg_guard([&] {
+        array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT);
+    });
     return PointerGetDatum(array);
 }
 
@@ -279,8 +273,9 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
         raise(r);
     }
     if (code == Code::missing_scope) {
-        std::string who = ctx ? "key " + shown(ctx->display_prefix) : std::string("this transaction (not authenticated)");
-        throw FlintError("FK005", "missing_scope: " + who + " lacks scope \"" + std::string(*scope) + "\"", "", 
+        std::string who =
+            ctx ? "key " + shown(ctx->display_prefix) : std::string("this transaction (not authenticated)");
+        throw FlintError("FK005", "missing_scope: " + who + " lacks scope \"" + std::string(*scope) + "\"", "",
                          ctx ? "" : "Call flint_authenticate(secret) first in this transaction.", true);
     }
     PG_RETURN_VOID();

@@ -22,7 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ParseError error = parse_token(text, parsed);
     if (error == ParseError::none) {
         // Whatever parses has the documented shape.
-        if (text.size() != token_layout::kTokenLen || (text.substr(0, 8) != "fk_live_" && text.substr(0, 8) != "fk_test_"))
+        if (text.size() != token_layout::kTokenLen ||
+            (text.substr(0, 8) != "fk_live_" && text.substr(0, 8) != "fk_test_"))
             __builtin_trap();
         if (display_prefix(text).size() != token_layout::kDisplayPrefixLen)
             __builtin_trap();

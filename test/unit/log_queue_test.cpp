@@ -114,10 +114,15 @@ TEST(LogRecord, BinaryCopyEncoding) {
     ASSERT_EQ(out.substr(0, 11), std::string("PGCOPY\n\xff\r\n\0", 11));
     EXPECT_EQ(out.substr(11, 8), std::string(8, '\0'));
     size_t pos = 19;
-    auto u16 = [&] { uint16_t v = uint16_t(uint8_t(out[pos]) << 8 | uint8_t(out[pos + 1])); pos += 2; return v; };
+    auto u16 = [&] {
+        uint16_t v = uint16_t(uint8_t(out[pos]) << 8 | uint8_t(out[pos + 1]));
+        pos += 2;
+        return v;
+    };
     auto u32 = [&] {
         uint32_t v = 0;
-        for (int i = 0; i < 4; ++i) v = v << 8 | uint8_t(out[pos++]);
+        for (int i = 0; i < 4; ++i)
+            v = v << 8 | uint8_t(out[pos++]);
         return v;
     };
     EXPECT_EQ(u16(), 13);

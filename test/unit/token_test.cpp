@@ -55,7 +55,9 @@ TEST(Base62, EdgeValues) {
     uint8_t sixty_two[4] = {0, 0, 0, 62};
     EXPECT_EQ(base62::encode(sixty_two, 4), "000010");
     EXPECT_FALSE(base62::decode("00-001", back, 4));
-    EXPECT_FALSE(base62::decode("00\xc3\xa9" "01", back, 4));
+    EXPECT_FALSE(base62::decode("00\xc3\xa9"
+                                "01",
+                                back, 4));
 }
 
 TEST(Base62, RoundTripsRandomValues) {

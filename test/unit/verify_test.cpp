@@ -5,8 +5,7 @@
 using namespace flint;
 
 namespace {
-const std::vector<std::string> kCatalog = {"payments:read", "payments:write", "refunds:read",
-                                           "refunds:write"};
+const std::vector<std::string> kCatalog = {"payments:read", "payments:write", "refunds:read", "refunds:write"};
 
 struct Fixture : ::testing::Test {
     KeyRecord key;
