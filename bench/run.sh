@@ -115,4 +115,5 @@ say "$(BC_LINE_LENGTH=0 echo "scale=3; r=$rls_sum/$REPS; o=$own_sum/$REPS; print
 q -c "SELECT rows_visible FROM (SELECT count(*) AS rows_visible FROM payments WHERE merchant_id = '$M') s" | sed 's/^/rows per merchant: /' | tee -a "$REPORT"
 
 say ""
+gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "chart: bench/results/keycount.svg"
 say "report: $REPORT"

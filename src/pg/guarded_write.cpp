@@ -91,15 +91,7 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
         }
     }
 
-    LogRecord rec;
-    rec.source = LogSource::guarded_write;
-    rec.outcome = code;
-    if (ctx) {
-        rec.has_key_id = rec.has_merchant_id = true;
-        rec.key_id = ctx->key_id;
-        rec.merchant_id = ctx->merchant_id;
-        copy_field(rec.display_prefix, ctx->display_prefix.data(), ctx->display_prefix.size());
-    }
+    LogRecord rec = context_log_record(LogSource::guarded_write, code);
     const RowMerchant &target = new_row.present ? new_row : old_row;
     if (target.present) {
         rec.has_requested_merchant = true;

@@ -1,5 +1,6 @@
 #include "request_log.hpp"
 
+#include "auth_context.hpp"
 #include "guard.hpp"
 #include "state.hpp"
 
@@ -94,6 +95,19 @@ void emit_log_record(LogRecord &record) {
                              " ms; check that it is running (pg_stat_activity, backend_type 'flint_keys log worker').",
                          "Raise flint.log_queue_size or flint.log_queue_wait, or look for a stalled log worker.", true);
     }
+}
+
+LogRecord context_log_record(LogSource source, Code outcome) {
+    LogRecord rec;
+    rec.source = source;
+    rec.outcome = outcome;
+    if (const AuthContext *ctx = current_auth()) {
+        rec.has_key_id = rec.has_merchant_id = true;
+        rec.key_id = ctx->key_id;
+        rec.merchant_id = ctx->merchant_id;
+        copy_field(rec.display_prefix, ctx->display_prefix.data(), ctx->display_prefix.size());
+    }
+    return rec;
 }
 
 void flush_log() {

@@ -14,6 +14,10 @@ namespace flint::pg {
 // the caller fails closed rather than verify without a log row.
 void emit_log_record(LogRecord &record);
 
+// A record for a check made on the transaction's auth context (if any): the
+// context's key, merchant and display prefix filled in.
+LogRecord context_log_record(LogSource source, Code outcome);
+
 // Waits until every record queued so far is in flint.request_log.
 void flush_log();
 

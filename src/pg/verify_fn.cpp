@@ -32,6 +32,18 @@ std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n) {
     return id;
 }
 
+// Returns values/nulls as the row type the SQL declaration gives the function.
+Datum composite_result(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
+    TupleDesc desc;
+    HeapTuple tuple = nullptr;
+    pg_guard([&] {
+        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+            elog(ERROR, "flint_keys: function must return a composite type");
+        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
+    });
+    return HeapTupleGetDatum(tuple);
+}
+
 Datum uuid_datum(const Uuid &id) {
     auto *out = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
     std::memcpy(out->data, id.data(), id.size());
@@ -152,20 +164,13 @@ Datum verify_key_body(FunctionCallInfo fcinfo) {
 
 Datum check_key_body(FunctionCallInfo fcinfo) {
     Result r = verify(args3(fcinfo), LogSource::check, true);
-    TupleDesc desc;
     Datum values[4];
     bool nulls[4] = {false, !r.key_id.has_value(), r.code == Code::ok, r.code == Code::ok};
     values[0] = BoolGetDatum(r.code == Code::ok);
     values[1] = r.key_id ? uuid_datum(*r.key_id) : (Datum)0;
     values[2] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_name(r.code));
     values[3] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_sqlstate(r.code));
-    HeapTuple tuple = nullptr;
-    pg_guard([&] {
-        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-            elog(ERROR, "flint_check_key must return a composite type");
-        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
-    });
-    return HeapTupleGetDatum(tuple);
+    return composite_result(fcinfo, values, nulls);
 }
 
 Datum text_array_datum(const std::vector<std::string> &items) {
@@ -193,17 +198,10 @@ Datum authenticate_body(FunctionCallInfo fcinfo) {
     ctx.scopes = r.key->scopes;
     set_auth(ctx);
 
-    TupleDesc desc;
     Datum values[4] = {uuid_datum(ctx.key_id), uuid_datum(ctx.merchant_id), CStringGetTextDatum(mode_name(ctx.mode)),
                        text_array_datum(ctx.scopes)};
     bool nulls[4] = {false, false, false, false};
-    HeapTuple tuple = nullptr;
-    pg_guard([&] {
-        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-            elog(ERROR, "flint_authenticate must return a composite type");
-        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
-    });
-    return HeapTupleGetDatum(tuple);
+    return composite_result(fcinfo, values, nulls);
 }
 
 Datum current_merchant_body(FunctionCallInfo fcinfo) {
@@ -252,15 +250,7 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
     else if (!ctx || !scope_grants(ctx->scopes, *scope))
         code = Code::missing_scope;
 
-    LogRecord rec;
-    rec.source = LogSource::require_scope;
-    rec.outcome = code;
-    if (ctx) {
-        rec.has_key_id = rec.has_merchant_id = true;
-        rec.key_id = ctx->key_id;
-        rec.merchant_id = ctx->merchant_id;
-        copy_field(rec.display_prefix, ctx->display_prefix.data(), ctx->display_prefix.size());
-    }
+    LogRecord rec = context_log_record(LogSource::require_scope, code);
     if (scope && parse_scope(*scope, shape))
         copy_field(rec.scope, scope->data(), scope->size());
     emit_log_record(rec);
@@ -293,14 +283,7 @@ Datum log_status_body(FunctionCallInfo fcinfo) {
                        Int32GetDatum(static_cast<int32>(shared_state->worker_pid)),
                        Int64GetDatum(static_cast<int64>(queue->batches.load()))};
     bool nulls[7] = {false, false, false, false, false, shared_state->worker_pid == 0, false};
-    TupleDesc desc;
-    HeapTuple tuple = nullptr;
-    pg_guard([&] {
-        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-            elog(ERROR, "flint_log_status must return a composite type");
-        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
-    });
-    return HeapTupleGetDatum(tuple);
+    return composite_result(fcinfo, values, nulls);
 }
 
 Datum flush_log_body(FunctionCallInfo) {
