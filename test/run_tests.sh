@@ -33,7 +33,8 @@ if [ "$(id -u)" = 0 ]; then RUNNER=(runuser -u postgres --); fi
 WORK="$(mktemp -d /tmp/flint_tests.XXXXXX)"
 cleanup() { [ -n "${FLINT_KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
-cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$WORK/"
+# Servers and tests run as postgres when we are root: give them a readable copy.
+cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/examples" "$WORK/"
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
 
 echo "== building and installing the extension"
@@ -118,7 +119,7 @@ for suite in "${SUITES[@]}"; do
     tap)
         echo "== tap: prove (PostgreSQL::Test::Cluster)"
         if (cd "$WORK/test" && "${RUNNER[@]}" env PATH="$PGBIN:$PATH" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
-            PG_CONFIG="$PG_CONFIG" TESTDIR="$WORK/test" FLINT_SRC="$ROOT" \
+            PG_CONFIG="$PG_CONFIG" TESTDIR="$WORK/test" FLINT_SRC="$WORK" \
             prove -I "$PGXS_DIR/src/test/perl" t/*.pl >"$WORK/tap.log" 2>&1) && grep -q "^Result: PASS" "$WORK/tap.log"; then
             record tap ok "$(grep -E '^Result|^Files=' "$WORK/tap.log" | head -1)"
         else

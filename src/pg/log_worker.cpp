@@ -321,7 +321,7 @@ void register_log_worker() {
     std::memset(&worker, 0, sizeof worker);
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
     worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 1;
+    worker.bgw_restart_time = 5; // seconds; also the retry while flint.database does not exist yet
     strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
     strlcpy(worker.bgw_function_name, "flint_log_worker_main", BGW_MAXLEN);
     strlcpy(worker.bgw_name, "flint_keys log worker", BGW_MAXLEN);

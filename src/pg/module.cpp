@@ -81,9 +81,16 @@ void shmem_startup() {
 }
 
 void define_gucs() {
-    DefineCustomStringVariable("flint.database", "Database whose flint.request_log the log worker writes.",
-                               "Verification in any other database fails: its log rows would have nowhere to go.",
-                               &guc_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    // PGC_POSTMASTER settings can only be defined while preloading; without
+    // preload nothing uses them (every function that would asks for it).
+    if (process_shared_preload_libraries_in_progress) {
+        DefineCustomStringVariable("flint.database", "Database whose flint.request_log the log worker writes.",
+                                   "Verification in any other database fails: its log rows would have nowhere to go.",
+                                   &guc_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("flint.log_queue_size",
+                                "Request-log records the shared queue holds (rounded up to a power of two).", nullptr,
+                                &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    }
     DefineCustomStringVariable("flint.request_id", "The caller's request id, copied into each request-log row.",
                                "Set it per transaction: SET LOCAL flint.request_id = '...'.", &guc_request_id, "",
                                PGC_USERSET, 0, nullptr, nullptr, nullptr);
@@ -92,9 +99,6 @@ void define_gucs() {
                              true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.key_cache_size", "Keys held per backend before the cache is emptied.", nullptr,
                             &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable("flint.log_queue_size",
-                            "Request-log records the shared queue holds (rounded up to a power of two).", nullptr,
-                            &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "flint.log_queue_wait", "How long a verification waits for room in a full log queue before failing closed.",
         nullptr, &guc_log_queue_wait_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);
