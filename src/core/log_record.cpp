@@ -31,16 +31,17 @@ void copy_field(char *dst, size_t size, const char *src, size_t len) {
 
 namespace {
 void put16(std::string &out, uint16_t v) {
-    out.push_back(static_cast<char>(v >> 8));
-    out.push_back(static_cast<char>(v));
+    const char b[2] = {static_cast<char>(v >> 8), static_cast<char>(v)};
+    out.append(b, 2);
 }
 void put32(std::string &out, uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8)
-        out.push_back(static_cast<char>(v >> shift));
+    const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+    out.append(b, 4);
 }
 void put64(std::string &out, uint64_t v) {
-    for (int shift = 56; shift >= 0; shift -= 8)
-        out.push_back(static_cast<char>(v >> shift));
+    put32(out, static_cast<uint32_t>(v >> 32));
+    put32(out, static_cast<uint32_t>(v));
 }
 void put_null(std::string &out) { put32(out, 0xFFFFFFFFu); }
 void put_bytes(std::string &out, const void *data, size_t len) {

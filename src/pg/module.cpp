@@ -20,7 +20,7 @@ int guc_key_cache_size = 100000;
 int guc_log_queue_size = 16384;
 int guc_log_queue_wait_ms = 1000;
 int guc_log_flush_interval_ms = 50;
-int guc_log_batch_size = 2000;
+int guc_log_batch_size = 10000;
 char *guc_database = nullptr;
 char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
@@ -106,7 +106,7 @@ void define_gucs() {
                             &guc_log_flush_interval_ms, 50, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
                             nullptr);
     DefineCustomIntVariable("flint.log_batch_size", "Most rows the log worker inserts in one transaction.", nullptr,
-                            &guc_log_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+                            &guc_log_batch_size, 10000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
