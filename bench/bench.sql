@@ -71,3 +71,16 @@ BEGIN
     ANALYZE bench.tokens;
 END
 $$;
+
+-- 20,000 tokens drawn from `k` keys picked at random among all keys: the
+-- same working set whatever the table size, so only the size varies.
+CREATE OR REPLACE FUNCTION bench.make_tokens_random(k int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DROP TABLE IF EXISTS bench.tokens;
+    CREATE TABLE bench.tokens AS
+        WITH picked AS (SELECT tok, row_number() OVER () AS r FROM (SELECT tok FROM bench.keys ORDER BY random() LIMIT k) s)
+        SELECT p.tok FROM generate_series(1, 20000) AS g(i) JOIN picked p ON p.r = 1 + ((g.i - 1) % k)
+         ORDER BY random();
+    ANALYZE bench.tokens;
+END
+$$;
