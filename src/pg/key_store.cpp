@@ -244,11 +244,21 @@ bool sync_cache(Relations &rels) {
     return usable;
 }
 
-} // namespace
+// The catalog, after sync_cache: never drops the key entries.
+const std::vector<std::string> &catalog_after_sync(const Relations &rels, bool use_cache) {
+    if (use_cache && cache.catalog_loaded)
+        return cache.catalog;
+    List *names = NIL;
+    pg_guard([&] { load_catalog_unsafe(&rels, &names); });
+    cache.catalog.clear();
+    ListCell *lc;
+    foreach (lc, names)
+        cache.catalog.emplace_back(static_cast<const char *>(lfirst(lc)));
+    cache.catalog_loaded = use_cache;
+    return cache.catalog;
+}
 
-const KeyRecord *find_key(const Uuid &id) {
-    Relations rels;
-    bool use_cache = sync_cache(rels);
+const KeyRecord *find_key_after_sync(const Relations &rels, bool use_cache, const Uuid &id) {
     if (use_cache) {
         auto it = cache.keys.find(id);
         if (it != cache.keys.end())
@@ -261,24 +271,26 @@ const KeyRecord *find_key(const Uuid &id) {
     }
     if (cache.keys.size() >= static_cast<size_t>(guc_key_cache_size))
         cache.keys.clear();
-    auto &slot = cache.keys[id];
+    auto &slot = cache.keys[id]; // unordered_map: references survive later inserts
     slot = std::move(loaded);
     return slot ? &*slot : nullptr;
+}
+
+} // namespace
+
+const KeyRecord *find_key(const Uuid &id, const std::vector<std::string> **catalog) {
+    Relations rels;
+    bool use_cache = sync_cache(rels);
+    const KeyRecord *key = find_key_after_sync(rels, use_cache, id);
+    if (catalog)
+        *catalog = &catalog_after_sync(rels, use_cache);
+    return key;
 }
 
 const std::vector<std::string> &scope_catalog() {
     Relations rels;
     bool use_cache = sync_cache(rels);
-    if (use_cache && cache.catalog_loaded)
-        return cache.catalog;
-    List *names = NIL;
-    pg_guard([&] { load_catalog_unsafe(&rels, &names); });
-    cache.catalog.clear();
-    ListCell *lc;
-    foreach (lc, names)
-        cache.catalog.emplace_back(static_cast<const char *>(lfirst(lc)));
-    cache.catalog_loaded = use_cache;
-    return cache.catalog;
+    return catalog_after_sync(rels, use_cache);
 }
 
 void note_keys_changed() {

@@ -17,8 +17,10 @@
 
 namespace flint::pg {
 
-// The key with this id, or nullptr. Valid until the next call.
-const KeyRecord *find_key(const Uuid &id);
+// The key with this id, or nullptr, and (when `catalog` is given) the scope
+// catalog, both from one look at the cache, so neither can be dropped under
+// the other. Valid until the next call into the key store.
+const KeyRecord *find_key(const Uuid &id, const std::vector<std::string> **catalog = nullptr);
 
 // Every scope name in flint.scopes.
 const std::vector<std::string> &scope_catalog();

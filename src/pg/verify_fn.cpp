@@ -117,17 +117,17 @@ Result verify(const Args &a, LogSource source, bool scoped) {
         presented_prefix = a.secret->substr(0, token_layout::kDisplayPrefixLen);
         r.key_id = parsed.key_id;
         Digest digest = sha256(*a.secret);
-        r.key = find_key(parsed.key_id);
+        // Key and catalog from one look at the cache (the catalog only when a
+        // scope is checked): a second look could drop the first one's entry.
+        static const std::vector<std::string> no_catalog;
+        const std::vector<std::string> *catalog = &no_catalog;
+        r.key = find_key(parsed.key_id, scoped && a.scope ? &catalog : nullptr);
         VerifyRequest req;
         req.scope = a.scope;
         req.scope_required = scoped;
         req.merchant = a.merchant;
         req.merchant_required = scoped;
-        const std::vector<std::string> empty;
-        // The catalog is only read when a scope is checked.
-        bool needs_catalog = scoped && r.key && a.scope;
-        r.code = decide(r.key, parsed.mode, digest, req, needs_catalog ? scope_catalog() : empty, GetCurrentTimestamp())
-                     .code;
+        r.code = decide(r.key, parsed.mode, digest, req, *catalog, GetCurrentTimestamp()).code;
         rec.has_key_id = true;
         rec.key_id = parsed.key_id;
         copy_field(rec.display_prefix, presented_prefix.data(), presented_prefix.size());
