@@ -47,7 +47,9 @@ $node->safe_psql('postgres', qq{
 my $forged = $node->safe_psql('postgres', "SELECT flint._new_token('live', gen_random_uuid())");
 
 my $http = HTTP::Tiny->new(timeout => 20);
-my ($server, $port);
+my ($server, $port, $pgb);
+# Never leave the service or the pooler running, even when a test dies early.
+END { for my $h ($server, $pgb) { eval { $h->kill_kill if $h && $h->pumpable } } }
 
 sub start_api {
     my ($dsn) = @_;
@@ -131,7 +133,7 @@ print $ini "[databases]\npostgres = host=" . $node->host . " port=" . $node->por
   . "pool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 50\n"
   . "logfile = $pgb_dir/pgbouncer.log\npidfile = $pgb_dir/pgbouncer.pid\n";
 close $ini;
-my $pgb = IPC::Run::start(['pgbouncer', "$pgb_dir/pgbouncer.ini"], '>', \my $pgb_out, '2>', \my $pgb_err);
+$pgb = IPC::Run::start(['pgbouncer', "$pgb_dir/pgbouncer.ini"], '>', \my $pgb_out, '2>', \my $pgb_err);
 my $psql_pgb = sub {
     my ($sql) = @_;
     my $out = `psql -X -A -t -h 127.0.0.1 -p $pgb_port -d postgres -c "$sql" 2>&1`;
