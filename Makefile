@@ -16,10 +16,13 @@ PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc/core
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers
 SHLIB_LINK += -lstdc++ -lcrypto
 
-# make installcheck runs against a server started with test/regress.conf
-# (see test/run_tests.sh, which also starts a throwaway one).
+# make installcheck (as a non-root user) starts its own throwaway server with
+# test/regress.conf: the log worker must be connected to the test database,
+# which an existing server's worker would keep pg_regress from dropping.
+# test/run_tests.sh runs this and every other suite, as root or not.
 REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
-REGRESS_OPTS = --dbname=contrib_regression
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+	--dbname=contrib_regression
 
 # PGXS would compile LLVM bitcode with clang, ignoring PG_CXXFLAGS: C++17
 # fails there. The extension gains nothing from JIT inlining; build none.
