@@ -668,18 +668,15 @@ BEGIN
     read_check := own_merchant || coalesce(format(' AND (SELECT @extschema@.flint_has_scope(%L))', read_scope), '');
     write_check := own_merchant || coalesce(format(' AND (SELECT @extschema@.flint_has_scope(%L))', write_scope), '');
 
+    -- Idempotent: start from an unprotected table, in this same transaction.
+    PERFORM @extschema@.flint_unprotect_table(tbl);
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_read ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_insert ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_update ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_delete ON %s', tbl);
     EXECUTE format('CREATE POLICY flint_read ON %s FOR SELECT USING (%s)', tbl, read_check);
     EXECUTE format('CREATE POLICY flint_insert ON %s FOR INSERT WITH CHECK (%s)', tbl, write_check);
     -- UPDATE and DELETE reach the merchant's readable rows, so that the guard
     -- trigger (not a silent zero-row result) reports a missing write scope.
     EXECUTE format('CREATE POLICY flint_update ON %s FOR UPDATE USING (%s) WITH CHECK (%s)', tbl, read_check, write_check);
     EXECUTE format('CREATE POLICY flint_delete ON %s FOR DELETE USING (%s)', tbl, read_check);
-    EXECUTE format('DROP TRIGGER IF EXISTS flint_guard_write ON %s', tbl);
     EXECUTE format('CREATE TRIGGER flint_guard_write BEFORE INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION @extschema@.flint_guard_write(%L, %L)',
                    tbl, merchant_column, coalesce(write_scope, ''));
@@ -694,13 +691,14 @@ $$;
 -- Removes what flint_protect_table added (its index stays).
 CREATE FUNCTION flint_unprotect_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning AS $$
+DECLARE
+    policy text;
 BEGIN
     PERFORM flint._require_table_owner(tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS flint_guard_write ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_read ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_insert ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_update ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS flint_delete ON %s', tbl);
+    FOREACH policy IN ARRAY ARRAY['flint_read', 'flint_insert', 'flint_update', 'flint_delete'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS %I ON %s', policy, tbl);
+    END LOOP;
     EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
 END
 $$;

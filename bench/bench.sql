@@ -60,21 +60,9 @@ BEGIN
 END
 $$;
 
--- 20,000 tokens drawn from the first `keys` keys (each used twice when keys = 10,000).
-CREATE OR REPLACE FUNCTION bench.make_tokens(keys int) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    DROP TABLE IF EXISTS bench.tokens;
-    CREATE TABLE bench.tokens AS
-        SELECT k.tok FROM generate_series(1, 20000) AS g(i)
-          JOIN bench.keys k ON k.n = 1 + ((g.i - 1) % keys)
-         ORDER BY random();
-    ANALYZE bench.tokens;
-END
-$$;
-
--- 20,000 tokens drawn from `k` keys picked at random among all keys: the
--- same working set whatever the table size, so only the size varies.
-CREATE OR REPLACE FUNCTION bench.make_tokens_random(k int) RETURNS void LANGUAGE plpgsql AS $$
+-- 20,000 tokens drawn from `k` keys picked at random among all keys (each
+-- key used 20,000/k times): the same working set whatever the table size.
+CREATE OR REPLACE FUNCTION bench.make_tokens(k int) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     DROP TABLE IF EXISTS bench.tokens;
     CREATE TABLE bench.tokens AS

@@ -87,7 +87,7 @@ say ""
 say "== 5. key count: per-call cost of flint_verify_key (20,000 tokens of 1,000 keys picked at random among all, logging on)"
 : >"$OUT/keycount.dat"
 for n in $SIZES; do
-    q -c "SELECT bench.grow_keys('$M', $n); SELECT bench.make_tokens_random(1000)" >/dev/null
+    q -c "SELECT bench.grow_keys('$M', $n); SELECT bench.make_tokens(1000)" >/dev/null
     q -c "VACUUM ANALYZE flint.api_keys" >/dev/null
     warm=$(q -c "SELECT flint_flush_log(); $VERIFY" -c "SELECT round((bench.time_ms(\$\$$VERIFY\$\$, $REPS) * 1000 / 20000)::numeric, 2)" | tail -1)
     cold=$(q -c "SET flint.key_cache = off" -c "SELECT round((bench.time_ms(\$\$$VERIFY\$\$, $REPS) * 1000 / 20000)::numeric, 2)" | tail -1)

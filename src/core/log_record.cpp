@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "scopes.hpp"
+
 namespace flint {
 
 const char *log_source_name(LogSource source) {
@@ -27,6 +29,12 @@ void copy_field(char *dst, size_t size, const char *src, size_t len) {
             --n;
     std::memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+void log_scope(LogRecord &record, std::optional<std::string_view> scope) {
+    ScopeName shape;
+    if (scope && parse_scope(*scope, shape))
+        copy_field(record.scope, scope->data(), scope->size());
 }
 
 namespace {

@@ -2,6 +2,8 @@
 // data, no pointers, never the secret. Postgres-free.
 #pragma once
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <string>
 
 #include "errors.hpp"
@@ -14,8 +16,7 @@ enum class LogSource : uint8_t { verify, check, authenticate, require_scope, gua
 const char *log_source_name(LogSource source);
 
 struct LogRecord {
-    int64_t at = 0;            // Postgres TimestampTz
-    uint32_t database_oid = 0; // rows are inserted only into this database
+    int64_t at = 0; // Postgres TimestampTz
     int32_t backend_pid = 0;
     Code outcome = Code::ok;
     LogSource source = LogSource::verify;
@@ -37,6 +38,10 @@ struct LogRecord {
 // character boundary and always NUL-terminated.
 void copy_field(char *dst, size_t size, const char *src, size_t len);
 template <size_t N> void copy_field(char (&dst)[N], const char *src, size_t len) { copy_field(dst, N, src, len); }
+
+// Copies the scope a check asked for into the record, but only text shaped
+// like a scope: a secret passed in the wrong argument is never logged.
+void log_scope(LogRecord &record, std::optional<std::string_view> scope);
 
 // The rows in PostgreSQL's binary COPY format, columns in flint.request_log's
 // order: at, key_id, display_prefix, merchant_id, requested_merchant, scope,

@@ -69,6 +69,11 @@ bool scope_in_catalog(const std::vector<std::string> &catalog, std::string_view 
     return false;
 }
 
+bool requestable_scope(const std::vector<std::string> &catalog, std::string_view scope) {
+    ScopeName shape;
+    return parse_scope(scope, shape) && shape.action != "*" && scope_in_catalog(catalog, scope);
+}
+
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
     for (size_t j = 0; j <= b.size(); ++j)
@@ -98,6 +103,15 @@ std::string closest_scope(const std::vector<std::string> &catalog, std::string_v
         }
     }
     return best;
+}
+
+} // namespace flint
+
+namespace flint {
+
+std::string scope_suggestion(const std::vector<std::string> &catalog, std::string_view typo) {
+    std::string near = closest_scope(catalog, typo);
+    return near.empty() ? std::string() : "Did you mean \"" + near + "\"?";
 }
 
 } // namespace flint

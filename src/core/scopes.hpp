@@ -30,9 +30,16 @@ bool scopes_cover(const std::vector<std::string> &held, std::string_view wanted)
 // resource the catalog lists?
 bool scope_in_catalog(const std::vector<std::string> &catalog, std::string_view scope);
 
+// Can a check ask for `scope`: a concrete resource:action the catalog lists?
+// (Keys may hold resource:*, checks never ask for it.)
+bool requestable_scope(const std::vector<std::string> &catalog, std::string_view scope);
+
 // The catalog entry closest to `typo` (Levenshtein), or "" when nothing is
 // within a distance of 3 edits.
 std::string closest_scope(const std::vector<std::string> &catalog, std::string_view typo);
+
+// `Did you mean "payments:write"?`, or "" when nothing is close.
+std::string scope_suggestion(const std::vector<std::string> &catalog, std::string_view typo);
 
 size_t edit_distance(std::string_view a, std::string_view b);
 

@@ -41,13 +41,12 @@ Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_diges
         d.code = Code::merchant_suspended;
         return d;
     }
-    if (request.merchant_required && (!request.merchant || *request.merchant != key->merchant_id)) {
+    if (request.check_merchant_and_scope && (!request.merchant || *request.merchant != key->merchant_id)) {
         d.code = Code::wrong_merchant;
         return d;
     }
-    if (request.scope_required) {
-        if (!request.scope || !scope_in_catalog(catalog, *request.scope) ||
-            request.scope->find('*') != std::string_view::npos) {
+    if (request.check_merchant_and_scope) {
+        if (!request.scope || !requestable_scope(catalog, *request.scope)) {
             d.code = Code::unknown_scope;
             return d;
         }

@@ -32,10 +32,11 @@ struct KeyRecord {
 };
 
 struct VerifyRequest {
-    std::optional<std::string_view> scope; // nullopt: no scope asked (authenticate)
-    bool scope_required = true;            // verify/check ask for one; NULL fails closed
-    std::optional<Uuid> merchant;          // nullopt with merchant_required: fails closed
-    bool merchant_required = true;
+    // verify/check compare the key's merchant and scopes with the request's
+    // (a NULL merchant or scope fails closed); authenticate checks the key only.
+    bool check_merchant_and_scope = true;
+    std::optional<std::string_view> scope;
+    std::optional<Uuid> merchant;
 };
 
 struct Decision {

@@ -97,7 +97,7 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
         rec.has_requested_merchant = true;
         rec.requested_merchant = target.id;
     }
-    copy_field(rec.scope, write_scope.data(), write_scope.size());
+    log_scope(rec, write_scope);
     emit_log_record(rec);
 
     if (code != Code::ok)

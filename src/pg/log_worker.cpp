@@ -4,6 +4,7 @@
 // same stream and keeps the daily partitions of flint.request_log.
 #include <map>
 
+#include "datums.hpp"
 #include "guard.hpp"
 #include "request_log.hpp"
 #include "state.hpp"
@@ -59,50 +60,6 @@ int read_copy_source(void *outbuf, int, int maxread) {
     std::memcpy(outbuf, copy_source.data + copy_source.pos, n);
     copy_source.pos += n;
     return static_cast<int>(n);
-}
-
-// One array parameter of the batch insert, in palloc'd memory (no C++
-// objects: it is filled inside pg_guard, where an error may longjmp).
-struct ArrayParam {
-    Datum *values;
-    bool *nulls;
-    int count;
-    Oid type;
-    int16 len;
-    bool byval;
-    char align;
-};
-
-void param_init_unsafe(ArrayParam *p, int capacity, Oid type, int16 len, bool byval, char align) {
-    p->values = static_cast<Datum *>(palloc(sizeof(Datum) * (capacity + 1)));
-    p->nulls = static_cast<bool *>(palloc(sizeof(bool) * (capacity + 1)));
-    p->count = 0;
-    p->type = type;
-    p->len = len;
-    p->byval = byval;
-    p->align = align;
-}
-
-void param_add(ArrayParam *p, Datum d, bool isnull) {
-    p->values[p->count] = d;
-    p->nulls[p->count] = isnull;
-    ++p->count;
-}
-
-Datum param_datum_unsafe(const ArrayParam *p) {
-    int dims = p->count, lbs = 1;
-    return PointerGetDatum(
-        construct_md_array(p->values, p->nulls, 1, &dims, &lbs, p->type, p->len, p->byval, p->align));
-}
-
-Datum uuid_ptr_unsafe(const Uuid &id) {
-    auto *u = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
-    std::memcpy(u->data, id.data(), id.size());
-    return UUIDPGetDatum(u);
-}
-
-void add_uuid_unsafe(ArrayParam *p, bool present, const Uuid &id) {
-    param_add(p, present ? uuid_ptr_unsafe(id) : (Datum)0, !present);
 }
 
 struct LastUsed {
@@ -167,14 +124,14 @@ bool insert_batch_unsafe(const char *copy_data, size_t copy_len, const LastUsed 
 
     if (last_used_count > 0) {
         prepare_plans_unsafe();
-        ArrayParam ids, ats;
-        param_init_unsafe(&ids, last_used_count, UUIDOID, 16, false, TYPALIGN_CHAR);
-        param_init_unsafe(&ats, last_used_count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE);
+        Datum *ids = static_cast<Datum *>(palloc(sizeof(Datum) * last_used_count));
+        Datum *ats = static_cast<Datum *>(palloc(sizeof(Datum) * last_used_count));
         for (int i = 0; i < last_used_count; ++i) {
-            add_uuid_unsafe(&ids, true, last_used[i].key_id);
-            param_add(&ats, TimestampTzGetDatum(last_used[i].at), false);
+            ids[i] = uuid_datum(last_used[i].key_id);
+            ats[i] = TimestampTzGetDatum(last_used[i].at);
         }
-        Datum p[2] = {param_datum_unsafe(&ids), param_datum_unsafe(&ats)};
+        Datum p[2] = {PointerGetDatum(construct_array(ids, last_used_count, UUIDOID, 16, false, TYPALIGN_CHAR)),
+                      PointerGetDatum(construct_array(ats, last_used_count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE))};
         if (SPI_execute_plan(last_used_plan, p, nullptr, false, 0) != SPI_OK_UPDATE)
             elog(ERROR, "flint_keys: last_used_at update failed");
     }
@@ -206,7 +163,6 @@ template <class Fn> bool run_transaction(Fn &&fn) {
         pg_guard([&] {
             AbortCurrentTransaction();
             MemoryContextSwitchTo(worker_context);
-            last_used_plan = nullptr; // a dropped table invalidates it
             edata->elevel = WARNING;
             ThrowErrorData(edata);
         });
@@ -242,12 +198,8 @@ bool drain(bool until_empty = false) {
         if (!first && !until_empty && pending.empty() && queue->depth() < batch_size)
             return true;
         LogRecord r;
-        while (pending.size() < batch_size && queue->try_pop(r)) {
-            if (r.database_oid == MyDatabaseId)
-                pending.push_back(r);
-            else
-                queue->completed.fetch_add(1); // cannot happen: other databases refuse to verify
-        }
+        while (pending.size() < batch_size && queue->try_pop(r))
+            pending.push_back(r); // only flint.database verifies: see emit_log_record
         if (pending.empty())
             return true;
         maintain_if_due(true);

@@ -15,8 +15,6 @@ namespace {
 
 uint8_t client_family = 0;
 uint8_t client_ip[16];
-bool client_addr_known = false;
-Oid log_database = InvalidOid;
 
 // The peer's address in binary, once per backend; none for Unix sockets.
 void client_address() {
@@ -32,10 +30,11 @@ void client_address() {
     }
 }
 
+bool database_checked = false; // this backend's database is flint.database
+
 void check_database_unsafe() {
     require_preload_unsafe();
-    if (!OidIsValid(log_database))
-        log_database = get_database_oid(guc_database, true);
+    Oid log_database = get_database_oid(guc_database, true);
     if (log_database != MyDatabaseId)
         ereport(ERROR,
                 (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -44,9 +43,18 @@ void check_database_unsafe() {
 }
 
 void wake_worker() {
-    Latch *latch = shared_state->worker_latch;
-    if (latch)
+    if (Latch *latch = shared_state->worker_latch)
         SetLatch(latch);
+}
+
+// Wakes the worker, then sleeps up to `ms` on our own latch (interruptible).
+void nudge_worker_and_wait(long ms) {
+    wake_worker();
+    pg_guard([ms] {
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    });
 }
 
 // A request id that looks like it holds a key is dropped, never stored.
@@ -55,13 +63,11 @@ bool looks_like_key(const char *s) { return std::strstr(s, "fk_live_") || std::s
 } // namespace
 
 void emit_log_record(LogRecord &record) {
-    pg_guard([] { check_database_unsafe(); });
-    if (!client_addr_known) {
+    if (!database_checked) { // flint.database cannot change without a restart
+        pg_guard([] { check_database_unsafe(); });
+        database_checked = true;
         client_address();
-        client_addr_known = true;
     }
-    record.at = GetCurrentTimestamp();
-    record.database_oid = MyDatabaseId;
     record.backend_pid = MyProcPid;
     record.client_family = client_family;
     std::memcpy(record.client_ip, client_ip, sizeof client_ip);
@@ -80,12 +86,7 @@ void emit_log_record(LogRecord &record) {
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_log_queue_wait_ms);
     bool pushed = false;
     while (!pushed && GetCurrentTimestamp() < deadline) {
-        wake_worker();
-        pg_guard([] {
-            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1, PG_WAIT_EXTENSION);
-            ResetLatch(MyLatch);
-            CHECK_FOR_INTERRUPTS();
-        });
+        nudge_worker_and_wait(1);
         pushed = queue->try_push(record);
     }
     if (!pushed) {
@@ -99,6 +100,7 @@ void emit_log_record(LogRecord &record) {
 
 LogRecord context_log_record(LogSource source, Code outcome) {
     LogRecord rec;
+    rec.at = GetCurrentTimestamp();
     rec.source = source;
     rec.outcome = outcome;
     if (const AuthContext *ctx = current_auth()) {
@@ -123,12 +125,7 @@ void flush_log() {
                 "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
                 std::to_string(target - queue->completed.load()) + " rows are still queued.",
                 "Check that the flint_keys log worker is running and that flint.database names this database.");
-        wake_worker();
-        pg_guard([] {
-            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5, PG_WAIT_EXTENSION);
-            ResetLatch(MyLatch);
-            CHECK_FOR_INTERRUPTS();
-        });
+        nudge_worker_and_wait(5);
     }
 }
 

@@ -8,14 +8,15 @@
 
 namespace flint::pg {
 
-// Fills the per-request fields (time, database, pid, client address,
-// application_name, flint.request_id) and queues the record. When the queue
+// Fills the per-backend fields (pid, client address, application_name,
+// flint.request_id) and queues the record; `at` is the caller's, the time
+// its decision was made. When the queue
 // stays full for flint.log_queue_wait, throws FlintError log_queue_full:
 // the caller fails closed rather than verify without a log row.
 void emit_log_record(LogRecord &record);
 
-// A record for a check made on the transaction's auth context (if any): the
-// context's key, merchant and display prefix filled in.
+// A record, stamped now, for a check made on the transaction's auth context
+// (if any): the context's key, merchant and display prefix filled in.
 LogRecord context_log_record(LogSource source, Code outcome);
 
 // Waits until every record queued so far is in flint.request_log.

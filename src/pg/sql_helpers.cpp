@@ -1,5 +1,6 @@
 // Internal helpers the install script's management functions call:
 // token minting, scope validation, the actor name, cache invalidation.
+#include "datums.hpp"
 #include "guard.hpp"
 #include "key_store.hpp"
 #include "scopes.hpp"
@@ -32,17 +33,16 @@ std::vector<std::string> text_array_arg(FunctionCallInfo fcinfo, int n, bool *ha
 
 // _new_token(mode text, key_id uuid) -> text: a fresh token for that key id.
 Datum new_token_body(FunctionCallInfo fcinfo) {
-    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+    auto mode_text = text_arg(fcinfo, 0);
+    auto id = uuid_arg(fcinfo, 1);
+    if (!mode_text || !id)
         throw FlintError("22004", "mode and key id must not be NULL");
-    text *mode_text = PG_GETARG_TEXT_PP(0);
-    auto mode = parse_mode(std::string_view(VARDATA_ANY(mode_text), VARSIZE_ANY_EXHDR(mode_text)));
+    auto mode = parse_mode(*mode_text);
     if (!mode)
         throw FlintError("22023", "unknown key mode; use 'live' or 'test'");
-    Uuid id;
-    std::memcpy(id.data(), PG_GETARG_UUID_P(1)->data, id.size());
     SecretBytes secret;
     random_bytes(secret.data(), secret.size());
-    std::string token = format_token(*mode, id, secret);
+    std::string token = format_token(*mode, *id, secret);
     std::fill(secret.begin(), secret.end(), 0);
     Datum result = PointerGetDatum(cstring_to_text_with_len(token.data(), static_cast<int>(token.size())));
     std::fill(token.begin(), token.end(), '\0');
@@ -64,22 +64,14 @@ Datum check_scopes_body(FunctionCallInfo fcinfo) {
         if (!parse_scope(s, shape))
             throw FlintError("FK008", "unknown_scope: \"" + s.substr(0, 80) + "\" is not of the form resource:action");
         if (!scope_in_catalog(catalog, s)) {
-            std::string near = closest_scope(catalog, s);
+            std::string hint = scope_suggestion(catalog, s);
             throw FlintError("FK008", "unknown_scope: scope \"" + s + "\" is not in the catalog", "",
-                             near.empty() ? "The catalog is the table flint.scopes."
-                                          : "Did you mean \"" + near + "\"?");
+                             hint.empty() ? "The catalog is the table flint.scopes." : hint);
         }
     }
     std::sort(scopes.begin(), scopes.end());
     scopes.erase(std::unique(scopes.begin(), scopes.end()), scopes.end());
-    std::vector<Datum> elems;
-    for (const std::string &s : scopes)
-        elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
-    ArrayType *array = nullptr;
-    pg_guard([&] {
-        array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT);
-    });
-    PG_RETURN_ARRAYTYPE_P(array);
+    return text_array_datum(scopes);
 }
 
 // _uncovered_scope(held text[], wanted text[]) -> text: the first wanted scope

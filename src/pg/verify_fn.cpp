@@ -1,6 +1,7 @@
 // flint_verify_key, flint_check_key, flint_authenticate and the auth-context
 // functions: parse, hash, look up, decide, log, and only then raise.
 #include "auth_context.hpp"
+#include "datums.hpp"
 #include "guard.hpp"
 #include "key_store.hpp"
 #include "request_log.hpp"
@@ -17,45 +18,12 @@ struct Args {
     std::optional<Uuid> merchant;
 };
 
-std::optional<std::string_view> text_arg(FunctionCallInfo fcinfo, int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n))
-        return std::nullopt;
-    text *t = PG_GETARG_TEXT_PP(n);
-    return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-}
-
-std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n) {
-    if (PG_NARGS() <= n || PG_ARGISNULL(n))
-        return std::nullopt;
-    Uuid id;
-    std::memcpy(id.data(), PG_GETARG_UUID_P(n)->data, id.size());
-    return id;
-}
-
-// Returns values/nulls as the row type the SQL declaration gives the function.
-Datum composite_result(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
-    TupleDesc desc;
-    HeapTuple tuple = nullptr;
-    pg_guard([&] {
-        if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-            elog(ERROR, "flint_keys: function must return a composite type");
-        tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
-    });
-    return HeapTupleGetDatum(tuple);
-}
-
-Datum uuid_datum(const Uuid &id) {
-    auto *out = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
-    std::memcpy(out->data, id.data(), id.size());
-    return UUIDPGetDatum(out);
-}
-
 // The outcome of one verification, with the message it raises when not ok.
 struct Result {
     Code code = Code::ok;
     std::optional<Uuid> key_id;
     const KeyRecord *key = nullptr;
-    std::string message, detail, hint;
+    std::string message, hint;
 };
 
 std::string shown(std::string_view prefix) { return std::string(prefix) + "\xE2\x80\xA6"; } // "fk_live_3xQ…"
@@ -93,9 +61,7 @@ void describe(Result &r, const ParseError perr, std::string_view presented_prefi
             r.message = "unknown_scope: the scope is not of the form resource:action";
         } else {
             r.message = "unknown_scope: scope \"" + std::string(*a.scope) + "\" is not in the catalog";
-            std::string near = closest_scope(scope_catalog(), *a.scope);
-            if (!near.empty())
-                r.hint = "Did you mean \"" + near + "\"?";
+            r.hint = scope_suggestion(scope_catalog(), *a.scope);
         }
         break;
     }
@@ -107,6 +73,7 @@ void describe(Result &r, const ParseError perr, std::string_view presented_prefi
 Result verify(const Args &a, LogSource source, bool scoped) {
     Result r;
     LogRecord rec;
+    rec.at = GetCurrentTimestamp(); // one clock read: the decision's time and the row's
     rec.source = source;
     ParsedToken parsed;
     ParseError perr = a.secret ? parse_token(*a.secret, parsed) : ParseError::null_input;
@@ -123,11 +90,10 @@ Result verify(const Args &a, LogSource source, bool scoped) {
         const std::vector<std::string> *catalog = &no_catalog;
         r.key = find_key(parsed.key_id, scoped && a.scope ? &catalog : nullptr);
         VerifyRequest req;
+        req.check_merchant_and_scope = scoped;
         req.scope = a.scope;
-        req.scope_required = scoped;
         req.merchant = a.merchant;
-        req.merchant_required = scoped;
-        r.code = decide(r.key, parsed.mode, digest, req, *catalog, GetCurrentTimestamp()).code;
+        r.code = decide(r.key, parsed.mode, digest, req, *catalog, rec.at).code;
         rec.has_key_id = true;
         rec.key_id = parsed.key_id;
         copy_field(rec.display_prefix, presented_prefix.data(), presented_prefix.size());
@@ -140,9 +106,7 @@ Result verify(const Args &a, LogSource source, bool scoped) {
         rec.has_requested_merchant = true;
         rec.requested_merchant = *a.merchant;
     }
-    ScopeName scope_shape;
-    if (a.scope && parse_scope(*a.scope, scope_shape))
-        copy_field(rec.scope, a.scope->data(), a.scope->size());
+    log_scope(rec, a.scope);
     rec.outcome = r.code;
     emit_log_record(rec); // throws log_queue_full: fail closed
     describe(r, perr, presented_prefix, a);
@@ -150,7 +114,7 @@ Result verify(const Args &a, LogSource source, bool scoped) {
 }
 
 [[noreturn]] void raise(const Result &r) {
-    throw FlintError(code_sqlstate(r.code), r.message, r.detail, r.hint, /*hide_statement=*/true);
+    throw FlintError(code_sqlstate(r.code), r.message, "", r.hint, /*hide_statement=*/true);
 }
 
 Args args3(FunctionCallInfo fcinfo) { return {text_arg(fcinfo, 0), text_arg(fcinfo, 1), uuid_arg(fcinfo, 2)}; }
@@ -171,17 +135,6 @@ Datum check_key_body(FunctionCallInfo fcinfo) {
     values[2] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_name(r.code));
     values[3] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_sqlstate(r.code));
     return composite_result(fcinfo, values, nulls);
-}
-
-Datum text_array_datum(const std::vector<std::string> &items) {
-    ArrayType *array = nullptr;
-    std::vector<Datum> elems;
-    for (const std::string &s : items)
-        elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
-    pg_guard([&] {
-        array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT);
-    });
-    return PointerGetDatum(array);
 }
 
 Datum authenticate_body(FunctionCallInfo fcinfo) {
@@ -244,15 +197,13 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
     const AuthContext *ctx = current_auth();
     auto scope = text_arg(fcinfo, 0);
     Code code = Code::ok;
-    ScopeName shape;
-    if (!scope || !parse_scope(*scope, shape) || shape.action == "*" || !scope_in_catalog(scope_catalog(), *scope))
+    if (!scope || !requestable_scope(scope_catalog(), *scope))
         code = Code::unknown_scope;
     else if (!ctx || !scope_grants(ctx->scopes, *scope))
         code = Code::missing_scope;
 
     LogRecord rec = context_log_record(LogSource::require_scope, code);
-    if (scope && parse_scope(*scope, shape))
-        copy_field(rec.scope, scope->data(), scope->size());
+    log_scope(rec, scope);
     emit_log_record(rec);
 
     if (code == Code::unknown_scope) {

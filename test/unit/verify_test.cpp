@@ -108,7 +108,6 @@ TEST_F(Fixture, NullMerchantFailsClosed) {
 
 TEST_F(Fixture, AuthenticateNeedsNoScopeOrMerchant) {
     VerifyRequest req;
-    req.scope_required = false;
-    req.merchant_required = false;
+    req.check_merchant_and_scope = false;
     EXPECT_EQ(decide(&key, Mode::live, sha256(token), req, kCatalog, now).code, Code::ok);
 }

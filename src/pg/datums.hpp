@@ -1,0 +1,22 @@
+// Converting between our C++ values and Postgres Datums, in one place.
+#pragma once
+#include "pg_includes.hpp"
+
+#include "token.hpp"
+
+namespace flint::pg {
+
+// A palloc'd uuid. Only palloc: safe inside pg_guard, no C++ objects.
+Datum uuid_datum(const Uuid &id);
+
+// A text[] of the strings.
+Datum text_array_datum(const std::vector<std::string> &items);
+
+// values/nulls as the row type the SQL declaration gives the function.
+Datum composite_result(FunctionCallInfo fcinfo, Datum *values, bool *nulls);
+
+// The n-th argument, or nullopt when it is NULL or absent.
+std::optional<std::string_view> text_arg(FunctionCallInfo fcinfo, int n);
+std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n);
+
+} // namespace flint::pg
