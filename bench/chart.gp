@@ -3,7 +3,7 @@ set terminal svg size 720,420 font "sans,12"
 set output "bench/results/keycount.svg"
 set title "flint\\_verify\\_key: per-call cost against key count (20,000 tokens, logging on)"
 set logscale x
-set xlabel "keys in flint.api_keys"
+set xlabel "keys in flint.api\\_keys"
 set ylabel "microseconds per call"
 set yrange [0:*]
 set key top left

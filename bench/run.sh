@@ -50,7 +50,6 @@ SHA="SELECT count(sha256(convert_to(tok, 'UTF8'))) FROM bench.tokens"
 q -c "$VERIFY" >/dev/null  # warm the key cache and the buffers
 read -r v_ms s_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 2) FROM bench.compare(\$\$$VERIFY\$\$, \$\$$SHA\$\$, $REPS)")
 say "flint_verify_key: $v_ms ms   sha256(): $s_ms ms   ratio verify/sha256 = $ratio  (target <= 2.0)"
-echo "$ratio" >"$OUT/inprocess_ratio"
 
 say ""
 say "== 3. versus the hand-written PL/pgSQL + pgcrypto reference (bench/reference_plpgsql.sql)"
