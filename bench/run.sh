@@ -20,19 +20,10 @@ SUDO=()
 make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null
 cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build "$ROOT/build" -j2 >/dev/null
 
-source "$ROOT/scripts/cluster.sh"
+source "$ROOT/bench/common.sh"
 DIR="$(mktemp -d /tmp/flint_bench.XXXXXX)"
 trap 'cluster_stop; rm -rf "$DIR"' EXIT
-cluster_start "$DIR" "flint.log_queue_size = 262144" "max_parallel_workers_per_gather = 0" \
-    "shared_buffers = 512MB" "flint.key_cache_size = 2000000" "max_connections = 20"
-[ "$(id -u)" = 0 ] && chmod 755 "$DIR" && cp "$ROOT"/bench/*.sql "$DIR"/ && chown postgres "$DIR"/*.sql
-SQLDIR="$([ "$(id -u)" = 0 ] && echo "$DIR" || echo "$ROOT/bench")"
-q() { cluster_psql -qAtX -v ON_ERROR_STOP=1 "$@"; }
-M='aaaaaaaa-0000-0000-0000-000000000001'
-
-q -c "CREATE EXTENSION flint_keys" -f "$SQLDIR/reference_plpgsql.sql" -f "$SQLDIR/bench.sql" >/dev/null
-q -c "INSERT INTO flint.merchants (id, name) VALUES ('$M', 'bench'); INSERT INTO ref.merchants (id) VALUES ('$M')"
-q -c "SELECT bench.grow_keys('$M', 10000); SELECT bench.make_tokens(10000)"
+bench_cluster_start "$DIR"
 
 REPORT="$OUT/latest.txt"
 : >"$REPORT"
@@ -60,27 +51,28 @@ say "in-process, 2,000 calls in one statement: reference $r_ms ms, flint $f_ms m
 
 say ""
 say "== 4. end to end: pgbench -M prepared -c 2 -j 2, ${SECS}s runs, $ROUNDS interleaved rounds"
-TOK="$(q -c "SELECT tok FROM bench.keys WHERE n = 1")"
-echo 'SELECT 1;' >"$DIR/select1.sql"
-# Token, scope and merchant travel as bind parameters, as an application sends them.
-echo "SELECT :tok::text, :scope::text, :merchant::uuid;" >"$DIR/params.sql"
-echo "SELECT sha256(convert_to(:tok, 'UTF8'));" >"$DIR/sha256.sql"
-echo "SELECT flint_verify_key(:tok, :scope, :merchant);" >"$DIR/verify.sql"
-echo "SELECT ref.verify_key(:tok, :scope, :merchant);" >"$DIR/reference.sql"
-[ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
-pgb() {
-    "${CLUSTER_USER[@]}" "$PGBIN/pgbench" -h "$DIR" -p "$CLUSTER_PORT" -U postgres -n -M prepared -c 2 -j 2 -T "$SECS" \
-        -D tok="$TOK" -D scope=payments:read -D merchant="$M" -f "$DIR/$1" flint >"$DIR/pgbench.out" 2>&1 || { cat "$DIR/pgbench.out" >&2; return 1; }
-    awk '/^tps/ {print int($3)}' "$DIR/pgbench.out"
-}
-s1=0; pa=0; sh=0; vf=0; rf=0
+declare -A tps cpu
+for name in select1 params sha256 verify reference; do tps[$name]=0; cpu[$name]="0 0 0 0"; done
 for r in $(seq 1 "$ROUNDS"); do
-    a=$(pgb select1.sql); b=$(pgb params.sql); c=$(pgb sha256.sql); d=$(pgb verify.sql); e=$(pgb reference.sql)
-    say "round $r: SELECT 1 $a tps, the same 3 parameters echoed $b, sha256(:tok) $c, flint_verify_key $d, reference $e"
-    s1=$((s1 + a)); pa=$((pa + b)); sh=$((sh + c)); vf=$((vf + d)); rf=$((rf + e))
+    line="round $r:"
+    for name in select1 params sha256 verify reference; do
+        read -r t b p w o < <(pgb "$name")
+        line="$line $name $t"
+        tps[$name]=$((tps[$name] + t))
+        read -r B P W O <<<"${cpu[$name]}"
+        cpu[$name]="$(echo "$B + $b" | bc) $(echo "$P + $p" | bc) $(echo "$W + $w" | bc) $(echo "$O + $o" | bc)"
+    done
+    say "$line tps"
 done
-say "verify/SELECT 1 = $(echo "scale=2; $vf / $s1" | bc)  (target >= 0.8);  verify/parameters echoed = $(echo "scale=2; $vf / $pa" | bc);  verify/sha256(:tok) = $(echo "scale=2; $vf / $sh" | bc)"
-say "flint/reference = $(echo "scale=1; $vf / $rf" | bc)x per call, each call its own transaction"
+say "labels: select1 = SELECT 1; params = the same 3 parameters echoed; sha256 = sha256(convert_to(:tok, 'UTF8')); verify = flint_verify_key; reference = ref.verify_key"
+say "CPU µs per transaction, mean of the rounds (backends + pgbench + log worker + other processes = machine CPU):"
+for name in select1 params sha256 verify reference; do
+    read -r B P W O <<<"${cpu[$name]}"
+    say "$(echo "scale=2; b=$B/$ROUNDS; p=$P/$ROUNDS; w=$W/$ROUNDS; o=$O/$ROUNDS; print \"  $name: \", b, \" + \", p, \" + \", w, \" + \", o, \" = \", b+p+w+o" | bc)"
+done
+vf=${tps[verify]}; s1=${tps[select1]}
+say "verify/SELECT 1 = $(echo "scale=2; $vf / $s1" | bc)  (target >= 0.8);  verify/parameters echoed = $(echo "scale=2; $vf / ${tps[params]}" | bc);  verify/sha256(:tok) = $(echo "scale=2; $vf / ${tps[sha256]}" | bc)"
+say "flint/reference = $(echo "scale=1; $vf / ${tps[reference]}" | bc)x per call, each call its own transaction"
 
 say ""
 say "== 5. key count: per-call cost of flint_verify_key (20,000 tokens of 1,000 keys picked at random among all, logging on)"

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# How close can any verification get to SELECT 1 end to end on this machine?
+# Builds flint_keys with bench/ceiling.patch (an environment switch that is
+# never shipped), then measures, interleaved with SELECT 1 in the same run:
+#   full     flint_verify_key as shipped (the patch is inert without the switch)
+#   discard  the same, but the log worker drops rows instead of inserting them
+#   nolog    no request-log row is queued at all
+#   noop     the C function returns at once (the cost of a call with 3 arguments)
+# Reinstalls the unpatched extension at the end. See BENCHMARKS.md.
+#
+#   bash bench/ceiling.sh        (about 3 minutes on 2 cores)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SECS="${SECS:-5}"
+ROUNDS="${ROUNDS:-3}"
+export BC_LINE_LENGTH=0
+SUDO=()
+[ "$(id -u)" = 0 ] || SUDO=(sudo)
+
+PATCHED="$(mktemp -d /tmp/flint_ceiling_src.XXXXXX)"
+DIR="$(mktemp -d /tmp/flint_ceiling.XXXXXX)"
+source "$ROOT/bench/common.sh"
+restore() {
+    cluster_stop
+    "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null # the extension as shipped
+    rm -rf "$PATCHED" "$DIR"
+}
+trap restore EXIT
+git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 tar cf -) | tar xf - -C "$PATCHED"
+git -C "$PATCHED" apply "$ROOT/bench/ceiling.patch" 2>/dev/null || (cd "$PATCHED" && git apply "$ROOT/bench/ceiling.patch")
+make -C "$PATCHED" -s >/dev/null && "${SUDO[@]}" make -C "$PATCHED" -s install >/dev/null
+
+bench_cluster_start "$DIR"
+restart_with() {
+    "${CLUSTER_USER[@]}" env FLINT_CEILING="$1" "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w restart >/dev/null
+}
+CONFIGS="full discard nolog noop"
+declare -A s1 vf cpu
+for c in $CONFIGS; do s1[$c]=0; vf[$c]=0; cpu[$c]="0 0 0"; done
+echo "ceiling: pgbench -M prepared -c 2 -j 2, ${SECS}s runs, $ROUNDS rounds, $(nproc) cores"
+for r in $(seq 1 "$ROUNDS"); do
+    line="round $r:"
+    for c in $CONFIGS; do
+        restart_with "$([ "$c" = full ] && echo "" || echo "$c")"
+        read -r a _ < <(pgb select1)
+        read -r t b p w _ < <(pgb verify)
+        s1[$c]=$((s1[$c] + a)); vf[$c]=$((vf[$c] + t))
+        read -r B P W <<<"${cpu[$c]}"
+        cpu[$c]="$(echo "$B + $b" | bc) $(echo "$P + $p" | bc) $(echo "$W + $w" | bc)"
+        line="$line  $c $t/$a"
+    done
+    echo "$line  (verify/SELECT 1 tps)"
+done
+for c in $CONFIGS; do
+    read -r B P W <<<"${cpu[$c]}"
+    echo "$(echo "scale=2; print \"$c: verify/SELECT 1 = \", ${vf[$c]} / ${s1[$c]}, \"   CPU µs per verification: backend \", $B/$ROUNDS, \", pgbench \", $P/$ROUNDS, \", log worker \", $W/$ROUNDS" | bc)"
+done
