@@ -1,5 +1,6 @@
 // Fixed-width base62 of big-endian byte strings. Postgres-free.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -23,8 +24,21 @@ constexpr size_t encoded_width(size_t nbytes) {
 void encode(const uint8_t *bytes, size_t n, char *out, size_t width);
 std::string encode(const uint8_t *bytes, size_t n);
 
-// Digit value of c, or -1 outside the alphabet.
-int digit(char c);
+namespace detail {
+constexpr std::array<int8_t, 256> make_digits() {
+    std::array<int8_t, 256> t{};
+    for (auto &v : t)
+        v = -1;
+    for (int i = 0; i < 62; ++i)
+        t[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
+    return t;
+}
+inline constexpr auto kDigits = make_digits();
+} // namespace detail
+
+// Digit value of c, or -1 outside the alphabet. Inline: verification calls it
+// for every character of every token.
+inline int digit(char c) { return detail::kDigits[static_cast<unsigned char>(c)]; }
 
 // Decodes exactly `text` into n big-endian bytes. False for a character outside
 // the alphabet or a value that does not fit in n bytes (no aliases).
