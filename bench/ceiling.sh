@@ -8,7 +8,7 @@
 #   noop     the C function returns at once (the cost of a call with 3 arguments)
 # Reinstalls the unpatched extension at the end. See BENCHMARKS.md.
 #
-#   bash bench/ceiling.sh        (about 3 minutes on 2 cores)
+#   bash bench/ceiling.sh        (about 3 minutes on 2 cores; writes bench/results/ceiling.txt)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECS="${SECS:-5}"
@@ -31,6 +31,9 @@ git -C "$PATCHED" apply "$ROOT/bench/ceiling.patch" 2>/dev/null || (cd "$PATCHED
 make -C "$PATCHED" -s >/dev/null && "${SUDO[@]}" make -C "$PATCHED" -s install >/dev/null
 
 bench_cluster_start "$DIR"
+OUT="${BENCH_OUT:-$ROOT/bench/results}"
+mkdir -p "$OUT"
+exec > >(tee "$OUT/ceiling.txt")
 restart_with() {
     "${CLUSTER_USER[@]}" env FLINT_CEILING="$1" "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w restart >/dev/null
 }
