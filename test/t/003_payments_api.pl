@@ -133,7 +133,10 @@ print $ini "[databases]\npostgres = host=" . $node->host . " port=" . $node->por
   . "pool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 50\n"
   . "logfile = $pgb_dir/pgbouncer.log\npidfile = $pgb_dir/pgbouncer.pid\n";
 close $ini;
-$pgb = IPC::Run::start(['pgbouncer', "$pgb_dir/pgbouncer.ini"], '>', \my $pgb_out, '2>', \my $pgb_err);
+# Debian installs pgbouncer in /usr/sbin, which is not on a normal user's PATH.
+my ($pgbouncer) = grep { -x $_ } map({ "$_/pgbouncer" } split(/:/, $ENV{PATH})), '/usr/sbin/pgbouncer';
+die "pgbouncer is not installed (scripts/install_deps.sh installs it)" unless $pgbouncer;
+$pgb = IPC::Run::start([$pgbouncer, "$pgb_dir/pgbouncer.ini"], '>', \my $pgb_out, '2>', \my $pgb_err);
 my $psql_pgb = sub {
     my ($sql) = @_;
     my $out = `psql -X -A -t -h 127.0.0.1 -p $pgb_port -d postgres -c "$sql" 2>&1`;
