@@ -10,7 +10,7 @@ PKGS=(
     libipc-run-perl
     clang clang-format libclang-rt-14-dev
     pgbouncer python3 python3-psycopg
-    gnuplot-nox
+    gnuplot-nox valgrind
 )
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)

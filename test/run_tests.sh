@@ -6,7 +6,7 @@
 # a final "N passed, N failed".
 #
 #   test/run_tests.sh            everything
-#   test/run_tests.sh unit sql   only some suites (format unit asan fuzz sql isolation tap)
+#   test/run_tests.sh unit sql   only some suites (format unit asan fuzz sql valgrind isolation tap)
 #   FLINT_FUZZ_SECONDS=60        how long the fuzzer runs (default 45)
 set -uo pipefail
 
@@ -15,7 +15,7 @@ PG_CONFIG="${PG_CONFIG:-pg_config}"
 PGBIN="$($PG_CONFIG --bindir)"
 PGXS_DIR="$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)"
 SUITES=("$@")
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(format unit asan fuzz sql isolation tap)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(format unit asan fuzz sql valgrind isolation tap)
 
 passed=0
 failed=0
@@ -101,6 +101,37 @@ for suite in "${SUITES[@]}"; do
             record sql FAILED "$(grep -E 'tests (passed|failed)|failed' "$WORK/sql.log" | tail -1 | tr -d '=' | xargs)"
         fi
         grep -E '^(test|ok|not ok)' "$WORK/sql.log" | sed 's/^/  /'
+        ;;
+    valgrind)
+        # The regression suite again, against a server whose every process
+        # (postmaster, backends, the log worker) runs under memcheck: the C++
+        # layer's memory errors inside Postgres, which the unit-test ASan run
+        # cannot see. Any report not in test/valgrind.supp fails the suite.
+        echo "== valgrind: pg_regress against a server under valgrind memcheck"
+        mkdir -p "$WORK/vgbin" "$WORK/vglogs"
+        for f in "$PGBIN"/*; do ln -sf "$f" "$WORK/vgbin/"; done
+        rm "$WORK/vgbin/postgres"
+        cat >"$WORK/vgbin/postgres" <<VG
+#!/bin/sh
+exec valgrind --quiet --tool=memcheck --leak-check=no --track-origins=yes --num-callers=30 --error-limit=no \\
+    --suppressions="$WORK/test/valgrind.supp" --log-file="$WORK/vglogs/vg.%p.log" "$PGBIN/postgres" "\$@"
+VG
+        chmod 755 "$WORK/vgbin/postgres"
+        [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/vgbin" "$WORK/vglogs"
+        mkdir -p "$WORK/vg" && [ "$(id -u)" = 0 ] && chown postgres "$WORK/vg"
+        (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$WORK/vgbin" \
+            --temp-instance="$WORK/tmp_vg" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+            --dbname=contrib_regression --inputdir=. --outputdir="$WORK/vg" --schedule=test/regress_schedule \
+            >"$WORK/vg.log" 2>&1)
+        regress=$?
+        processes=$(ls "$WORK/vglogs" | wc -l)
+        reports=$(cat "$WORK"/vglogs/*.log 2>/dev/null | grep -cE '^==[0-9]+== [A-Z]')
+        if [ "$regress" = 0 ] && [ "$processes" -gt 3 ] && [ "$reports" = 0 ]; then
+            record valgrind ok "$(grep -E 'tests passed' "$WORK/vg.log" | tr -d '=' | xargs), $processes server processes, no memcheck report"
+        else
+            cat "$WORK/vg.log"; cat "$WORK"/vglogs/*.log | head -200
+            record valgrind FAILED "pg_regress exit $regress, $reports memcheck reports in $processes processes"
+        fi
         ;;
     isolation)
         echo "== isolation: pg_isolation_regress"
