@@ -34,4 +34,8 @@ const char *code_sqlstate(Code code) {
     return "XX000";
 }
 
+std::string missing_scope_message(std::string_view who, std::string_view scope) {
+    return "missing_scope: " + std::string(who) + " lacks scope \"" + std::string(scope) + "\"";
+}
+
 } // namespace flint

@@ -1,6 +1,8 @@
 // Stable outcome codes of a verification (SPEC section 5). Postgres-free.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 namespace flint {
 
@@ -21,5 +23,9 @@ enum class Code : uint8_t {
 const char *code_name(Code code);
 // The five-character SQLSTATE ("FK001" ...); "00000" for ok.
 const char *code_sqlstate(Code code);
+
+// The missing_scope message: `who` is "key fk_live_3xQ…" or a description of
+// the caller ("this transaction (not authenticated)").
+std::string missing_scope_message(std::string_view who, std::string_view scope);
 
 } // namespace flint

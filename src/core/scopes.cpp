@@ -70,8 +70,10 @@ bool scope_in_catalog(const std::vector<std::string> &catalog, std::string_view 
 }
 
 bool requestable_scope(const std::vector<std::string> &catalog, std::string_view scope) {
+    // A concrete scope is in the catalog only as itself: one parse, then a lookup.
     ScopeName shape;
-    return parse_scope(scope, shape) && shape.action != "*" && scope_in_catalog(catalog, scope);
+    return parse_scope(scope, shape) && shape.action != "*" &&
+           std::find(catalog.begin(), catalog.end(), scope) != catalog.end();
 }
 
 size_t edit_distance(std::string_view a, std::string_view b) {
@@ -104,10 +106,6 @@ std::string closest_scope(const std::vector<std::string> &catalog, std::string_v
     }
     return best;
 }
-
-} // namespace flint
-
-namespace flint {
 
 std::string scope_suggestion(const std::vector<std::string> &catalog, std::string_view typo) {
     std::string near = closest_scope(catalog, typo);

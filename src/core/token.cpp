@@ -82,6 +82,8 @@ std::string format_token(Mode mode, const Uuid &key_id, const SecretBytes &secre
 
 std::string display_prefix(std::string_view token) { return std::string(token.substr(0, kDisplayPrefixLen)); }
 
+std::string shown_prefix(std::string_view prefix) { return std::string(prefix) + "\xE2\x80\xA6"; }
+
 std::string uuid_to_string(const Uuid &id) {
     static const char hex[] = "0123456789abcdef";
     std::string out;

@@ -64,6 +64,8 @@ std::string format_token(Mode mode, const Uuid &key_id, const SecretBytes &secre
 
 // The display prefix of a well-formed token (its first kDisplayPrefixLen characters).
 std::string display_prefix(std::string_view token);
+// How messages show a key: its display prefix and an ellipsis, "fk_live_3xQ…".
+std::string shown_prefix(std::string_view prefix);
 
 // Canonical 8-4-4-4-12 lower-case text of a uuid.
 std::string uuid_to_string(const Uuid &id);

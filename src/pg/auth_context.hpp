@@ -17,6 +17,9 @@ struct AuthContext {
     SubTransactionId set_in = InvalidSubTransactionId;
 };
 
+// The hint of an error raised because the transaction has no auth context.
+inline constexpr const char *kAuthenticateFirstHint = "Call flint_authenticate(secret) first in this transaction.";
+
 // nullptr when this transaction has not authenticated.
 const AuthContext *current_auth();
 void set_auth(AuthContext context);

@@ -16,15 +16,17 @@ namespace flint::pg {
 
 namespace {
 
+// The merchant column of a row the write touches (untouched: the old row of
+// an INSERT, the new row of a DELETE).
 struct RowMerchant {
-    bool present = false;
+    bool touched = false;
+    bool present = false; // touched and not NULL
     Uuid id{};
 };
 
 RowMerchant merchant_of(HeapTuple tuple, TupleDesc desc, int attnum) {
     RowMerchant m;
-    if (!tuple)
-        return m;
+    m.touched = true;
     bool isnull = true;
     Datum d = (Datum)0;
     pg_guard([&] { d = heap_getattr(tuple, attnum, desc, &isnull); });
@@ -60,12 +62,13 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
 
     // The rows the write touches: the old one (UPDATE, DELETE) and the new one (INSERT, UPDATE).
     RowMerchant old_row, new_row;
-    if (!TRIGGER_FIRED_BY_INSERT(trig->tg_event))
-        old_row = merchant_of(trig->tg_trigtuple, desc, attnum);
-    if (TRIGGER_FIRED_BY_INSERT(trig->tg_event))
+    if (TRIGGER_FIRED_BY_INSERT(trig->tg_event)) {
         new_row = merchant_of(trig->tg_trigtuple, desc, attnum);
-    else if (TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
-        new_row = merchant_of(trig->tg_newtuple, desc, attnum);
+    } else {
+        old_row = merchant_of(trig->tg_trigtuple, desc, attnum);
+        if (TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
+            new_row = merchant_of(trig->tg_newtuple, desc, attnum);
+    }
 
     const AuthContext *ctx = current_auth();
     Code code = Code::ok;
@@ -76,14 +79,12 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
                   std::string(RelationGetRelationName(trig->tg_relation)) + " need a key";
     } else if (!write_scope.empty() && !scope_grants(ctx->scopes, write_scope)) {
         code = Code::missing_scope;
-        message = "missing_scope: key " + ctx->display_prefix + "\xE2\x80\xA6 lacks scope \"" + write_scope + "\"";
+        message = missing_scope_message("key " + shown_prefix(ctx->display_prefix), write_scope);
     } else {
         for (const RowMerchant *row : {&old_row, &new_row}) {
-            bool touched =
-                row == &old_row ? !TRIGGER_FIRED_BY_INSERT(trig->tg_event) : !TRIGGER_FIRED_BY_DELETE(trig->tg_event);
-            if (touched && (!row->present || row->id != ctx->merchant_id)) {
+            if (row->touched && (!row->present || row->id != ctx->merchant_id)) {
                 code = Code::wrong_merchant;
-                message = "wrong_merchant: key " + ctx->display_prefix + "\xE2\x80\xA6 acts for merchant " +
+                message = "wrong_merchant: key " + shown_prefix(ctx->display_prefix) + " acts for merchant " +
                           uuid_to_string(ctx->merchant_id) + ", not " +
                           (row->present ? uuid_to_string(row->id) : std::string("NULL"));
                 break;
@@ -101,8 +102,7 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
     emit_log_record(rec);
 
     if (code != Code::ok)
-        throw FlintError(code_sqlstate(code), message, "",
-                         ctx ? "" : "Call flint_authenticate(secret) first in this transaction.");
+        throw FlintError(code_sqlstate(code), message, "", ctx ? "" : kAuthenticateFirstHint);
     return PointerGetDatum(result);
 }
 

@@ -1,6 +1,6 @@
 // The request-log background worker (after pg_cron's loop and worker_spi):
 // drains the shared queue in batches, one transaction per batch, inserting
-// with one prepared statement over arrays; maintains last_used_at from the
+// each batch with a binary COPY FROM memory; maintains last_used_at from the
 // same stream and keeps the daily partitions of flint.request_log.
 #include <map>
 
@@ -213,13 +213,12 @@ bool drain(bool until_empty = false) {
         std::vector<LastUsed> last_used;
         for (const auto &[id, at] : newest)
             last_used.push_back({id, at});
-        std::string copy_data = encode_copy_binary(pending.data(), pending.size());
-        const char *data = copy_data.data();
-        size_t data_len = copy_data.size();
-        const LastUsed *used = last_used.data();
-        int used_count = static_cast<int>(last_used.size());
+        const std::string copy_data = encode_copy_binary(pending.data(), pending.size());
         bool inserted = false;
-        bool ok = run_transaction([&] { inserted = insert_batch_unsafe(data, data_len, used, used_count); });
+        bool ok = run_transaction([&] {
+            inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), last_used.data(),
+                                           static_cast<int>(last_used.size()));
+        });
         if (!ok)
             return false;
         if (!inserted)

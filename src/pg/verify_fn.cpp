@@ -26,12 +26,10 @@ struct Result {
     std::string message, hint;
 };
 
-std::string shown(std::string_view prefix) { return std::string(prefix) + "\xE2\x80\xA6"; } // "fk_live_3xQ…"
-
 void describe(Result &r, const ParseError perr, std::string_view presented_prefix, const Args &a) {
     if (r.code == Code::ok || r.code == Code::log_queue_full)
         return; // the hot path builds no strings
-    const std::string key = r.key ? shown(r.key->display_prefix) : shown(presented_prefix);
+    const std::string key = shown_prefix(r.key ? std::string_view(r.key->display_prefix) : presented_prefix);
     switch (r.code) {
     case Code::ok:
     case Code::log_queue_full: break;
@@ -50,9 +48,7 @@ void describe(Result &r, const ParseError perr, std::string_view presented_prefi
                         ? "wrong_merchant: key " + key + " does not belong to merchant " + uuid_to_string(*a.merchant)
                         : "wrong_merchant: no merchant was given for key " + key;
         break;
-    case Code::missing_scope:
-        r.message = "missing_scope: key " + key + " lacks scope \"" + std::string(*a.scope) + "\"";
-        break;
+    case Code::missing_scope: r.message = missing_scope_message("key " + key, *a.scope); break;
     case Code::unknown_scope: {
         ScopeName parsed;
         if (!a.scope) {
@@ -214,10 +210,9 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
         raise(r);
     }
     if (code == Code::missing_scope) {
-        std::string who =
-            ctx ? "key " + shown(ctx->display_prefix) : std::string("this transaction (not authenticated)");
-        throw FlintError("FK005", "missing_scope: " + who + " lacks scope \"" + std::string(*scope) + "\"", "",
-                         ctx ? "" : "Call flint_authenticate(secret) first in this transaction.", true);
+        std::string who = ctx ? "key " + shown_prefix(ctx->display_prefix) : "this transaction (not authenticated)";
+        throw FlintError(code_sqlstate(code), missing_scope_message(who, *scope), "", ctx ? "" : kAuthenticateFirstHint,
+                         true);
     }
     PG_RETURN_VOID();
 }
