@@ -41,6 +41,18 @@ echo "== building and installing the extension"
 (cd "$ROOT" && make -s PG_CONFIG="$PG_CONFIG" >/dev/null && as_root make -s install PG_CONFIG="$PG_CONFIG" >/dev/null) || {
     echo "build failed"; exit 1; }
 
+# regress_schedule NAME BINDIR: test/regress_schedule on a throwaway server
+# run from BINDIR's binaries; results in $WORK/NAME, output in $WORK/NAME.log.
+# (PGCTLTIMEOUT: a server under valgrind takes long to start.)
+regress_schedule() {
+    mkdir -p "$WORK/$1"
+    [ "$(id -u)" = 0 ] && chown postgres "$WORK/$1"
+    (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$2" \
+        --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+        --dbname=contrib_regression --inputdir=. --outputdir="$WORK/$1" --schedule=test/regress_schedule \
+        >"$WORK/$1.log" 2>&1)
+}
+
 for suite in "${SUITES[@]}"; do
     case "$suite" in
     unit)
@@ -91,13 +103,10 @@ for suite in "${SUITES[@]}"; do
         ;;
     sql)
         echo "== sql: pg_regress"
-        if (cd "$WORK" && "${RUNNER[@]}" "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$PGBIN" \
-            --temp-instance="$WORK/tmp_sql" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-            --dbname=contrib_regression --inputdir=. --outputdir="$WORK" --schedule=test/regress_schedule \
-            >"$WORK/sql.log" 2>&1); then
+        if regress_schedule sql "$PGBIN"; then
             record sql ok "$(grep -E 'tests passed' "$WORK/sql.log" | tr -d '=' | xargs)"
         else
-            cat "$WORK/sql.log"; [ -f "$WORK/regression.diffs" ] && head -200 "$WORK/regression.diffs"
+            cat "$WORK/sql.log"; [ -f "$WORK/sql/regression.diffs" ] && head -200 "$WORK/sql/regression.diffs"
             record sql FAILED "$(grep -E 'tests (passed|failed)|failed' "$WORK/sql.log" | tail -1 | tr -d '=' | xargs)"
         fi
         grep -E '^(test|ok|not ok)' "$WORK/sql.log" | sed 's/^/  /'
@@ -118,11 +127,7 @@ exec valgrind --quiet --tool=memcheck --leak-check=no --track-origins=yes --num-
 VG
         chmod 755 "$WORK/vgbin/postgres"
         [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/vgbin" "$WORK/vglogs"
-        mkdir -p "$WORK/vg" && [ "$(id -u)" = 0 ] && chown postgres "$WORK/vg"
-        (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$WORK/vgbin" \
-            --temp-instance="$WORK/tmp_vg" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-            --dbname=contrib_regression --inputdir=. --outputdir="$WORK/vg" --schedule=test/regress_schedule \
-            >"$WORK/vg.log" 2>&1)
+        regress_schedule vg "$WORK/vgbin"
         regress=$?
         processes=$(ls "$WORK/vglogs" | wc -l)
         reports=$(cat "$WORK"/vglogs/*.log 2>/dev/null | grep -cE '^==[0-9]+== [A-Z]')
