@@ -53,6 +53,18 @@ regress_schedule() {
         >"$WORK/$1.log" 2>&1)
 }
 
+# report_regress SUITE STATUS OUT: records a pg_regress-style run whose output
+# is OUT.log and results directory OUT, showing the diffs when it failed.
+report_regress() {
+    if [ "$2" = 0 ]; then
+        record "$1" ok "$(grep -E 'tests passed' "$3.log" | tr -d '=' | xargs)"
+    else
+        cat "$3.log"; [ -f "$3/regression.diffs" ] && head -200 "$3/regression.diffs"
+        record "$1" FAILED "$(grep -E 'failed' "$3.log" | tail -1 | tr -d '=' | xargs)"
+    fi
+    grep -E '^(test|ok|not ok)' "$3.log" | sed 's/^/  /'
+}
+
 for suite in "${SUITES[@]}"; do
     case "$suite" in
     unit)
@@ -103,13 +115,8 @@ for suite in "${SUITES[@]}"; do
         ;;
     sql)
         echo "== sql: pg_regress"
-        if regress_schedule sql "$PGBIN"; then
-            record sql ok "$(grep -E 'tests passed' "$WORK/sql.log" | tr -d '=' | xargs)"
-        else
-            cat "$WORK/sql.log"; [ -f "$WORK/sql/regression.diffs" ] && head -200 "$WORK/sql/regression.diffs"
-            record sql FAILED "$(grep -E 'tests (passed|failed)|failed' "$WORK/sql.log" | tail -1 | tr -d '=' | xargs)"
-        fi
-        grep -E '^(test|ok|not ok)' "$WORK/sql.log" | sed 's/^/  /'
+        regress_schedule sql "$PGBIN"
+        report_regress sql $? "$WORK/sql"
         ;;
     valgrind)
         # The regression suite again, against a server whose every process
@@ -141,16 +148,11 @@ VG
     isolation)
         echo "== isolation: pg_isolation_regress"
         specs=$(cd "$WORK/test/isolation/specs" && ls *.spec | sed 's/\.spec$//' | xargs)
-        if (cd "$WORK/test/isolation" && "${RUNNER[@]}" "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+        (cd "$WORK/test/isolation" && "${RUNNER[@]}" "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
             --bindir="$PGBIN" --temp-instance="$WORK/tmp_iso" --temp-config="$WORK/test/regress.conf" \
             --encoding=UTF8 --no-locale --dbname=contrib_regression --inputdir=. --outputdir="$WORK/iso" $specs \
-            >"$WORK/iso.log" 2>&1); then
-            record isolation ok "$(grep -E 'tests passed' "$WORK/iso.log" | tr -d '=' | xargs)"
-        else
-            cat "$WORK/iso.log"; [ -f "$WORK/iso/regression.diffs" ] && head -200 "$WORK/iso/regression.diffs"
-            record isolation FAILED "$(grep -E 'failed' "$WORK/iso.log" | tail -1 | tr -d '=' | xargs)"
-        fi
-        grep -E '^(test|ok|not ok)' "$WORK/iso.log" | sed 's/^/  /'
+            >"$WORK/iso.log" 2>&1)
+        report_regress isolation $? "$WORK/iso"
         ;;
     tap)
         echo "== tap: prove (PostgreSQL::Test::Cluster)"
