@@ -32,7 +32,7 @@ SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         OR has_table_privilege('public', c.oid, 'UPDATE') OR has_table_privilege('public', c.oid, 'DELETE'));
 
 -- A helper for the tests: run a statement, return 'ok' or its SQLSTATE and
--- message, with the random part of display prefixes masked.
+-- message, with the random part of display prefixes and random uuids masked.
 CREATE FUNCTION public.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     hint text;
@@ -41,7 +41,8 @@ BEGIN
     RETURN 'ok';
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
-    RETURN SQLSTATE || ' ' || regexp_replace(SQLERRM, 'fk_(live|test)_[0-9A-Za-z]{8}', 'fk_\1_XXXXXXXX', 'g')
+    RETURN SQLSTATE || ' ' || regexp_replace(regexp_replace(SQLERRM, 'fk_(live|test)_[0-9A-Za-z]{8}', 'fk_\1_XXXXXXXX', 'g'),
+                                             '[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}', '<random uuid>', 'g')
         || CASE WHEN hint = '' THEN '' ELSE ' (hint: ' || hint || ')' END;
 END
 $$;

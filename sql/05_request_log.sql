@@ -61,13 +61,19 @@ SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
 INSERT INTO flint.request_log (at, outcome, sqlstate, backend_pid, source)
 VALUES ('2026-01-01 12:00+00', 'ok', '00000', 1, 'verify'), ('2026-01-02 12:00+00', 'ok', '00000', 1, 'verify');
 SELECT tableoid::regclass, count(*) FROM flint.request_log WHERE at < '2026-02-01' GROUP BY 1 ORDER BY 1;
-SELECT flint_purge_request_log('1 day', today => '2026-01-03');
+-- purge judges by the real UTC date: the January partitions are long past
+SELECT flint_purge_request_log('1 day');
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname LIKE 'request_log_2026010%' ORDER BY 1;
 SELECT count(*) FROM flint.request_log WHERE at < '2026-02-01';
 SELECT try('SELECT flint_purge_request_log(NULL)');
 SELECT try('SELECT flint_purge_request_log(''-1 day'')');
+-- nonsense days are refused, not obeyed: infinity would drop every partition
+SELECT try('SELECT flint_purge_request_log(''1 day'', today => ''infinity'')');
+SELECT try('SELECT flint_purge_request_log(''1 day'', today => current_date + 30)');
+SELECT try('SELECT flint_purge_request_log(''1 day'', today => NULL)');
 -- maintenance with a retention creates ahead and purges behind
-SELECT flint._maintain_request_log('2026-01-05', '2 days');
+SELECT flint._maintain_request_log('2026-01-05');
+SELECT flint._maintain_request_log((now() AT TIME ZONE 'UTC')::date, '2 days');
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname LIKE 'request_log_202601%' ORDER BY 1;

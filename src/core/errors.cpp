@@ -14,6 +14,7 @@ const char *code_name(Code code) {
     case Code::merchant_suspended: return "merchant_suspended";
     case Code::unknown_scope: return "unknown_scope";
     case Code::log_queue_full: return "log_queue_full";
+    case Code::key_disabled: return "key_disabled";
     }
     return "unknown";
 }
@@ -30,8 +31,21 @@ const char *code_sqlstate(Code code) {
     case Code::merchant_suspended: return "FK007";
     case Code::unknown_scope: return "FK008";
     case Code::log_queue_full: return "53000";
+    case Code::key_disabled: return "FK012";
     }
     return "XX000";
+}
+
+std::string key_failure_message(Code code, std::string_view shown_key) {
+    const std::string key(shown_key);
+    switch (code) {
+    case Code::invalid_key: return "invalid_key: key " + key + " is not valid";
+    case Code::key_revoked: return "key_revoked: key " + key + " has been revoked";
+    case Code::key_expired: return "key_expired: key " + key + " has expired";
+    case Code::merchant_suspended: return "merchant_suspended: the merchant of key " + key + " is suspended";
+    case Code::key_disabled: return "key_disabled: key " + key + " is disabled";
+    default: return std::string(code_name(code)) + ": key " + key;
+    }
 }
 
 std::string missing_scope_message(std::string_view who, std::string_view scope) {

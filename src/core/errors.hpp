@@ -17,12 +17,18 @@ enum class Code : uint8_t {
     merchant_suspended, // FK007
     unknown_scope,      // FK008
     log_queue_full,     // 53000: the request log could not take the row (fail closed)
+    key_disabled,       // FK012
 };
 
 // The code's stable name, as it starts every message and fills request_log.outcome.
 const char *code_name(Code code);
 // The five-character SQLSTATE ("FK001" ...); "00000" for ok.
 const char *code_sqlstate(Code code);
+
+// The message of a failure that concerns the key itself (invalid_key,
+// key_revoked, key_expired, merchant_suspended, key_disabled): "key_revoked:
+// key fk_live_3xQ… has been revoked". `shown_key` is the key as messages show it.
+std::string key_failure_message(Code code, std::string_view shown_key);
 
 // The missing_scope message: `who` is "key fk_live_3xQ…" or a description of
 // the caller ("this transaction (not authenticated)").

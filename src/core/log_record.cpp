@@ -13,6 +13,7 @@ const char *log_source_name(LogSource source) {
     case LogSource::authenticate: return "authenticate";
     case LogSource::require_scope: return "require_scope";
     case LogSource::guarded_write: return "guarded_write";
+    case LogSource::report_leaked: return "report_leaked";
     }
     return "unknown";
 }

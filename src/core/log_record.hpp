@@ -12,7 +12,7 @@
 namespace flint {
 
 // Which SQL entry point wrote the row.
-enum class LogSource : uint8_t { verify, check, authenticate, require_scope, guarded_write };
+enum class LogSource : uint8_t { verify, check, authenticate, require_scope, guarded_write, report_leaked };
 const char *log_source_name(LogSource source);
 
 struct LogRecord {

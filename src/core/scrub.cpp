@@ -38,9 +38,10 @@ size_t scrub_tokens(char *text) {
         while (base62::digit(q[run]) >= 0)
             ++run;
         const size_t keep = token_layout::kDisplayPrefixLen - token_layout::kPrefixLen;
-        if (run > 0) {
-            // Keep the key-id characters of the display prefix; a short run (a
-            // fragment) is masked whole, since nothing identifies it anyway.
+        if (run > 0 && run != keep) {
+            // Keep the key-id characters of the display prefix (a display
+            // prefix alone, as messages show it, is left as it is); a shorter
+            // run (a fragment) is masked whole, since nothing identifies it anyway.
             size_t from = run > keep ? keep : 0;
             for (size_t i = from; i < run; ++i)
                 q[i] = '*';

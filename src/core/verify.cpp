@@ -32,6 +32,10 @@ Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_diges
         d.code = Code::key_revoked;
         return d;
     }
+    if (key->disabled) {
+        d.code = Code::key_disabled;
+        return d;
+    }
     if ((key->expires_at && now >= *key->expires_at) ||
         (d.via_previous_secret && (!key->previous_secret_expires_at || now >= *key->previous_secret_expires_at))) {
         d.code = Code::key_expired;

@@ -27,6 +27,7 @@ struct KeyRecord {
     std::optional<Micros> previous_secret_expires_at;
     std::optional<Micros> expires_at;
     bool revoked = false;
+    bool disabled = false; // reversible; revoked wins
     bool merchant_suspended = false;
     std::vector<std::string> scopes;
 };
@@ -45,7 +46,8 @@ struct Decision {
 };
 
 // Runs, in order: hash match (current and previous secret, always both, in
-// equal time), revoked, expired, merchant suspended, wrong merchant, scope.
+// equal time), revoked, disabled, expired, merchant suspended, wrong
+// merchant, scope.
 // `key` is null when no key has the token's id: a dummy digest is compared so
 // the time taken does not tell whether the id exists.
 Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest, const VerifyRequest &request,

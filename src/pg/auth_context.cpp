@@ -1,5 +1,6 @@
 #include "auth_context.hpp"
 
+#include "guard.hpp"
 #include "key_store.hpp"
 
 namespace flint::pg {
@@ -38,6 +39,32 @@ void on_subxact(SubXactEvent event, SubTransactionId sub, SubTransactionId paren
 } // namespace
 
 const AuthContext *current_auth() { return context ? &*context : nullptr; }
+
+Code recheck_auth() {
+    if (!context)
+        return Code::ok;
+    const KeyRecord *key = find_key(context->key_id);
+    VerifyRequest key_only;
+    key_only.check_merchant_and_scope = false;
+    static const std::vector<std::string> no_catalog;
+    Code code = decide(key, context->mode, context->token_digest, key_only, no_catalog, GetCurrentTimestamp()).code;
+    if (code == Code::ok && key->scopes != context->scopes)
+        context->scopes = key->scopes; // a committed scope change applies to the next check
+    return code;
+}
+
+void raise_dead_context(Code code) {
+    throw FlintError(code_sqlstate(code), key_failure_message(code, shown_prefix(context->display_prefix)),
+                     "The transaction authenticated with this key before the change was committed.", "",
+                     /*hide_statement=*/true);
+}
+
+const AuthContext *live_auth() {
+    Code code = recheck_auth();
+    if (code != Code::ok)
+        raise_dead_context(code);
+    return current_auth();
+}
 
 void set_auth(AuthContext c) {
     c.set_in = GetCurrentSubTransactionId();

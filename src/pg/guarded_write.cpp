@@ -71,12 +71,20 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
     }
 
     const AuthContext *ctx = current_auth();
-    Code code = Code::ok;
+    Code code = recheck_auth(); // a context whose key died fails with the key's code
     std::string message;
-    if (!ctx) {
+    if (code != Code::ok) {
+        message = key_failure_message(code, shown_prefix(ctx->display_prefix));
+    } else if (!ctx) {
         code = Code::missing_scope;
         message = "missing_scope: this transaction is not authenticated; writes to " +
                   std::string(RelationGetRelationName(trig->tg_relation)) + " need a key";
+    } else if (ctx->mode != Mode::live) {
+        // Protected tables hold live data: a test key neither writes nor (by
+        // the read policy) reads them.
+        code = Code::missing_scope;
+        message = "missing_scope: test key " + shown_prefix(ctx->display_prefix) + " cannot write live data in " +
+                  std::string(RelationGetRelationName(trig->tg_relation));
     } else if (!write_scope.empty() && !scope_grants(ctx->scopes, write_scope)) {
         code = Code::missing_scope;
         message = missing_scope_message("key " + shown_prefix(ctx->display_prefix), write_scope);

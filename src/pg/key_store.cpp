@@ -71,13 +71,16 @@ void resolve_relations_unsafe(Relations *rels) {
                         errhint("Run CREATE EXTENSION flint_keys.")));
 }
 
-AttrNumber column_unsafe(TupleDesc desc, const char *name) {
+// The column's number; InvalidAttrNumber when it is missing and optional
+// (a column a later upgrade script adds: the library may be newer than the SQL).
+AttrNumber column_unsafe(TupleDesc desc, const char *name, bool optional = false) {
     for (int i = 0; i < desc->natts; ++i) {
         Form_pg_attribute att = TupleDescAttr(desc, i);
         if (!att->attisdropped && std::strcmp(NameStr(att->attname), name) == 0)
             return att->attnum;
     }
-    elog(ERROR, "flint_keys: column \"%s\" is missing", name);
+    if (!optional)
+        elog(ERROR, "flint_keys: column \"%s\" is missing", name);
     return InvalidAttrNumber;
 }
 
@@ -89,7 +92,7 @@ struct KeyRow {
     char display_prefix[32];
     bytea *secret_hash;
     bytea *previous_secret_hash;
-    bool has_previous_expires, has_expires, revoked, merchant_suspended;
+    bool has_previous_expires, has_expires, revoked, disabled, merchant_suspended;
     TimestampTz previous_expires, expires;
     Datum *scopes;
     int nscopes;
@@ -133,6 +136,11 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
         out->expires = isnull ? 0 : DatumGetTimestampTz(d);
         get("revoked_at");
         out->revoked = !isnull;
+        AttrNumber disabled_col = column_unsafe(desc, "disabled_at", /*optional=*/true); // since 1.2
+        if (disabled_col != InvalidAttrNumber) {
+            (void)heap_getattr(tuple, disabled_col, desc, &isnull);
+            out->disabled = !isnull;
+        }
         d = get("scopes");
         bool *elem_nulls;
         deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false, TYPALIGN_INT, &out->scopes, &elem_nulls,
@@ -208,6 +216,7 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id) {
     if (row.has_expires)
         rec.expires_at = row.expires;
     rec.revoked = row.revoked;
+    rec.disabled = row.disabled;
     rec.merchant_suspended = row.merchant_suspended;
     for (int i = 0; i < row.nscopes; ++i) {
         const text *t = reinterpret_cast<const text *>(DatumGetPointer(row.scopes[i]));

@@ -2,10 +2,19 @@
 // drains the shared queue in batches, one transaction per batch, inserting
 // each batch with a binary COPY FROM memory; maintains last_used_at from the
 // same stream and keeps the daily partitions of flint.request_log.
-#include <map>
-
+//
+// Locking rule: the worker serves every merchant, so it never waits without
+// bound on a lock a user session can hold. Every lock wait is cut by
+// lock_timeout (kInsertLockTimeout for inserts, kHousekeepingLockTimeout for
+// maintenance and last_used_at); the main job (inserting rows) never depends
+// on housekeeping succeeding: partitions exist a week ahead (and the default
+// partition takes rows of a day whose partition is missing); last_used_at
+// rows locked by someone else are skipped (SKIP LOCKED) and retried later.
+// Table statistics are reported after every transaction, so autovacuum and
+// autoanalyze see the log partitions and api_keys.
 #include "datums.hpp"
 #include "guard.hpp"
+#include "last_used.hpp"
 #include "request_log.hpp"
 #include "state.hpp"
 
@@ -41,11 +50,23 @@ void forget_latch(int, Datum) {
     }
 }
 
+// Moves last_used_at forward for the keys it can lock at once; returns the
+// ids it locked (done). Keys locked by another session are skipped, not waited for.
 constexpr const char *kLastUsedSql =
-    "UPDATE flint.api_keys k SET last_used_at = u.at FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) "
-    "WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)";
+    "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)), "
+    "locked AS (SELECT k.id FROM flint.api_keys k JOIN u ON k.id = u.id FOR UPDATE OF k SKIP LOCKED), "
+    "moved AS (UPDATE flint.api_keys k SET last_used_at = u.at FROM u "
+    "          WHERE k.id = u.id AND k.id IN (SELECT id FROM locked) "
+    "            AND (k.last_used_at IS NULL OR k.last_used_at < u.at)) "
+    "SELECT id FROM locked";
+// Of the skipped ids, those whose key still exists (kept for the next try).
+constexpr const char *kStillThereSql = "SELECT id FROM flint.api_keys WHERE id = ANY($1::uuid[])";
+
+constexpr const char *kInsertLockTimeout = "1s";
+constexpr const char *kHousekeepingLockTimeout = "100ms";
 
 SPIPlanPtr last_used_plan = nullptr;
+SPIPlanPtr still_there_plan = nullptr;
 
 // The batch in binary COPY format, read by COPY FROM through this callback.
 struct CopySource {
@@ -62,33 +83,33 @@ int read_copy_source(void *outbuf, int, int maxread) {
     return static_cast<int>(n);
 }
 
-struct LastUsed {
-    Uuid key_id;
-    TimestampTz at;
-};
+LastUsedTracker last_used; // newest successful use per key since the last flush
+TimestampTz next_last_used_flush = 0;
 
 bool log_table_exists_unsafe() {
     Oid nsp = get_namespace_oid("flint", true);
     return OidIsValid(nsp) && OidIsValid(get_relname_relid("request_log", nsp));
 }
 
-void prepare_plans_unsafe() {
-    if (!last_used_plan) {
-        Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
-        SPIPlanPtr p = SPI_prepare(kLastUsedSql, 2, types);
+SPIPlanPtr prepare_unsafe(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types) {
+    if (!*plan) {
+        SPIPlanPtr p = SPI_prepare(sql, nargs, types);
         if (!p)
-            elog(ERROR, "flint_keys: could not prepare the last_used_at update");
+            elog(ERROR, "flint_keys: could not prepare %s", sql);
         SPI_keepplan(p);
-        last_used_plan = p;
+        *plan = p;
     }
+    return *plan;
 }
 
-void begin_transaction_unsafe(const char *activity) {
+// Every worker transaction waits at most `lock_timeout` for any lock.
+void begin_transaction_unsafe(const char *activity, const char *lock_timeout) {
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
     pgstat_report_activity(STATE_RUNNING, activity);
+    (void)set_config_option("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 }
 
 MemoryContext worker_context = nullptr; // reset once per loop
@@ -98,14 +119,15 @@ void commit_transaction_unsafe() {
     PopActiveSnapshot();
     CommitTransactionCommand();
     MemoryContextSwitchTo(worker_context);
+    pgstat_report_stat(false); // autovacuum and autoanalyze must see the log and api_keys
     pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
 // Inserts one batch (binary COPY into flint.request_log: tuple routing to
-// the day's partition, multi-row inserts) and moves last_used_at forward.
+// the day's partition, multi-row inserts).
 // False when flint.request_log does not exist (the rows are dropped).
-bool insert_batch_unsafe(const char *copy_data, size_t copy_len, const LastUsed *last_used, int last_used_count) {
-    begin_transaction_unsafe("flint_keys: inserting request-log rows");
+bool insert_batch_unsafe(const char *copy_data, size_t copy_len) {
+    begin_transaction_unsafe("flint_keys: inserting request-log rows", kInsertLockTimeout);
     if (!log_table_exists_unsafe()) {
         commit_transaction_unsafe();
         return false;
@@ -121,26 +143,60 @@ bool insert_batch_unsafe(const char *copy_data, size_t copy_len, const LastUsed 
     CopyFrom(cstate);
     EndCopyFrom(cstate);
     table_close(rel, NoLock);
-
-    if (last_used_count > 0) {
-        prepare_plans_unsafe();
-        Datum *ids = static_cast<Datum *>(palloc(sizeof(Datum) * last_used_count));
-        Datum *ats = static_cast<Datum *>(palloc(sizeof(Datum) * last_used_count));
-        for (int i = 0; i < last_used_count; ++i) {
-            ids[i] = uuid_datum(last_used[i].key_id);
-            ats[i] = TimestampTzGetDatum(last_used[i].at);
-        }
-        Datum p[2] = {PointerGetDatum(construct_array(ids, last_used_count, UUIDOID, 16, false, TYPALIGN_CHAR)),
-                      PointerGetDatum(construct_array(ats, last_used_count, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE))};
-        if (SPI_execute_plan(last_used_plan, p, nullptr, false, 0) != SPI_OK_UPDATE)
-            elog(ERROR, "flint_keys: last_used_at update failed");
-    }
     commit_transaction_unsafe();
     return true;
 }
 
+// The ids in SPI's result (one uuid column) into `out`.
+void collect_ids_unsafe(std::vector<Uuid> *out) {
+    for (uint64 i = 0; i < SPI_processed; ++i) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+        Uuid id;
+        std::memcpy(id.data(), DatumGetUUIDP(d)->data, id.size());
+        out->push_back(id);
+    }
+}
+
+Datum uuid_array_unsafe(const Uuid *ids, int n) {
+    Datum *elems = static_cast<Datum *>(palloc(sizeof(Datum) * std::max(n, 1)));
+    for (int i = 0; i < n; ++i)
+        elems[i] = uuid_datum(ids[i]);
+    return PointerGetDatum(construct_array(elems, n, UUIDOID, 16, false, TYPALIGN_CHAR));
+}
+
+// One UPDATE for the keys used since the last flush. Fills `done` with the
+// ids it locked and `kept` with skipped ids whose key still exists.
+void flush_last_used_unsafe(const Uuid *ids, const TimestampTz *ats, int n, std::vector<Uuid> *done,
+                            std::vector<Uuid> *kept) {
+    begin_transaction_unsafe("flint_keys: updating last_used_at", kHousekeepingLockTimeout);
+    Datum *at_datums = static_cast<Datum *>(palloc(sizeof(Datum) * std::max(n, 1)));
+    for (int i = 0; i < n; ++i)
+        at_datums[i] = TimestampTzGetDatum(ats[i]);
+    Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
+    Datum p[2] = {uuid_array_unsafe(ids, n),
+                  PointerGetDatum(construct_array(at_datums, n, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE))};
+    if (SPI_execute_plan(prepare_unsafe(&last_used_plan, kLastUsedSql, 2, types), p, nullptr, false, 0) < 0)
+        elog(ERROR, "flint_keys: last_used_at update failed");
+    collect_ids_unsafe(done);
+    if (done->size() < static_cast<size_t>(n)) {
+        // Rare: only keys someone holds locked. palloc'd: no C++ object lives here.
+        Uuid *skipped = static_cast<Uuid *>(palloc(sizeof(Uuid) * n));
+        int nskipped = 0;
+        for (int i = 0; i < n; ++i)
+            if (std::find(done->begin(), done->end(), ids[i]) == done->end())
+                skipped[nskipped++] = ids[i];
+        Datum q[1] = {uuid_array_unsafe(skipped, nskipped)};
+        Oid qtypes[1] = {UUIDARRAYOID};
+        if (SPI_execute_plan(prepare_unsafe(&still_there_plan, kStillThereSql, 1, qtypes), q, nullptr, true, 0) < 0)
+            elog(ERROR, "flint_keys: last_used_at lookup failed");
+        collect_ids_unsafe(kept);
+    }
+    commit_transaction_unsafe();
+}
+
 void maintain_partitions_unsafe(bool *found_table) {
-    begin_transaction_unsafe("flint_keys: maintaining request-log partitions");
+    begin_transaction_unsafe("flint_keys: maintaining request-log partitions", kHousekeepingLockTimeout);
     *found_table = log_table_exists_unsafe();
     if (*found_table) {
         const char *retention = guc_log_retention && guc_log_retention[0] ? guc_log_retention : nullptr;
@@ -203,22 +259,9 @@ bool drain(bool until_empty = false) {
         if (pending.empty())
             return true;
         maintain_if_due(true);
-        // last_used_at: at most one update per key per batch.
-        std::map<Uuid, TimestampTz> newest;
-        for (const LogRecord &rec : pending)
-            if (rec.outcome == Code::ok && rec.has_key_id) {
-                auto &at = newest[rec.key_id];
-                at = std::max(at, static_cast<TimestampTz>(rec.at));
-            }
-        std::vector<LastUsed> last_used;
-        for (const auto &[id, at] : newest)
-            last_used.push_back({id, at});
         const std::string copy_data = encode_copy_binary(pending.data(), pending.size());
         bool inserted = false;
-        bool ok = run_transaction([&] {
-            inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), last_used.data(),
-                                           static_cast<int>(last_used.size()));
-        });
+        bool ok = run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size()); });
         if (!ok)
             return false;
         if (!inserted)
@@ -226,10 +269,27 @@ bool drain(bool until_empty = false) {
                 ereport(WARNING, (errmsg("flint_keys: flint.request_log does not exist; dropped %d log rows",
                                          static_cast<int>(pending.size()))));
             });
+        if (inserted)
+            last_used.note(pending.data(), pending.size());
         queue->completed.fetch_add(pending.size());
         queue->batches.fetch_add(1);
         pending.clear();
     }
+}
+
+// Writes last_used_at once per flint.last_used_interval (and at shutdown):
+// at most one UPDATE per key per interval, whatever the traffic.
+void flush_last_used_if_due(bool force) {
+    if (last_used.size() == 0 || (!force && GetCurrentTimestamp() < next_last_used_flush))
+        return;
+    std::vector<Uuid> ids, done, kept;
+    std::vector<int64_t> ats;
+    last_used.snapshot(&ids, &ats);
+    bool ok = run_transaction(
+        [&] { flush_last_used_unsafe(ids.data(), ats.data(), static_cast<int>(ids.size()), &done, &kept); });
+    if (ok)
+        last_used.forget_all_but(kept);
+    next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
 }
 
 void worker_loop() {
@@ -251,6 +311,14 @@ void worker_loop() {
         });
         maintain_if_due(false);
         failing = !drain();
+        // flint_flush_log() waits for last_used_at too: write it now if asked.
+        uint64 requested = pg_atomic_read_u64(&shared_state->last_used_requested);
+        bool asked = requested != pg_atomic_read_u64(&shared_state->last_used_written);
+        if (asked && !failing)
+            failing = !drain(true);
+        flush_last_used_if_due(asked);
+        if (asked && !failing)
+            pg_atomic_write_u64(&shared_state->last_used_written, requested);
         if (shutdown_requested) {
             // Backends stopping with us may still queue a row: drain until quiet.
             for (int quiet = 0; quiet < 5 && !failing;) {
@@ -259,6 +327,7 @@ void worker_loop() {
                 quiet = had ? 0 : quiet + 1;
                 pg_usleep(20 * 1000);
             }
+            flush_last_used_if_due(true);
             break;
         }
     }
@@ -291,8 +360,9 @@ extern "C" void flint_log_worker_main(Datum) {
     shared_state->worker_latch = &MyProc->procLatch;
     before_shmem_exit(forget_latch, 0);
     pgstat_report_appname("flint_keys log worker");
+
     // Errors inside are caught per transaction; anything escaping is a bug
-    // and ends the worker (the postmaster restarts it after a second).
+    // and ends the worker (the postmaster restarts it after bgw_restart_time).
     PendingError pending_error;
     bool failed = false;
     try {

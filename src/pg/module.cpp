@@ -21,6 +21,7 @@ int guc_log_queue_size = 16384;
 int guc_log_queue_wait_ms = 1000;
 int guc_log_flush_interval_ms = 50;
 int guc_log_batch_size = 10000;
+int guc_last_used_interval_ms = 60000;
 char *guc_database = nullptr;
 char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
@@ -70,6 +71,8 @@ void shmem_startup() {
     auto *state = static_cast<SharedState *>(ShmemInitStruct("flint_keys", shared_size(), &found));
     if (!found) {
         pg_atomic_init_u64(&state->keys_generation, 1);
+        pg_atomic_init_u64(&state->last_used_requested, 0);
+        pg_atomic_init_u64(&state->last_used_written, 0);
         state->worker_latch = nullptr;
         state->worker_pid = 0;
         char *after = reinterpret_cast<char *>(state) + MAXALIGN(sizeof(SharedState));
@@ -107,6 +110,10 @@ void define_gucs() {
                             nullptr);
     DefineCustomIntVariable("flint.log_batch_size", "Most rows the log worker inserts in one transaction.", nullptr,
                             &guc_log_batch_size, 10000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "flint.last_used_interval", "How often the log worker writes last_used_at (its resolution).",
+        "At most one UPDATE per key per interval, whatever the traffic.", &guc_last_used_interval_ms, 60000, 100,
+        3600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -2,6 +2,7 @@
 
 #include "auth_context.hpp"
 #include "guard.hpp"
+#include "scrub.hpp"
 #include "state.hpp"
 
 extern "C" {
@@ -71,8 +72,10 @@ void emit_log_record(LogRecord &record) {
     record.backend_pid = MyProcPid;
     record.client_family = client_family;
     std::memcpy(record.client_ip, client_ip, sizeof client_ip);
-    if (application_name)
+    if (application_name) { // client-supplied: a token placed there keeps only its display prefix
         copy_field(record.application_name, application_name, std::strlen(application_name));
+        scrub_tokens(record.application_name);
+    }
     if (guc_request_id && !looks_like_key(guc_request_id))
         copy_field(record.request_id, guc_request_id, std::strlen(guc_request_id));
 
@@ -116,10 +119,12 @@ void flush_log() {
     pg_guard([] { require_preload_unsafe(); });
     LogQueue *queue = shared_state->queue;
     uint64_t target = queue->pushed();
+    uint64_t last_used_target = pg_atomic_add_fetch_u64(&shared_state->last_used_requested, 1);
     // Bounded: a worker that is down (restarting, or its database missing)
     // must not hang the caller forever.
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
-    while (queue->completed.load() < target) {
+    while (queue->completed.load() < target ||
+           pg_atomic_read_u64(&shared_state->last_used_written) < last_used_target) {
         if (GetCurrentTimestamp() >= deadline)
             throw FlintError(
                 "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",

@@ -19,7 +19,8 @@ void emit_log_record(LogRecord &record);
 // (if any): the context's key, merchant and display prefix filled in.
 LogRecord context_log_record(LogSource source, Code outcome);
 
-// Waits until every record queued so far is in flint.request_log.
+// Waits until every record queued so far is in flint.request_log and
+// last_used_at is written from them.
 void flush_log();
 
 } // namespace flint::pg

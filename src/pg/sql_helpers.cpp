@@ -4,6 +4,7 @@
 #include "guard.hpp"
 #include "key_store.hpp"
 #include "scopes.hpp"
+#include "scrub.hpp"
 #include "state.hpp"
 
 namespace flint::pg {
@@ -94,6 +95,18 @@ Datum actor_body(FunctionCallInfo) {
     return CStringGetTextDatum(name ? name : "unknown");
 }
 
+// _scrub(text) -> text: flint tokens masked after their display prefix.
+Datum scrub_body(FunctionCallInfo fcinfo) {
+    text *t = PG_GETARG_TEXT_P_COPY(0); // detoasted copy: palloc only, no C++ object alive
+    int len = VARSIZE_ANY_EXHDR(t);
+    char *s = static_cast<char *>(palloc(len + 1));
+    std::memcpy(s, VARDATA_ANY(t), len);
+    s[len] = '\0';
+    if (scrub_tokens(s) == 0)
+        return PointerGetDatum(t);
+    return PointerGetDatum(cstring_to_text_with_len(s, len));
+}
+
 // Statement trigger on api_keys, merchants and scopes: key caches everywhere
 // must reload once this transaction commits. The log worker only ever writes
 // last_used_at, which verification does not read, so it skips the bump.
@@ -113,4 +126,5 @@ FLINT_SQL_FUNCTION(flint_new_token, new_token_body)
 FLINT_SQL_FUNCTION(flint_check_scopes, check_scopes_body)
 FLINT_SQL_FUNCTION(flint_uncovered_scope, uncovered_scope_body)
 FLINT_SQL_FUNCTION(flint_actor, actor_body)
+FLINT_SQL_FUNCTION(flint_scrub, scrub_body)
 FLINT_SQL_FUNCTION(flint_invalidate_key_cache, invalidate_trigger_body)

@@ -13,6 +13,10 @@ struct SharedState {
     // The log worker's latch, set by backends that want it to drain now.
     Latch *volatile worker_latch;
     volatile pid_t worker_pid;
+    // flint_flush_log() asks for last_used_at to be written now (requested)
+    // and waits until the worker has done so (written).
+    pg_atomic_uint64 last_used_requested;
+    pg_atomic_uint64 last_used_written;
     LogQueue *queue;
 };
 
@@ -26,6 +30,7 @@ extern int guc_log_queue_size;
 extern int guc_log_queue_wait_ms;
 extern int guc_log_flush_interval_ms;
 extern int guc_log_batch_size;
+extern int guc_last_used_interval_ms;
 extern char *guc_database;
 extern char *guc_request_id;
 extern char *guc_log_retention;

@@ -23,6 +23,8 @@ struct Result {
     Code code = Code::ok;
     std::optional<Uuid> key_id;
     const KeyRecord *key = nullptr;
+    Digest digest{};                  // of the presented token, when it parsed
+    bool via_previous_secret = false; // matched the pre-rotation secret
     std::string message, hint;
 };
 
@@ -37,12 +39,11 @@ void describe(Result &r, const ParseError perr, std::string_view presented_prefi
         r.message = std::string("malformed_key: ") + parse_error_text(perr);
         r.hint = "A flint key is fk_live_ or fk_test_ followed by 61 letters and digits.";
         break;
-    case Code::invalid_key: r.message = "invalid_key: key " + key + " is not valid"; break;
-    case Code::key_revoked: r.message = "key_revoked: key " + key + " has been revoked"; break;
-    case Code::key_expired: r.message = "key_expired: key " + key + " has expired"; break;
+    case Code::invalid_key:
+    case Code::key_revoked:
+    case Code::key_expired:
     case Code::merchant_suspended:
-        r.message = "merchant_suspended: the merchant of key " + key + " is suspended";
-        break;
+    case Code::key_disabled: r.message = key_failure_message(r.code, key); break;
     case Code::wrong_merchant:
         r.message = a.merchant
                         ? "wrong_merchant: key " + key + " does not belong to merchant " + uuid_to_string(*a.merchant)
@@ -79,7 +80,7 @@ Result verify(const Args &a, LogSource source, bool scoped) {
     } else {
         presented_prefix = a.secret->substr(0, token_layout::kDisplayPrefixLen);
         r.key_id = parsed.key_id;
-        Digest digest = sha256(*a.secret);
+        r.digest = sha256(*a.secret);
         // Key and catalog from one look at the cache (the catalog only when a
         // scope is checked): a second look could drop the first one's entry.
         static const std::vector<std::string> no_catalog;
@@ -89,7 +90,9 @@ Result verify(const Args &a, LogSource source, bool scoped) {
         req.check_merchant_and_scope = scoped;
         req.scope = a.scope;
         req.merchant = a.merchant;
-        r.code = decide(r.key, parsed.mode, digest, req, *catalog, rec.at).code;
+        Decision d = decide(r.key, parsed.mode, r.digest, req, *catalog, rec.at);
+        r.code = d.code;
+        r.via_previous_secret = d.via_previous_secret;
         rec.has_key_id = true;
         rec.key_id = parsed.key_id;
         copy_field(rec.display_prefix, presented_prefix.data(), presented_prefix.size());
@@ -145,6 +148,8 @@ Datum authenticate_body(FunctionCallInfo fcinfo) {
     ctx.mode = r.key->mode;
     ctx.display_prefix = r.key->display_prefix;
     ctx.scopes = r.key->scopes;
+    ctx.token_digest = r.digest;
+    ctx.via_previous_secret = r.via_previous_secret;
     set_auth(ctx);
 
     Datum values[4] = {uuid_datum(ctx.key_id), uuid_datum(ctx.merchant_id), CStringGetTextDatum(mode_name(ctx.mode)),
@@ -154,35 +159,83 @@ Datum authenticate_body(FunctionCallInfo fcinfo) {
 }
 
 Datum current_merchant_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = current_auth();
+    const AuthContext *ctx = live_auth();
     if (!ctx)
         PG_RETURN_NULL();
     return uuid_datum(ctx->merchant_id);
 }
 
 Datum current_key_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = current_auth();
+    const AuthContext *ctx = live_auth();
     if (!ctx)
         PG_RETURN_NULL();
     return uuid_datum(ctx->key_id);
 }
 
 Datum current_scopes_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = current_auth();
+    const AuthContext *ctx = live_auth();
     if (!ctx)
         PG_RETURN_NULL();
     return text_array_datum(ctx->scopes);
 }
 
 Datum current_mode_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = current_auth();
+    const AuthContext *ctx = live_auth();
     if (!ctx)
         PG_RETURN_NULL();
     return CStringGetTextDatum(mode_name(ctx->mode));
 }
 
+Datum context_via_grace_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return BoolGetDatum(ctx->via_previous_secret);
+}
+
+// flint._leaked_key(token) -> (key_id, display_prefix): the key whose current
+// secret, or pre-rotation secret still in its grace, the token is. The same
+// parse, CRC, SHA-256 and constant-time comparisons as verification; one
+// log row (source report_leaked, outcome as verification would give it).
+Datum leaked_key_body(FunctionCallInfo fcinfo) {
+    auto token = text_arg(fcinfo, 0);
+    LogRecord rec;
+    rec.at = GetCurrentTimestamp();
+    rec.source = LogSource::report_leaked;
+    ParsedToken parsed;
+    ParseError perr = token ? parse_token(*token, parsed) : ParseError::null_input;
+    bool matched = false;
+    const KeyRecord *key = nullptr;
+    if (perr != ParseError::none) {
+        rec.outcome = Code::malformed_key;
+    } else {
+        key = find_key(parsed.key_id);
+        VerifyRequest key_only;
+        key_only.check_merchant_and_scope = false;
+        static const std::vector<std::string> no_catalog;
+        Decision d = decide(key, parsed.mode, sha256(*token), key_only, no_catalog, rec.at);
+        // A pre-rotation secret past its grace is dead: reporting it changes nothing.
+        bool dead_previous =
+            d.via_previous_secret && (!key->previous_secret_expires_at || rec.at >= *key->previous_secret_expires_at);
+        matched = d.code != Code::invalid_key && !dead_previous;
+        rec.outcome = matched ? d.code : Code::invalid_key;
+        rec.has_key_id = true;
+        rec.key_id = parsed.key_id;
+        copy_field(rec.display_prefix, token->data(), token_layout::kDisplayPrefixLen);
+        if (matched) {
+            rec.has_merchant_id = true;
+            rec.merchant_id = key->merchant_id;
+        }
+    }
+    emit_log_record(rec);
+    Datum values[2] = {matched ? uuid_datum(key->id) : (Datum)0,
+                       perr == ParseError::none ? CStringGetTextDatum(rec.display_prefix) : (Datum)0};
+    bool nulls[2] = {!matched, perr != ParseError::none};
+    return composite_result(fcinfo, values, nulls);
+}
+
 Datum has_scope_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = current_auth();
+    const AuthContext *ctx = live_auth();
     auto scope = text_arg(fcinfo, 0);
     return BoolGetDatum(ctx && scope && scope_grants(ctx->scopes, *scope));
 }
@@ -192,7 +245,13 @@ Datum has_scope_body(FunctionCallInfo fcinfo) {
 Datum require_scope_body(FunctionCallInfo fcinfo) {
     const AuthContext *ctx = current_auth();
     auto scope = text_arg(fcinfo, 0);
-    Code code = Code::ok;
+    Code code = recheck_auth(); // a context whose key died fails with the key's code
+    if (code != Code::ok) {
+        LogRecord rec = context_log_record(LogSource::require_scope, code);
+        log_scope(rec, scope);
+        emit_log_record(rec);
+        raise_dead_context(code);
+    }
     if (!scope || !requestable_scope(scope_catalog(), *scope))
         code = Code::unknown_scope;
     else if (!ctx || !scope_grants(ctx->scopes, *scope))
@@ -249,6 +308,8 @@ FLINT_SQL_FUNCTION(flint_current_key, current_key_body)
 FLINT_SQL_FUNCTION(flint_current_scopes, current_scopes_body)
 FLINT_SQL_FUNCTION(flint_current_mode, current_mode_body)
 FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
+FLINT_SQL_FUNCTION(flint_context_via_grace, context_via_grace_body)
+FLINT_SQL_FUNCTION(flint_leaked_key, leaked_key_body)
 FLINT_SQL_FUNCTION(flint_require_scope, require_scope_body)
 FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)
 FLINT_SQL_FUNCTION(flint_log_status, log_status_body)

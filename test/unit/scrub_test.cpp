@@ -51,3 +51,14 @@ TEST(Scrub, ShortFragmentIsMaskedWhole) {
     EXPECT_EQ(scrub_tokens(msg.data()), 1u);
     EXPECT_EQ(msg, "key fk_live_*** was");
 }
+
+TEST(Scrub, ADisplayPrefixAloneIsLeftAsItIs) {
+    std::string t = token();
+    std::string msg = "key_revoked: key " + t.substr(0, 16) + "\xE2\x80\xA6 has been revoked";
+    std::string copy = msg;
+    EXPECT_EQ(scrub_tokens(msg.data()), 0u);
+    EXPECT_EQ(msg, copy) << "messages show the real display prefix";
+    std::string longer = "key " + t.substr(0, 17) + " x";
+    EXPECT_EQ(scrub_tokens(longer.data()), 1u);
+    EXPECT_EQ(longer, "key " + t.substr(0, 16) + "* x") << "one character past the prefix is masked";
+}

@@ -1,0 +1,766 @@
+-- flint_keys 1.1 -> 1.2: hostile-tenant hardening (a context dies with its
+-- key, grace secrets cannot manage keys, lifetimes bounded by the caller and
+-- the merchant's policy, size limits, no cross-merchant oracles), the log's
+-- indexes for RLS readers, and incident response (leak reports, reversible
+-- disable, key-event notifications, hygiene views).
+\echo Use "ALTER EXTENSION flint_keys UPDATE TO '1.2'" to load this file. \quit
+
+------------------------------------------------------------------------------
+-- Tables
+------------------------------------------------------------------------------
+
+-- Reversible disable (revocation stays final).
+ALTER TABLE flint.api_keys ADD COLUMN disabled_at timestamptz, ADD COLUMN disabled_reason text;
+-- key_info (security_invoker) reads the new columns: every role that may
+-- read the key's display columns may read these too, so GRANTs made for 1.1
+-- keep working.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee FROM pg_attribute att, aclexplode(att.attacl) a
+              WHERE att.attrelid = 'flint.api_keys'::regclass AND att.attname = 'display_prefix'
+                AND a.privilege_type = 'SELECT' LOOP
+        EXECUTE format('GRANT SELECT (disabled_at, disabled_reason) ON flint.api_keys TO %s',
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
+    END LOOP;
+END
+$$;
+-- NULL: no policy. Otherwise no create, update or rotation may leave a key
+-- of this merchant without an expiry or expiring later than now() + it.
+ALTER TABLE flint.merchants ADD COLUMN max_key_lifetime interval
+    CHECK (max_key_lifetime > interval '0');
+
+ALTER TABLE flint.key_events DROP CONSTRAINT key_events_event_check;
+ALTER TABLE flint.key_events ADD CONSTRAINT key_events_event_check
+    CHECK (event IN ('created', 'updated', 'rotated', 'revoked', 'deleted', 'leaked', 'disabled', 'enabled'));
+
+-- RLS readers (an application in a context) read "my merchant's newest rows":
+-- index every row by merchant, not only failures. Partitions made from now on
+-- get it from _maintain_request_log; existing ones get it here.
+DO $$
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'flint.request_log'::regclass LOOP
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (merchant_id, at)', p.relname || '_merchant_idx',
+                       p.relname);
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- C functions
+------------------------------------------------------------------------------
+
+-- The context's mode ('live' or 'test'), NULL outside a context. For the
+-- policies of protected tables (test keys do not see live data).
+CREATE FUNCTION flint_current_mode() RETURNS text
+    AS 'MODULE_PATHNAME', 'flint_current_mode' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- True when the context was opened with a pre-rotation secret in its grace.
+CREATE FUNCTION flint._context_via_grace() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'flint_context_via_grace' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Client text on its way into a table: any flint token in it masked after
+-- its display prefix (the scrubber the server log uses).
+CREATE FUNCTION flint._scrub(t text) RETURNS text
+    AS 'MODULE_PATHNAME', 'flint_scrub' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- For a leak report: the key whose current secret, or pre-rotation secret
+-- still in its grace, the token is (checked as verification checks it:
+-- shape, CRC, SHA-256 compared in constant time), else NULL. Logs one
+-- request-log row (source 'report_leaked').
+CREATE FUNCTION flint._leaked_key(token text, OUT key_id uuid, OUT display_prefix text)
+    AS 'MODULE_PATHNAME', 'flint_leaked_key' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+------------------------------------------------------------------------------
+-- Audit trail: new events, NOTIFY at commit, and no column silently skipped
+------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION flint._key_events_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+    kind    text;
+    at      timestamptz := clock_timestamp();
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_row := to_jsonb(OLD) - 'secret_hash' - 'previous_secret_hash';
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        new_row := to_jsonb(NEW) - 'secret_hash' - 'previous_secret_hash';
+    END IF;
+    -- pg_dump's scripts run with check_function_bodies off: rows it restores
+    -- already have their events in the dump. flint_create_key pins it on.
+    IF TG_OP = 'INSERT' AND current_setting('check_function_bodies') = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        kind := 'created';
+    ELSIF TG_OP = 'DELETE' THEN
+        kind := 'deleted';
+    ELSE
+        IF NEW.secret_hash IS DISTINCT FROM OLD.secret_hash THEN
+            kind := 'rotated';
+        ELSIF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
+            kind := CASE WHEN NEW.revoked_reason LIKE 'leaked via %' THEN 'leaked' ELSE 'revoked' END;
+        ELSIF OLD.disabled_at IS NULL AND NEW.disabled_at IS NOT NULL THEN
+            kind := 'disabled';
+        ELSIF OLD.disabled_at IS NOT NULL AND NEW.disabled_at IS NULL THEN
+            kind := 'enabled';
+        ELSE
+            kind := 'updated';
+        END IF;
+        -- Keep only what changed; last_used_at alone is not an event.
+        SELECT jsonb_object_agg(o.key, o.value), jsonb_object_agg(o.key, new_row -> o.key)
+          INTO old_row, new_row
+          FROM jsonb_each(old_row) AS o
+         WHERE o.key <> 'last_used_at' AND (new_row -> o.key) IS DISTINCT FROM o.value;
+        IF old_row IS NULL AND kind = 'updated' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO flint.key_events (at, key_id, merchant_id, event, actor, old, new)
+    VALUES (at, COALESCE(NEW.id, OLD.id), COALESCE(NEW.merchant_id, OLD.merchant_id), kind,
+            flint._actor(), old_row, new_row);
+    -- Delivered to listeners at commit only; never a secret or a hash.
+    PERFORM pg_notify('flint_key_events',
+                      json_build_object('key_id', COALESCE(NEW.id, OLD.id),
+                                        'merchant_id', COALESCE(NEW.merchant_id, OLD.merchant_id),
+                                        'event', kind, 'at', at)::text);
+    RETURN NULL;
+END
+$$;
+
+-- Every column but last_used_at (the log worker's) counts: a column added
+-- later is never silently skipped.
+DROP TRIGGER key_events_update ON flint.api_keys;
+CREATE TRIGGER key_events_update AFTER UPDATE ON flint.api_keys
+    FOR EACH ROW
+    WHEN ((to_jsonb(OLD) - 'last_used_at') IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at'))
+    EXECUTE FUNCTION flint._key_events_trigger();
+
+------------------------------------------------------------------------------
+-- The key as a DBA reads it: disabled status, and who is beyond policy
+------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW flint.key_info WITH (security_invoker = true) AS
+SELECT k.id AS key_id, k.merchant_id, k.name, k.mode, k.display_prefix, k.scopes, k.metadata,
+       CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked'
+            WHEN k.expires_at <= now() THEN 'expired'
+            WHEN k.disabled_at IS NOT NULL THEN 'disabled'
+            ELSE 'active' END AS status,
+       k.created_at, k.created_by, k.expires_at, k.revoked_at, k.revoked_reason, k.last_used_at,
+       k.previous_secret_expires_at, k.disabled_at, k.disabled_reason
+  FROM flint.api_keys k;
+
+-- Active keys expiring within 14 days: rotate them.
+CREATE VIEW flint.expiring_keys WITH (security_invoker = true) AS
+SELECT * FROM flint.key_info i
+ WHERE i.status = 'active' AND i.expires_at < now() + interval '14 days';
+
+-- Active keys not used for 90 days (never used: created 90 days ago): revoke them.
+CREATE VIEW flint.unused_keys WITH (security_invoker = true) AS
+SELECT * FROM flint.key_info i
+ WHERE i.status = 'active' AND COALESCE(i.last_used_at, i.created_at) < now() - interval '90 days';
+
+-- Active keys made before their merchant's max_key_lifetime that break it
+-- (no expiry, or later than now() + max): they keep working; plan their rotation.
+CREATE VIEW flint.keys_beyond_policy WITH (security_invoker = true) AS
+SELECT i.*, m.max_key_lifetime FROM flint.key_info i JOIN flint.merchants m ON m.id = i.merchant_id
+ WHERE i.status IN ('active', 'disabled') AND m.max_key_lifetime IS NOT NULL
+   AND (i.expires_at IS NULL OR i.expires_at > now() + m.max_key_lifetime);
+
+------------------------------------------------------------------------------
+-- Authorization
+------------------------------------------------------------------------------
+
+-- Who may manage keys at all: outside a context an admin (BYPASSRLS or
+-- superuser); inside one, a context whose key is alive (checked by the
+-- context readers) and was opened with its current secret.
+CREATE FUNCTION flint._authorize_caller() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF @extschema@.flint_current_key() IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = flint._actor() AND (r.rolsuper OR r.rolbypassrls)) THEN
+            RAISE EXCEPTION 'key management outside an authenticated transaction needs an admin role'
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Call flint_authenticate(secret) with a key holding keys:read or keys:write, or use a role with BYPASSRLS.';
+        END IF;
+        RETURN;
+    END IF;
+    IF flint._context_via_grace() THEN
+        RAISE EXCEPTION 'a pre-rotation secret cannot manage keys'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Authenticate with the key''s current secret.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint._authorize(merchant uuid, needed text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM flint._authorize_caller();
+    IF @extschema@.flint_current_key() IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM @extschema@.flint_require_scope(needed);
+    -- No merchant id in the message: another merchant's id and an unknown
+    -- one must look the same.
+    IF merchant IS DISTINCT FROM @extschema@.flint_current_merchant() THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK006',
+            MESSAGE = 'wrong_merchant: the authenticated key acts only for its own merchant';
+    END IF;
+END
+$$;
+
+-- The key, locked, after the caller is authorized. In a context only the
+-- context's merchant's keys are looked at (and locked): another merchant's
+-- key id gives the same error as an unknown one.
+CREATE OR REPLACE FUNCTION flint._key_for_update(key_id uuid, needed text) RETURNS flint.api_keys
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k flint.api_keys;
+BEGIN
+    IF key_id IS NULL THEN
+        RAISE EXCEPTION 'key_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize_caller();
+    SELECT * INTO k FROM flint.api_keys AS a
+     WHERE a.id = _key_for_update.key_id
+       AND (@extschema@.flint_current_key() IS NULL OR a.merchant_id = @extschema@.flint_current_merchant())
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no key with id %', key_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM flint._authorize_key(k, needed);
+    RETURN k;
+END
+$$;
+
+-- The latest expiry a key of `merchant` may be left with by the caller:
+-- the calling key's own expiry (in a context) and now() + the merchant's
+-- max_key_lifetime, whichever is sooner; NULL when neither applies.
+CREATE FUNCTION flint._expiry_bound(merchant uuid, OUT bound timestamptz, OUT why text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    caller_expiry timestamptz;
+    policy        interval;
+BEGIN
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        SELECT k.expires_at INTO caller_expiry FROM flint.api_keys k WHERE k.id = @extschema@.flint_current_key();
+        IF caller_expiry IS NOT NULL THEN
+            bound := caller_expiry;
+            why := 'the authenticated key''s own expiry';
+        END IF;
+    END IF;
+    SELECT m.max_key_lifetime INTO policy FROM flint.merchants m WHERE m.id = merchant;
+    IF policy IS NOT NULL AND (bound IS NULL OR now() + policy < bound) THEN
+        bound := now() + policy;
+        why := format('the merchant''s max_key_lifetime (%s)', policy);
+    END IF;
+END
+$$;
+
+-- Refuses an expiry (NULL: none) that outlives the bound for `merchant`.
+CREATE FUNCTION flint._check_lifetime(merchant uuid, expiry timestamptz) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b record;
+BEGIN
+    SELECT * INTO b FROM flint._expiry_bound(merchant);
+    IF b.bound IS NOT NULL AND (expiry IS NULL OR expiry > b.bound) THEN
+        RAISE EXCEPTION 'the key would live beyond %', b.why
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('expires_at must be set and no later than %s.', b.bound);
+    END IF;
+END
+$$;
+
+-- Client text bound for a table: bounded, and scrubbed of tokens.
+CREATE FUNCTION flint._checked_text(what text, value text, max_chars integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF length(value) > max_chars THEN
+        RAISE EXCEPTION '% is too long (% characters; at most %)', what, length(value), max_chars
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    RETURN flint._scrub(value);
+END
+$$;
+
+CREATE FUNCTION flint._checked_metadata(metadata jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF metadata IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(metadata::text) > 8192 THEN
+        RAISE EXCEPTION 'metadata is too large (% bytes as text; at most 8192)', octet_length(metadata::text)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    RETURN flint._scrub(metadata::text)::jsonb;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Management
+------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION flint_create_key(merchant uuid, name text, scopes text[],
+                                 expires_at timestamptz DEFAULT NULL, mode text DEFAULT 'live',
+                                 metadata jsonb DEFAULT '{}')
+    RETURNS TABLE (key_id uuid, secret text, display_prefix text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET check_function_bodies = on AS $$
+DECLARE
+    new_id     uuid := gen_random_uuid();
+    token      text;
+    key_scopes text[];
+    expiry     timestamptz;
+BEGIN
+    IF merchant IS NULL OR name IS NULL OR mode IS NULL OR metadata IS NULL THEN
+        RAISE EXCEPTION 'merchant, name, scopes, mode and metadata must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize(merchant, 'keys:write');
+    IF NOT EXISTS (SELECT 1 FROM flint.merchants AS m WHERE m.id = merchant) THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+    IF length(btrim(name)) = 0 OR length(name) > 200 THEN
+        RAISE EXCEPTION 'a key name must have 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF mode NOT IN ('live', 'test') THEN
+        RAISE EXCEPTION 'unknown key mode "%"', left(mode, 20) USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''live'' or ''test''.';
+    END IF;
+    metadata := flint._checked_metadata(metadata);
+    key_scopes := flint._check_scopes(scopes);
+    PERFORM flint._check_grantable(key_scopes);
+    IF @extschema@.flint_current_key() IS NOT NULL AND mode <> flint._current_mode() THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: a %s key cannot create %s keys', flint._current_mode(), mode);
+    END IF;
+    expiry := flint._checked_expiry(expires_at);
+    PERFORM flint._check_lifetime(merchant, expiry);
+    token := flint._new_token(mode, new_id);
+    INSERT INTO flint.api_keys AS k (id, merchant_id, name, mode, scopes, metadata, display_prefix,
+                                     secret_hash, created_by, expires_at)
+    VALUES (new_id, merchant, flint._scrub(name), mode, key_scopes, metadata, left(token, 16),
+            sha256(convert_to(token, 'UTF8')), flint._actor(), expiry);
+    key_id := new_id;
+    secret := token;
+    display_prefix := left(token, 16);
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint_list_keys(merchant uuid, include_revoked boolean DEFAULT false)
+    RETURNS SETOF flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM flint._authorize(merchant, 'keys:read');
+    RETURN QUERY SELECT * FROM flint.key_info AS i
+                  WHERE i.merchant_id = merchant AND (include_revoked OR i.revoked_at IS NULL)
+                  ORDER BY i.created_at, i.key_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint_get_key(key_id uuid) RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    info flint.key_info;
+BEGIN
+    IF key_id IS NULL THEN
+        RAISE EXCEPTION 'key_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize_caller();
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        PERFORM @extschema@.flint_require_scope('keys:read');
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i
+     WHERE i.key_id = flint_get_key.key_id
+       AND (@extschema@.flint_current_key() IS NULL OR i.merchant_id = @extschema@.flint_current_merchant());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no key with id %', key_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN info;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint_update_key(key_id uuid, name text DEFAULT NULL, scopes text[] DEFAULT NULL,
+                                 expires_at timestamptz DEFAULT NULL, metadata jsonb DEFAULT NULL)
+    RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k          flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    key_scopes text[];
+    expiry     timestamptz;
+    info       flint.key_info;
+BEGIN
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'key % is revoked and cannot be changed', k.display_prefix
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF name IS NOT NULL AND (length(btrim(name)) = 0 OR length(name) > 200) THEN
+        RAISE EXCEPTION 'a key name must have 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    flint_update_key.metadata := flint._checked_metadata(flint_update_key.metadata);
+    IF scopes IS NOT NULL THEN
+        key_scopes := flint._check_scopes(scopes);
+        PERFORM flint._check_grantable(key_scopes);
+    END IF;
+    expiry := k.expires_at;
+    IF expires_at IS NOT NULL THEN
+        -- An expired key stays expired: create a new one instead.
+        IF k.expires_at <= now() THEN
+            RAISE EXCEPTION 'key % has expired; its expiry cannot be changed', k.display_prefix
+                USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Create a new key.';
+        END IF;
+        expiry := flint._checked_expiry(expires_at);
+    END IF;
+    PERFORM flint._check_lifetime(k.merchant_id, expiry);
+    UPDATE flint.api_keys AS a
+       SET name = COALESCE(flint._scrub(flint_update_key.name), a.name),
+           scopes = COALESCE(key_scopes, a.scopes),
+           expires_at = expiry,
+           metadata = COALESCE(flint_update_key.metadata, a.metadata)
+     WHERE a.id = k.id;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint_revoke_key(key_id uuid, reason text DEFAULT NULL) RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    info flint.key_info;
+BEGIN
+    reason := flint._checked_text('reason', reason, 1000);
+    -- Revoking twice keeps the first revocation: time and reason stay as they were.
+    IF k.revoked_at IS NULL THEN
+        UPDATE flint.api_keys AS a SET revoked_at = now(), revoked_reason = reason WHERE a.id = k.id;
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint._rotate_key(target uuid, grace interval)
+    RETURNS TABLE (key_id uuid, secret text, display_prefix text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k     flint.api_keys := flint._key_for_update(target, 'keys:write');
+    token text;
+BEGIN
+    -- Bound the resulting moment, not the interval's parts: '1 month -29 days'
+    -- and '-1 day 100 years' are judged by where they land.
+    IF grace IS NULL OR now() + grace < now() OR now() + grace > now() + interval '30 days' THEN
+        RAISE EXCEPTION 'grace must be between 0 and 30 days' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'key % is revoked and cannot be rotated', k.display_prefix
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF k.expires_at <= now() THEN
+        RAISE EXCEPTION 'key % has expired and cannot be rotated', k.display_prefix
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Create a new key.';
+    END IF;
+    PERFORM flint._check_lifetime(k.merchant_id, k.expires_at);
+    token := flint._new_token(k.mode, k.id);
+    -- Only the secret just replaced stays valid for the grace; an older one ends now.
+    UPDATE flint.api_keys AS a
+       SET previous_secret_hash = a.secret_hash,
+           previous_secret_expires_at = now() + grace,
+           secret_hash = sha256(convert_to(token, 'UTF8')),
+           display_prefix = left(token, 16)
+     WHERE a.id = k.id;
+    key_id := k.id;
+    secret := token;
+    display_prefix := left(token, 16);
+    RETURN NEXT;
+END
+$$;
+
+-- Reversible: a disabled key fails with key_disabled until enabled. In a
+-- context the same rules as revoke apply (keys:write, own merchant, a key
+-- whose scopes the caller holds).
+CREATE FUNCTION flint_disable_key(key_id uuid, reason text DEFAULT NULL) RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    info flint.key_info;
+BEGIN
+    reason := flint._checked_text('reason', reason, 1000);
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'key % is revoked; revocation is final', k.display_prefix
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF k.disabled_at IS NULL THEN
+        UPDATE flint.api_keys AS a SET disabled_at = now(), disabled_reason = reason WHERE a.id = k.id;
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+CREATE FUNCTION flint_enable_key(key_id uuid) RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    info flint.key_info;
+BEGIN
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'key % is revoked; revocation is final and enable cannot undo it', k.display_prefix
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF k.disabled_at IS NOT NULL THEN
+        -- Bringing a key back is management too: it may not outlive the caller.
+        PERFORM flint._check_lifetime(k.merchant_id, k.expires_at);
+        UPDATE flint.api_keys AS a SET disabled_at = NULL, disabled_reason = NULL WHERE a.id = k.id;
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+-- A secret scanner's report: every token that is a key's current secret (or
+-- its pre-rotation secret in grace) revokes that key at once with reason
+-- 'leaked via <source>' and event 'leaked'. Nothing more is revealed about
+-- tokens that are not keys. Needs no context: EXECUTE is the permission.
+CREATE FUNCTION flint_report_leaked(tokens text[], source text)
+    RETURNS TABLE (display_prefix text, key_id uuid, outcome text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    token   text;
+    hit     record;
+    revoked timestamptz;
+BEGIN
+    IF tokens IS NULL OR source IS NULL THEN
+        RAISE EXCEPTION 'tokens and source must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(btrim(source)) = 0 THEN
+        RAISE EXCEPTION 'source must name where the tokens were found' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    source := flint._checked_text('source', source, 200);
+    IF cardinality(tokens) > 10000 THEN
+        RAISE EXCEPTION 'at most 10000 tokens per report (got %)', cardinality(tokens)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    FOREACH token IN ARRAY tokens LOOP
+        SELECT * INTO hit FROM flint._leaked_key(token);
+        display_prefix := hit.display_prefix;
+        key_id := hit.key_id;
+        IF hit.key_id IS NULL THEN
+            key_id := NULL;
+            outcome := 'not_a_key';
+        ELSE
+            SELECT a.revoked_at INTO revoked FROM flint.api_keys a WHERE a.id = hit.key_id FOR UPDATE;
+            IF revoked IS NOT NULL THEN
+                outcome := 'already_revoked';
+            ELSE
+                UPDATE flint.api_keys AS a SET revoked_at = now(), revoked_reason = 'leaked via ' || source
+                 WHERE a.id = hit.key_id;
+                outcome := 'revoked';
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Request log: partitions a week ahead, merchant index, sane purge arguments
+------------------------------------------------------------------------------
+
+-- Creates the partitions for `today` and the next 7 days (UTC), so that a
+-- maintenance run that cannot get its locks (the worker waits at most
+-- 100 ms, then retries a minute later) never leaves rows without their day's
+-- partition; with a retention, drops whole partitions that end before
+-- today - retention. A day whose rows already landed in the default
+-- partition keeps them there.
+CREATE OR REPLACE FUNCTION flint._maintain_request_log(today date, retention interval DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d     date;
+    part  text;
+    lower timestamptz;
+    upper timestamptz;
+BEGIN
+    FOR d IN SELECT generate_series(today, today + 7, interval '1 day')::date LOOP
+        part := 'request_log_' || to_char(d, 'YYYYMMDD');
+        lower := d::timestamp AT TIME ZONE 'UTC';
+        upper := (d + 1)::timestamp AT TIME ZONE 'UTC';
+        IF to_regclass('flint.' || part) IS NULL
+           AND NOT EXISTS (SELECT 1 FROM flint.request_log_default WHERE at >= lower AND at < upper) THEN
+            EXECUTE format('CREATE TABLE flint.%I PARTITION OF flint.request_log FOR VALUES FROM (%L) TO (%L)',
+                           part, lower, upper);
+            -- "rows of one key, newest first", "rows of one merchant, newest
+            -- first" (what RLS readers ask) and "failures of one merchant"
+            EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, at)', part || '_key_idx', part);
+            EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at)', part || '_merchant_idx', part);
+        END IF;
+    END LOOP;
+    IF retention IS NOT NULL THEN
+        PERFORM @extschema@.flint_purge_request_log(retention, today);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint_purge_request_log(older_than interval,
+                                        today date DEFAULT (now() AT TIME ZONE 'UTC')::date)
+    RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    real_today date := (now() AT TIME ZONE 'UTC')::date;
+    cutoff     timestamptz;
+    p          record;
+    dropped    integer := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- `today` exists for the worker's midnight and for tests; a day far from
+    -- the real one (or infinity) would drop rows nobody meant to drop.
+    IF today IS NULL OR NOT isfinite(today) OR today NOT BETWEEN real_today - 1 AND real_today + 1 THEN
+        RAISE EXCEPTION 'today must be the current UTC date (give or take a day)'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The UTC date is %s.', real_today);
+    END IF;
+    cutoff := (today::timestamp AT TIME ZONE 'UTC') - older_than;
+    FOR p IN
+        SELECT c.relname
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname ~ '^request_log_[0-9]{8}$'
+           AND ((to_date(substr(c.relname, 13), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC') <= cutoff
+    LOOP
+        EXECUTE format('DROP TABLE flint.%I', p.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    DELETE FROM flint.request_log_default WHERE at < cutoff;
+    RETURN dropped;
+END
+$$;
+
+CREATE INDEX IF NOT EXISTS request_log_default_merchant_idx ON flint.request_log_default (merchant_id, at);
+
+------------------------------------------------------------------------------
+-- Protected tables: not partitioned ones, and live data only
+------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION flint._require_table_owner(tbl regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_has_role(flint._actor()::name, (SELECT c.relowner FROM pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) <> 'r' THEN
+        RAISE EXCEPTION '% is not a plain table', tbl USING ERRCODE = 'wrong_object_type',
+            HINT = 'Partitioned tables are refused: writes through the parent and reads of a partition would each bypass the other''s policies.';
+    END IF;
+    IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION '% is a partition', tbl USING ERRCODE = 'wrong_object_type',
+            HINT = 'Partitioned tables are refused: writes through the parent and reads of a partition would each bypass the other''s policies.';
+    END IF;
+    IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl)
+       IN ('flint', 'pg_catalog', 'information_schema') OR
+       (SELECT c.relpersistence FROM pg_class c WHERE c.oid = tbl) = 't' THEN
+        RAISE EXCEPTION 'flint_keys does not guard %', tbl USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION flint_protect_table(tbl regclass, merchant_column name DEFAULT 'merchant_id',
+                                    read_scope text DEFAULT NULL, write_scope text DEFAULT NULL)
+    RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning AS $$
+DECLARE
+    column_type regtype;
+    own_merchant text;
+    read_check text;
+    write_check text;
+    s text;
+BEGIN
+    PERFORM flint._require_table_owner(tbl);
+    IF merchant_column IS NULL THEN
+        RAISE EXCEPTION 'merchant column must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT a.atttypid::regtype INTO column_type
+      FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = merchant_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no column "%"', tbl, merchant_column USING ERRCODE = 'undefined_column';
+    END IF;
+    IF column_type <> 'uuid'::regtype THEN
+        RAISE EXCEPTION 'column "%" of % must be uuid, not %', merchant_column, tbl, column_type
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    FOREACH s IN ARRAY array_remove(ARRAY[read_scope, write_scope], NULL) LOOP
+        PERFORM flint._check_scopes(ARRAY[s]);
+        IF s LIKE '%*' THEN
+            RAISE EXCEPTION USING ERRCODE = 'FK008',
+                MESSAGE = format('unknown_scope: a table guard needs a concrete scope, not "%s"', s);
+        END IF;
+    END LOOP;
+
+    -- Protected tables hold live data: test keys see and write none of it.
+    own_merchant := format('%I = (SELECT @extschema@.flint_current_merchant()) AND (SELECT @extschema@.flint_current_mode()) = %L',
+                           merchant_column, 'live');
+    read_check := own_merchant || coalesce(format(' AND (SELECT @extschema@.flint_has_scope(%L))', read_scope), '');
+    write_check := own_merchant || coalesce(format(' AND (SELECT @extschema@.flint_has_scope(%L))', write_scope), '');
+
+    -- Idempotent: start from an unprotected table, in this same transaction.
+    PERFORM @extschema@.flint_unprotect_table(tbl);
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('CREATE POLICY flint_read ON %s FOR SELECT USING (%s)', tbl, read_check);
+    EXECUTE format('CREATE POLICY flint_insert ON %s FOR INSERT WITH CHECK (%s)', tbl, write_check);
+    -- UPDATE and DELETE reach the merchant's readable rows, so that the guard
+    -- trigger (not a silent zero-row result) reports a missing write scope.
+    EXECUTE format('CREATE POLICY flint_update ON %s FOR UPDATE USING (%s) WITH CHECK (%s)', tbl, read_check, write_check);
+    EXECUTE format('CREATE POLICY flint_delete ON %s FOR DELETE USING (%s)', tbl, read_check);
+    EXECUTE format('CREATE TRIGGER flint_guard_write BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION @extschema@.flint_guard_write(%L, %L)',
+                   tbl, merchant_column, coalesce(write_scope, ''));
+    -- The policies filter on the merchant column: make sure an index leads with it.
+    IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = tbl AND a.attname = merchant_column) THEN
+        EXECUTE format('CREATE INDEX ON %s (%I)', tbl, merchant_column);
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Privileges
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flint FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA flint FROM PUBLIC;
+REVOKE ALL ON FUNCTION flint_disable_key(uuid, text), flint_enable_key(uuid),
+    flint_report_leaked(text[], text) FROM PUBLIC;
+-- Reading one's own context, like flint_current_merchant(): protected tables'
+-- policies call it as the querying role.
+GRANT EXECUTE ON FUNCTION flint_current_mode() TO PUBLIC;
+
+-- An overload planted in the extension's schema by a role that may CREATE
+-- there (say flint_authenticate(varchar)) would capture the tokens of every
+-- application that binds them with that type. Say so at install time.
+DO $$
+DECLARE
+    creators text;
+BEGIN
+    SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
+      INTO creators
+      FROM pg_namespace n, aclexplode(n.nspacl) a
+     WHERE n.nspname = '@extschema@' AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner;
+    IF creators IS NOT NULL THEN
+        RAISE WARNING 'roles other than its owner may CREATE in schema @extschema@, where flint_keys lives: %', creators
+            USING HINT = 'An overload there could capture tokens. REVOKE CREATE ON SCHEMA @extschema@ FROM those roles, and call flint functions schema-qualified.';
+    END IF;
+END
+$$;

@@ -1,0 +1,39 @@
+// last_used_at, reduced from the request-log stream: the newest successful
+// use of each key since the last flush. The worker notes every inserted
+// batch (O(1) per row, whatever the number of distinct keys) and writes the
+// reduction to flint.api_keys once per flint.last_used_interval, so the
+// table sees at most one UPDATE per key per interval. Postgres-free.
+#pragma once
+#include <cstddef>
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+#include "log_record.hpp"
+
+namespace flint {
+
+struct UuidHash {
+    size_t operator()(const Uuid &id) const {
+        size_t h;
+        std::memcpy(&h, id.data(), sizeof h); // key ids are random: any 8 bytes hash well
+        return h;
+    }
+};
+
+class LastUsedTracker {
+  public:
+    // Successful rows with a key id move that key's newest use forward.
+    void note(const LogRecord *rows, size_t count);
+    // Every pending (key, newest use), in no particular order.
+    void snapshot(std::vector<Uuid> *ids, std::vector<int64_t> *ats) const;
+    // After a flush: forget the written keys, except those whose use moved
+    // on meanwhile; `keep` ids (locked elsewhere, still existing) stay pending.
+    void forget_all_but(const std::vector<Uuid> &keep);
+    size_t size() const { return newest_.size(); }
+
+  private:
+    std::unordered_map<Uuid, int64_t, UuidHash> newest_;
+};
+
+} // namespace flint

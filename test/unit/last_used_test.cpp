@@ -1,0 +1,71 @@
+#include "last_used.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace flint;
+
+namespace {
+LogRecord row(uint8_t key, int64_t at, Code outcome = Code::ok, bool has_key = true) {
+    LogRecord r;
+    r.key_id[0] = key;
+    r.has_key_id = has_key;
+    r.at = at;
+    r.outcome = outcome;
+    return r;
+}
+int64_t newest(const LastUsedTracker &t, uint8_t key) {
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    t.snapshot(&ids, &ats);
+    for (size_t i = 0; i < ids.size(); ++i)
+        if (ids[i][0] == key)
+            return ats[i];
+    return -1;
+}
+} // namespace
+
+TEST(LastUsed, KeepsTheNewestSuccessPerKey) {
+    LastUsedTracker t;
+    LogRecord rows[] = {
+        row(1, 10), row(1, 30), row(1, 20), row(2, 5), row(2, 50, Code::invalid_key), row(3, 7, Code::ok, false)};
+    t.note(rows, std::size(rows));
+    EXPECT_EQ(t.size(), 2u);
+    EXPECT_EQ(newest(t, 1), 30);
+    EXPECT_EQ(newest(t, 2), 5) << "a failure is not a use";
+    EXPECT_EQ(newest(t, 3), -1) << "a row without a key id names no key";
+}
+
+TEST(LastUsed, LaterBatchesMoveForwardNeverBack) {
+    LastUsedTracker t;
+    LogRecord a[] = {row(1, 100)};
+    LogRecord b[] = {row(1, 40)};
+    t.note(a, 1);
+    t.note(b, 1);
+    EXPECT_EQ(newest(t, 1), 100);
+}
+
+TEST(LastUsed, ForgetKeepsOnlyTheSkippedKeys) {
+    LastUsedTracker t;
+    LogRecord rows[] = {row(1, 1), row(2, 2), row(3, 3)};
+    t.note(rows, 3);
+    Uuid two{};
+    two[0] = 2;
+    Uuid gone{};
+    gone[0] = 9;
+    t.forget_all_but({two, gone});
+    EXPECT_EQ(t.size(), 1u);
+    EXPECT_EQ(newest(t, 2), 2);
+}
+
+TEST(LastUsed, CostIsPerRowNotPerDistinctKey) {
+    // 100,000 distinct keys in one batch: one map entry each, nothing quadratic.
+    std::vector<LogRecord> rows(100000);
+    for (size_t i = 0; i < rows.size(); ++i) {
+        rows[i].has_key_id = true;
+        std::memcpy(rows[i].key_id.data(), &i, sizeof i);
+        rows[i].at = static_cast<int64_t>(i);
+    }
+    LastUsedTracker t;
+    t.note(rows.data(), rows.size());
+    EXPECT_EQ(t.size(), rows.size());
+}
