@@ -11,6 +11,7 @@ PKGS=(
     clang clang-format libclang-rt-14-dev
     pgbouncer python3 python3-psycopg
     gnuplot-nox valgrind
+    chromium fonts-dejavu-core prometheus-postgres-exporter
 )
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)

@@ -14,3 +14,17 @@ GRANT SELECT, INSERT ON payments TO checkout_app;
 GRANT USAGE ON SEQUENCE payments_id_seq TO checkout_app;
 GRANT USAGE ON SCHEMA flint TO checkout_app;
 GRANT SELECT ON flint.request_log TO checkout_app;
+
+-- GET /dashboard: the merchant's keys and request log, confined by RLS. It
+-- checks keys:read with flint_require_scope. flint.key_info is security_invoker,
+-- so the role reads flint.api_keys itself: every column but the hashes.
+GRANT EXECUTE ON FUNCTION flint_require_scope(text) TO checkout_app;
+GRANT SELECT ON flint.key_info TO checkout_app;
+DO $$
+BEGIN
+    EXECUTE (SELECT format('GRANT SELECT (%s) ON flint.api_keys TO checkout_app', string_agg(quote_ident(attname), ', '))
+               FROM pg_attribute
+              WHERE attrelid = 'flint.api_keys'::regclass AND attnum > 0 AND NOT attisdropped
+                AND attname NOT IN ('secret_hash', 'previous_secret_hash'));
+END
+$$;

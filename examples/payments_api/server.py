@@ -10,13 +10,41 @@ flint error codes map to HTTP statuses. Standard library + psycopg 3 only.
     POST /payments      {"amount_cents": 1250, "currency": "EUR"}   needs payments:write
     GET  /payments                                                  needs payments:read
     GET  /requests      this key's request-log rows, newest first
+    GET  /dashboard     HTML: the merchant's API keys and logs        needs keys:read
+
+The dashboard is one server-rendered page (no JavaScript, no external assets):
+the merchant's keys (display prefix, name, scopes, status, last used,
+expiry, outcome counts of the last hour), a chart of outcomes per minute over
+the last hour as inline SVG, and per key its newest 20 request-log rows. It
+reads flint.key_info and flint.request_log in the request's transaction after
+flint_authenticate, so row-level security alone confines it to the key's
+merchant (the server refuses to render it for a role that bypasses RLS).
+Secrets never appear in it, only display prefixes. The page shows the state
+as of the start of its transaction: its own authentication is not counted.
+
+It authenticates like every other endpoint, with `Authorization: Bearer
+fk_...`. A secret in the URL (`?key=...`) is refused, since URLs end up in
+browser history, proxy and server logs. For looking at it in a browser there
+is a demo mode:
+
+    ./server.py --port 8080 --demo-merchant-key-file /path/to/keys_read_secret
+
+reads a keys:read secret from that file (first line) at startup and uses it
+for /dashboard requests that carry no Authorization header, so
+http://127.0.0.1:8080/dashboard opens without one. Anyone who can reach the
+port then sees that merchant's dashboard: keep the file private (mode 0600)
+and the server on loopback. The other endpoints never use the demo key.
 """
 import argparse
+import html
 import json
 import os
 import queue
+import sys
 import threading
+from datetime import timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
@@ -30,6 +58,7 @@ STATUS_BY_SQLSTATE = {
     "FK006": 403,  # wrong_merchant
     "FK007": 403,  # merchant_suspended
     "FK008": 400,  # unknown_scope
+    "FK012": 401,  # key_disabled (1.2)
     "53000": 503,  # log_queue_full: fail closed, retry later
 }
 
@@ -59,6 +88,227 @@ class Pool:
         self._slots.release()
 
 
+# The dashboard's colour per outcome code, in the order the chart stacks them.
+OUTCOME_COLOURS = {
+    "ok": "#2e7d32",
+    "malformed_key": "#f9a825",
+    "invalid_key": "#c62828",
+    "key_revoked": "#6a1b9a",
+    "key_expired": "#8d6e63",
+    "key_disabled": "#ad1457",
+    "missing_scope": "#ef6c00",
+    "wrong_merchant": "#1565c0",
+    "merchant_suspended": "#455a64",
+    "unknown_scope": "#00838f",
+    "log_queue_full": "#212121",
+}
+STATUS_COLOURS = {"active": "#2e7d32", "expired": "#757575", "revoked": "#c62828", "disabled": "#ef6c00"}
+CHART_MINUTES = 61  # (now - 1 hour, now] touches 61 calendar minutes
+LOG_ROWS_PER_KEY = 20
+
+
+def esc(value):
+    """Every value that reaches the page goes through here."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def utc(ts, seconds=True):
+    if ts is None:
+        return ""
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%H:%M")
+
+
+def outcome_colour(outcome):
+    return OUTCOME_COLOURS.get(outcome, "#9e9e9e")
+
+
+def outcome_order(outcomes):
+    known = list(OUTCOME_COLOURS)
+    return sorted(outcomes, key=lambda o: (known.index(o) if o in known else len(known), o))
+
+
+def read_dashboard(cur):
+    """Everything the dashboard shows, read in the authenticated transaction:
+    row-level security confines every row to the key's merchant. Times are
+    'as of now()', the transaction's start, so this request's own
+    authentication (logged a moment later) is not in the counts."""
+    cur.execute("SELECT flint_require_scope('keys:read')")
+    # The page relies on RLS alone, as the rest of the app does: refuse to
+    # render it for a role that would see every merchant's rows.
+    if cur.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+        raise ApiError(500, "unsafe_role", "the dashboard must run as a role subject to row-level security")
+    as_of, merchant = cur.execute("SELECT now(), flint_current_merchant()::text").fetchone()
+    keys = cur.execute(
+        "SELECT key_id::text, display_prefix, name, mode, scopes, status, last_used_at, expires_at "
+        "FROM flint.key_info ORDER BY created_at, key_id").fetchall()
+    per_minute = cur.execute(
+        "SELECT key_id::text, date_trunc('minute', at), outcome, count(*) FROM flint.request_log "
+        "WHERE at > now() - interval '1 hour' AND at <= now() GROUP BY 1, 2, 3").fetchall()
+    logs = cur.execute(
+        "SELECT k.key_id::text, l.at, l.scope, l.outcome, host(l.client_addr), l.request_id "
+        "FROM flint.key_info AS k CROSS JOIN LATERAL ("
+        "  SELECT r.at, r.scope, r.outcome, r.client_addr, r.request_id FROM flint.request_log AS r"
+        "   WHERE r.key_id = k.key_id AND r.at <= now() ORDER BY r.at DESC LIMIT %s) AS l "
+        "ORDER BY k.key_id, l.at DESC", (LOG_ROWS_PER_KEY,)).fetchall()
+    return {"as_of": as_of, "merchant": merchant, "keys": keys, "per_minute": per_minute, "logs": logs}
+
+
+def nice_ceiling(n):
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that is >= n."""
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if step * m >= n:
+                return step * m
+        step *= 10
+
+
+def render_chart(counts, start, svg_id, css_class, width, height, label):
+    """Stacked bars of outcomes per minute as inline SVG. counts maps
+    (minute index, outcome) -> rows."""
+    left, right, top, bottom = 44, 8, 10, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
+    totals = [sum(c for (i, _), c in counts.items() if i == m) for m in range(CHART_MINUTES)]
+    y_max = nice_ceiling(max(totals + [1]))
+    slot = plot_w / CHART_MINUTES
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="{esc(svg_id)}" class="{esc(css_class)}" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{esc(label)}">',
+           f'<title>{esc(label)}</title>',
+           f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#e0e0e0"/>']
+    for frac in (0, 0.5, 1):
+        y = top + plot_h - frac * plot_h
+        value = y_max * frac
+        text = f"{value:g}" if value == int(value) else f"{value:.1f}"
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e0e0e0"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{esc(text)}</text>')
+    for m in range(0, CHART_MINUTES, 10):
+        x = left + (m + 0.5) * slot
+        out.append(f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle" class="axis">'
+                   f'{esc(utc(start + timedelta(minutes=m), seconds=False))}</text>')
+    outcomes = outcome_order({o for (_, o) in counts})
+    for m in range(CHART_MINUTES):
+        y = top + plot_h
+        minute = start + timedelta(minutes=m)
+        for outcome in outcomes:
+            n = counts.get((m, outcome), 0)
+            if not n:
+                continue
+            h = n / y_max * plot_h
+            y -= h
+            out.append(
+                f'<rect class="bar" data-minute="{esc(minute.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ"))}" '
+                f'data-outcome="{esc(outcome)}" data-count="{n}" x="{left + m * slot + 1:.1f}" y="{y:.1f}" '
+                f'width="{max(slot - 2, 1):.1f}" height="{h:.1f}" fill="{outcome_colour(outcome)}">'
+                f'<title>{esc(utc(minute, seconds=False))} UTC {esc(outcome)}: {n}</title></rect>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render_counts(counts, css_class):
+    if not counts:
+        return '<span class="none">none</span>'
+    return " ".join(
+        f'<span class="{css_class}" data-outcome="{esc(o)}" style="background:{outcome_colour(o)}" '
+        f'title="{esc(o)}">{counts[o]}</span>' for o in outcome_order(counts))
+
+
+PAGE_STYLE = """
+body { font-family: "DejaVu Sans", system-ui, sans-serif; font-size: 14px; color: #212121; margin: 0; background: #f5f5f5; }
+header { background: #263238; color: #fff; padding: 14px 24px; }
+header h1 { margin: 0; font-size: 20px; } header p { margin: 4px 0 0; color: #cfd8dc; font-size: 12px; }
+main { max-width: 1120px; margin: 0 auto; padding: 16px 24px 32px; }
+section { background: #fff; border: 1px solid #e0e0e0; border-radius: 6px; padding: 12px 16px; margin: 16px 0; }
+h2 { font-size: 16px; margin: 0 0 10px; } h2 .name { font-weight: normal; color: #546e7a; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eeeeee; vertical-align: top; }
+th { font-size: 12px; color: #607d8b; font-weight: 600; }
+code, .mono { font-family: "DejaVu Sans Mono", monospace; font-size: 12px; }
+.status { color: #fff; border-radius: 3px; padding: 1px 6px; font-size: 12px; }
+.outcome-count, .merchant-outcome-count { color: #fff; border-radius: 9px; padding: 1px 7px; font-size: 12px; }
+.legend span { display: inline-block; margin-right: 14px; font-size: 12px; }
+.legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+.axis { font-size: 10px; fill: #757575; font-family: "DejaVu Sans", sans-serif; }
+.none, .empty { color: #9e9e9e; }
+.outcome { font-weight: 600; }
+"""
+
+
+def render_dashboard(data):
+    as_of = data["as_of"]
+    start = (as_of - timedelta(hours=1)).replace(second=0, microsecond=0)
+    merchant_counts, key_counts, key_minutes = {}, {}, {}
+    for key_id, minute, outcome, n in data["per_minute"]:
+        m = int((minute - start).total_seconds() // 60)
+        merchant_counts[(m, outcome)] = merchant_counts.get((m, outcome), 0) + n
+        key_counts.setdefault(key_id, {})
+        key_counts[key_id][outcome] = key_counts[key_id].get(outcome, 0) + n
+        key_minutes.setdefault(key_id, {})[(m, outcome)] = n
+    merchant_totals = {}
+    for (_, outcome), n in merchant_counts.items():
+        merchant_totals[outcome] = merchant_totals.get(outcome, 0) + n
+    logs = {}
+    for key_id, *row in data["logs"]:
+        logs.setdefault(key_id, []).append(row)
+
+    p = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+         '<title>API keys &amp; logs</title>', f'<style>{PAGE_STYLE}</style></head><body>',
+         '<header><h1>API keys &amp; logs</h1>',
+         f'<p>Merchant <span id="merchant" class="mono" data-merchant-id="{esc(data["merchant"])}">{esc(data["merchant"])}</span>'
+         f' · as of <time id="as-of" datetime="{esc(as_of.astimezone(timezone.utc).isoformat())}">{esc(utc(as_of))} UTC</time></p>',
+         '</header><main>']
+
+    p.append('<section id="last-hour"><h2>Requests per minute, last hour <span class="name">(UTC)</span></h2>')
+    p.append(render_chart(merchant_counts, start, "outcome-chart", "chart", 1060, 220,
+                          "Outcomes per minute over the last hour"))
+    p.append('<div class="legend">')
+    for outcome in outcome_order(merchant_totals):
+        p.append(f'<span><i style="background:{outcome_colour(outcome)}"></i>{esc(outcome)} '
+                 f'<b class="merchant-outcome-count" data-outcome="{esc(outcome)}" '
+                 f'style="background:{outcome_colour(outcome)}">{merchant_totals[outcome]}</b></span>')
+    if not merchant_totals:
+        p.append('<span class="empty">No requests in the last hour.</span>')
+    p.append('</div></section>')
+
+    p.append(f'<section id="keys-section"><h2>Keys <span class="name">({len(data["keys"])})</span></h2>')
+    p.append('<table id="keys"><thead><tr><th>Key</th><th>Name</th><th>Scopes</th><th>Status</th>'
+             '<th>Last used (UTC)</th><th>Expires (UTC)</th><th>Last hour</th></tr></thead><tbody>')
+    for key_id, prefix, name, mode, scopes, status, last_used, expires in data["keys"]:
+        p.append(
+            f'<tr class="key" id="key-row-{esc(key_id)}" data-key-id="{esc(key_id)}" data-status="{esc(status)}" '
+            f'data-mode="{esc(mode)}">'
+            f'<td class="display-prefix"><a href="#key-{esc(key_id)}"><code>{esc(prefix)}…</code></a></td>'
+            f'<td class="name">{esc(name)}</td>'
+            f'<td class="scopes">{" ".join(f"<code>{esc(s)}</code>" for s in scopes or [])}</td>'
+            f'<td><span class="status" data-status="{esc(status)}" '
+            f'style="background:{STATUS_COLOURS.get(status, "#9e9e9e")}">{esc(status)}</span></td>'
+            f'<td class="last-used">{esc(utc(last_used)) or "never"}</td>'
+            f'<td class="expires">{esc(utc(expires)) or "never"}</td>'
+            f'<td class="last-hour">{render_counts(key_counts.get(key_id, {}), "outcome-count")}</td></tr>')
+    if not data["keys"]:
+        p.append('<tr><td colspan="7" class="empty">No keys.</td></tr>')
+    p.append('</tbody></table></section>')
+
+    for key_id, prefix, name, *_ in data["keys"]:
+        rows = logs.get(key_id, [])
+        p.append(f'<section class="key-log" id="key-{esc(key_id)}" data-key-id="{esc(key_id)}">'
+                 f'<h2><code>{esc(prefix)}…</code> <span class="name">{esc(name)}</span></h2>')
+        p.append(render_chart(key_minutes.get(key_id, {}), start, f"chart-{key_id}", "key-chart", 1060, 90,
+                              f"Outcomes per minute over the last hour for {prefix}"))
+        p.append(f'<table class="log"><thead><tr><th>At (UTC)</th><th>Scope</th><th>Outcome</th><th>Client</th>'
+                 f'<th>Request id</th></tr></thead><tbody>')
+        for at, scope, outcome, client, request_id in rows:
+            p.append(f'<tr class="log-row" data-outcome="{esc(outcome)}"><td class="at">{esc(utc(at))}</td>'
+                     f'<td class="scope">{esc(scope) or "—"}</td>'
+                     f'<td class="outcome" style="color:{outcome_colour(outcome)}">{esc(outcome)}</td>'
+                     f'<td class="client">{esc(client) or "local"}</td><td class="request-id mono">{esc(request_id)}</td></tr>')
+        if not rows:
+            p.append('<tr><td colspan="5" class="empty">No requests yet.</td></tr>')
+        p.append(f'</tbody></table><p class="empty">Newest {LOG_ROWS_PER_KEY} requests.</p></section>')
+    p.append('</main></body></html>')
+    return "".join(p)
+
+
 class ApiError(Exception):
     def __init__(self, status, code, message):
         super().__init__(message)
@@ -67,6 +317,7 @@ class ApiError(Exception):
 
 class Handler(BaseHTTPRequestHandler):
     pool = None
+    demo_key = None  # --demo-merchant-key-file: used by /dashboard when no Authorization header is sent
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):  # keep test output quiet; never log headers (they hold keys)
@@ -80,12 +331,28 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_html(self, status, page):
+        data = page.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        # Inline styles and SVG only: nothing is loaded from anywhere, no script runs.
+        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Bearer")
+        self.end_headers()
+        self.wfile.write(data)
+
     def _token(self):
         header = self.headers.get("Authorization", "")
         return header[7:].strip() if header.startswith("Bearer ") else None
 
-    def _in_transaction(self, work):
-        """Runs work(cur) in one transaction that starts by authenticating."""
+    def _in_transaction(self, work, token=None):
+        """Runs work(cur) in one transaction that starts by authenticating
+        (with the Authorization header's token unless one is given)."""
         conn = self.pool.get()
         try:
             with conn.transaction():
@@ -94,7 +361,7 @@ class Handler(BaseHTTPRequestHandler):
                     if request_id:
                         cur.execute("SELECT set_config('flint.request_id', %s, true)", (request_id,))
                     # The token travels as a bind parameter, never in SQL text.
-                    cur.execute("SELECT merchant_id, scopes FROM flint_authenticate(%s)", (self._token(),))
+                    cur.execute("SELECT merchant_id, scopes FROM flint_authenticate(%s)", (token or self._token(),))
                     return work(cur)
         except psycopg.Error as e:
             sqlstate = e.sqlstate or ""
@@ -107,8 +374,23 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.pool.put(conn)
 
+    def _dashboard(self):
+        query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+        try:
+            if any(name.lower() in ("key", "token", "secret", "api_key") for name in query):
+                raise ApiError(400, "bad_request", "a secret does not belong in a URL: send Authorization: Bearer")
+            token = self._token() or self.demo_key
+            self._send_html(200, render_dashboard(self._in_transaction(read_dashboard, token)))
+        except ApiError as e:
+            self._send_html(e.status, '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+                            f'<title>{e.status} {esc(e.code)}</title></head><body>'
+                            f'<h1 id="error" data-code="{esc(e.code)}">{e.status} {esc(e.code)}</h1>'
+                            f'<p>{esc(e.message)}</p></body></html>')
+
     def _handle(self, method):
         try:
+            if method == "GET" and urlsplit(self.path).path == "/dashboard":
+                return self._dashboard()
             if method == "GET" and self.path == "/payments":
                 rows = self._in_transaction(lambda cur: cur.execute(
                     "SELECT id, merchant_id::text, amount_cents, currency FROM payments ORDER BY id").fetchall())
@@ -151,8 +433,18 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--pool-size", type=int, default=4)
+    parser.add_argument("--demo-merchant-key-file", metavar="PATH",
+                        help="a file whose first line is a keys:read secret, used by /dashboard without a header")
     args = parser.parse_args()
     Handler.pool = Pool(os.environ["FLINT_DSN"], args.pool_size)
+    if args.demo_merchant_key_file:
+        with open(args.demo_merchant_key_file, encoding="utf-8") as f:
+            Handler.demo_key = f.readline().strip() or None
+        if not Handler.demo_key:
+            parser.error("--demo-merchant-key-file: the file is empty")
+        if args.host not in ("127.0.0.1", "::1", "localhost"):
+            print("warning: demo mode shows the merchant's dashboard to anyone who can reach "
+                  f"{args.host}:{args.port}", file=sys.stderr, flush=True)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     print(f"payments_api listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
