@@ -40,3 +40,20 @@ EXTRA_CLEAN += $(OBJS:.o=.d)
 .PHONY: format-check
 format-check:
 	clang-format --dry-run --Werror $(CORE_SRCS) $(PG_SRCS) src/core/*.hpp src/pg/*.hpp test/unit/*.cpp test/bench/*.cpp test/fuzz/*.cpp
+
+# Packaging. `make deb`: the Debian package postgresql-15-flint-keys (debian/,
+# pg_buildext), built from a clean copy of HEAD, into dist/ (scripts/build_deb.sh).
+# `make dist`: the PGXN release dist/flint_keys-<version>.zip of HEAD, where
+# <version> is default_version as a semantic version (1.1 -> 1.1.0), as in
+# META.json (test/pgxn/check_meta.py checks they agree).
+DIST_VERSION = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTENSION).control | awk -F. '{ printf "%d.%d.%d", $$1, $$2, $$3 }')
+
+.PHONY: deb dist
+deb:
+	bash scripts/build_deb.sh
+
+dist:
+	python3 test/pgxn/check_meta.py
+	mkdir -p dist
+	git archive --format zip --prefix=$(EXTENSION)-$(DIST_VERSION)/ -o dist/$(EXTENSION)-$(DIST_VERSION).zip HEAD
+	@echo "built dist/$(EXTENSION)-$(DIST_VERSION).zip"

@@ -12,6 +12,7 @@ PKGS=(
     pgbouncer python3 python3-psycopg
     gnuplot-nox valgrind
     chromium fonts-dejavu-core prometheus-postgres-exporter
+    debhelper lintian postgresql-server-dev-all
 )
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)

@@ -15,7 +15,7 @@ PG_CONFIG="${PG_CONFIG:-pg_config}"
 PGBIN="$($PG_CONFIG --bindir)"
 PGXS_DIR="$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)"
 SUITES=("$@")
-[ ${#SUITES[@]} -eq 0 ] && SUITES=(format unit asan fuzz sql valgrind isolation tap)
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(format unit asan fuzz sql valgrind isolation tap deb pgxn)
 
 passed=0
 failed=0
@@ -165,6 +165,55 @@ VG
             for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -40 "$f"; done
         fi
         cat "$WORK/tap.log"
+        ;;
+    deb)
+        # The Debian package (debian/, pg_buildext) built from a clean copy of
+        # HEAD and checked by lintian, then installed with apt-get, the
+        # regression suite run against the installed files, removed, and the
+        # tree's build installed again (test/deb_installcheck.sh).
+        echo "== deb: make deb (pg_buildext, lintian), apt-get install, pg_regress, apt-get remove"
+        if (cd "$ROOT" && make -s deb >"$WORK/deb_build.log" 2>&1); then
+            grep -E '^[EWIP]: |^lintian: no tags' "$WORK/deb_build.log" | sed 's/^/  lintian: /'
+            bash "$ROOT/test/deb_installcheck.sh" "$ROOT" >"$WORK/deb.log" 2>&1
+            status=$?
+            grep -E '^(PASS|FAIL)  ' "$WORK/deb.log" | sed 's/^/  /'
+            if [ "$status" = 0 ]; then
+                record deb ok "$(sed -n 's/^built dist\///p' "$WORK/deb_build.log" | xargs): $(tail -1 "$WORK/deb.log" | sed 's/^deb_installcheck: //') checks"
+            else
+                cat "$WORK/deb.log"; record deb FAILED "$(tail -1 "$WORK/deb.log")"
+            fi
+        else
+            tail -60 "$WORK/deb_build.log"; record deb FAILED "make deb (build or lintian)"
+        fi
+        ;;
+    pgxn)
+        # META.json against the PGXN Meta Spec and the release versions (with
+        # the checker's own self-test), then make dist: the zip must hold
+        # META.json, the control file and every flint_keys--*.sql under its prefix.
+        echo "== pgxn: test/pgxn/check_meta.py, make dist"
+        if python3 "$ROOT/test/pgxn/test_check_meta.py" >"$WORK/pgxn_selftest.log" 2>&1 &&
+            (cd "$ROOT" && make -s dist >"$WORK/pgxn.log" 2>&1); then
+            cat "$WORK/pgxn.log"
+            zip="$(sed -n 's/^built //p' "$WORK/pgxn.log" | tail -1)"
+            prefix="$(basename "$zip" .zip)"
+            # make dist archives HEAD: the scripts HEAD has must all be in it.
+            scripts=$(git -C "$ROOT" ls-tree --name-only HEAD | grep -E '^flint_keys--.*\.sql$' | xargs)
+            python3 -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' \
+                "$ROOT/$zip" >"$WORK/pgxn_zip.txt" 2>&1
+            missing=""
+            for f in META.json flint_keys.control $scripts; do
+                grep -qxF "$prefix/$f" "$WORK/pgxn_zip.txt" || missing="$missing $f"
+            done
+            grep -qv "^$prefix/" "$WORK/pgxn_zip.txt" && missing="$missing (entries outside $prefix/)"
+            if [ -n "$zip" ] && [ -z "$missing" ]; then
+                record pgxn ok "$zip: META.json, flint_keys.control, $scripts; $(grep -c '\.\.\. ok$' "$WORK/pgxn_selftest.log") checker self-tests"
+            else
+                record pgxn FAILED "${zip:-no zip}: missing $missing"
+            fi
+        else
+            cat "$WORK/pgxn_selftest.log" "$WORK/pgxn.log" 2>/dev/null | tail -60
+            record pgxn FAILED "check_meta.py or make dist (see above)"
+        fi
         ;;
     *) echo "unknown suite $suite"; exit 2 ;;
     esac
