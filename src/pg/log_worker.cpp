@@ -119,7 +119,10 @@ void commit_transaction_unsafe() {
     PopActiveSnapshot();
     CommitTransactionCommand();
     MemoryContextSwitchTo(worker_context);
-    pgstat_report_stat(false); // autovacuum and autoanalyze must see the log and api_keys
+    // Forced: the unforced call judges its 1 s rate limit by the commit's own
+    // timestamp and, with no later commit, would hold the counts back for
+    // good. One flush per batch is cheap; autovacuum must see every batch.
+    pgstat_report_stat(true);
     pgstat_report_activity(STATE_IDLE, nullptr);
 }
 

@@ -1,0 +1,53 @@
+# Operations: key events reach a LISTENing session at commit (never on
+# rollback, never a secret), and every setting's default in the README's
+# table is what the server reports.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+use FlintNode;
+
+my $src = $ENV{FLINT_SRC} or die 'FLINT_SRC must point at the source tree';
+my $node = flint_node('operations');
+my ($key, $secret) = make_key($node, '{payments:read}');
+
+# NOTIFY flint_key_events: delivered at commit, with key_id, merchant_id, event, at.
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN flint_key_events');
+$node->safe_psql('postgres', "BEGIN; SELECT flint_disable_key('$key'); ROLLBACK;");
+$node->safe_psql('postgres', "SELECT flint_revoke_key('$key', 'ops test')");
+my $got = $listener->query_safe('SELECT 1');
+my @payloads = $got =~ /Asynchronous notification "flint_key_events" with payload "(\{.*?\})" received/g;
+is(scalar @payloads, 1, 'one notification: the rolled-back disable sent none');
+my $event = decode_json($payloads[0] // '{}');
+is($event->{key_id}, $key, 'the payload names the key');
+is($event->{event}, 'revoked', 'and the event');
+is($event->{merchant_id}, 'aaaaaaaa-0000-0000-0000-000000000001', 'and the merchant');
+ok($event->{at}, 'and when');
+unlike($got, qr/\Q${\ substr($secret, 16, 20)}\E/, 'no secret in any notification');
+$listener->quit;
+
+# The README's settings table against the server (a node with no flint settings).
+my $plain = PostgreSQL::Test::Cluster->new('plain');
+$plain->init;
+$plain->append_conf('postgresql.conf', "shared_preload_libraries = 'flint_keys'\n");
+$plain->start;
+my %server = map { split /\|/, $_, 2 } split /\n/,
+    $plain->safe_psql('postgres', q{SELECT name || '|' || current_setting(name) FROM pg_settings WHERE name LIKE 'flint.%'});
+my %readme;
+for (split /\n/, slurp_file("$src/README.md")) {
+    $readme{$1} = $2 if /^\| `(flint\.[a-z_]+)` \| `?([^|`]*?)`? \|/;
+}
+ok(keys %server >= 9, 'the server reports the flint settings');
+is_deeply([sort keys %readme], [sort keys %server], 'the README lists exactly the settings the server has');
+for my $name (sort keys %server) {
+    my $doc = $readme{$name} // 'missing';
+    $doc = '' if $doc eq "''";
+    is($doc, $server{$name}, "README default of $name matches the server");
+}
+$plain->stop;
+done_testing();
