@@ -764,3 +764,37 @@ BEGIN
     END IF;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- Metrics (for postgres_exporter: contrib/postgres_exporter/queries.yaml)
+------------------------------------------------------------------------------
+
+-- (name, value): log rows by outcome since the server started, key-cache
+-- hits and misses of every backend, the age of the oldest queued row.
+CREATE FUNCTION flint._counters(OUT name text, OUT value bigint) RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'flint_counters' LANGUAGE C VOLATILE PARALLEL SAFE;
+
+-- Verifications (and every other logged check) by outcome, cumulative since start.
+CREATE VIEW flint.verification_counts AS
+SELECT c.name AS outcome, c.value AS total FROM flint._counters() c
+ WHERE c.name NOT IN ('cache_hits', 'cache_misses', 'worker_lag_us');
+
+-- One row of what operators alert on.
+CREATE VIEW flint.metrics AS
+SELECT s.pending AS queue_depth, s.capacity::bigint AS queue_capacity, s.queued AS queued_total,
+       s.inserted AS inserted_total, s.refused AS refused_total,
+       (s.worker_pid IS NOT NULL)::integer AS worker_up,
+       (SELECT c.value FROM flint._counters() c WHERE c.name = 'worker_lag_us') / 1e6::double precision AS worker_lag_seconds,
+       (SELECT c.value FROM flint._counters() c WHERE c.name = 'cache_hits') AS cache_hits_total,
+       (SELECT c.value FROM flint._counters() c WHERE c.name = 'cache_misses') AS cache_misses_total,
+       k.active AS keys_active, k.expired AS keys_expired, k.revoked AS keys_revoked, k.disabled AS keys_disabled
+  FROM @extschema@.flint_log_status() s,
+       (SELECT count(*) FILTER (WHERE status = 'active') AS active, count(*) FILTER (WHERE status = 'expired') AS expired,
+               count(*) FILTER (WHERE status = 'revoked') AS revoked, count(*) FILTER (WHERE status = 'disabled') AS disabled
+          FROM flint.key_info) k;
+REVOKE ALL ON flint.metrics, flint.verification_counts FROM PUBLIC;
+REVOKE ALL ON FUNCTION flint._counters() FROM PUBLIC;
+-- Monitoring roles read the metrics (the counts of keys are over all merchants).
+GRANT USAGE ON SCHEMA flint TO pg_monitor;
+GRANT SELECT ON flint.metrics, flint.verification_counts TO pg_monitor;
+GRANT EXECUTE ON FUNCTION flint._counters(), flint_log_status() TO pg_monitor;

@@ -4,6 +4,14 @@
 
 namespace flint {
 
+int64_t LogQueue::oldest_at() {
+    uint64_t pos = dequeue_pos_.load(std::memory_order_acquire);
+    Cell &cell = cells()[pos & mask_];
+    if (cell.sequence.load(std::memory_order_acquire) != pos + 1)
+        return 0;
+    return cell.record.at;
+}
+
 size_t LogQueue::bytes_needed(uint32_t capacity) { return header_size() + sizeof(Cell) * size_t(capacity); }
 
 LogQueue *LogQueue::create(void *memory, uint32_t capacity) {

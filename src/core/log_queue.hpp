@@ -29,6 +29,9 @@ class LogQueue {
     uint64_t pushed() const { return enqueue_pos_.load(std::memory_order_acquire); }
     uint64_t popped() const { return dequeue_pos_.load(std::memory_order_acquire); }
     uint64_t depth() const { return pushed() - popped(); }
+    // When the oldest record not yet popped was made (its `at`), or 0 when
+    // none is ready. A racy read from any process: for monitoring only.
+    int64_t oldest_at();
 
     // Records the consumer has finished with (inserted, or dropped with a
     // warning), published after its transaction commits.

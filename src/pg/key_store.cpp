@@ -270,8 +270,11 @@ const std::vector<std::string> &catalog_after_sync(const Relations &rels, bool u
 const KeyRecord *find_key_after_sync(const Relations &rels, bool use_cache, const Uuid &id) {
     if (use_cache) {
         auto it = cache.keys.find(id);
-        if (it != cache.keys.end())
+        if (it != cache.keys.end()) {
+            pg_atomic_fetch_add_u64(&shared_state->cache_hits, 1);
             return it->second ? &*it->second : nullptr;
+        }
+        pg_atomic_fetch_add_u64(&shared_state->cache_misses, 1);
     }
     std::optional<KeyRecord> loaded = load_key(rels, id);
     if (!use_cache) {

@@ -73,6 +73,10 @@ void shmem_startup() {
         pg_atomic_init_u64(&state->keys_generation, 1);
         pg_atomic_init_u64(&state->last_used_requested, 0);
         pg_atomic_init_u64(&state->last_used_written, 0);
+        for (auto &count : state->outcome_counts)
+            pg_atomic_init_u64(&count, 0);
+        pg_atomic_init_u64(&state->cache_hits, 0);
+        pg_atomic_init_u64(&state->cache_misses, 0);
         state->worker_latch = nullptr;
         state->worker_pid = 0;
         char *after = reinterpret_cast<char *>(state) + MAXALIGN(sizeof(SharedState));

@@ -80,6 +80,7 @@ void emit_log_record(LogRecord &record) {
         copy_field(record.request_id, guc_request_id, std::strlen(guc_request_id));
 
     LogQueue *queue = shared_state->queue;
+    pg_atomic_fetch_add_u64(&shared_state->outcome_counts[static_cast<int>(record.outcome) % kOutcomeSlots], 1);
     if (queue->try_push(record)) {
         if (queue->depth() > queue->capacity() / 4)
             wake_worker();

@@ -6,6 +6,8 @@
 
 namespace flint::pg {
 
+inline constexpr int kOutcomeSlots = 16; // > the number of flint::Code values
+
 struct SharedState {
     // Bumped after every commit that changed keys, merchants or scopes, so
     // backend-local key caches know to reload (see key_store.cpp).
@@ -17,6 +19,11 @@ struct SharedState {
     // and waits until the worker has done so (written).
     pg_atomic_uint64 last_used_requested;
     pg_atomic_uint64 last_used_written;
+    // Cumulative since start, for flint.metrics: log rows by outcome code,
+    // and key-cache hits and misses of every backend.
+    pg_atomic_uint64 outcome_counts[kOutcomeSlots];
+    pg_atomic_uint64 cache_hits;
+    pg_atomic_uint64 cache_misses;
     LogQueue *queue;
 };
 

@@ -291,6 +291,25 @@ Datum log_status_body(FunctionCallInfo fcinfo) {
     return composite_result(fcinfo, values, nulls);
 }
 
+// flint._counters(): (name, value) rows for flint.metrics, from shared memory.
+Datum counters_body(FunctionCallInfo fcinfo) {
+    pg_guard([] { require_preload_unsafe(); });
+    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+    pg_guard([&] { InitMaterializedSRF(fcinfo, 0); });
+    auto put = [&](const char *name, uint64 value) {
+        Datum values[2] = {CStringGetTextDatum(name), Int64GetDatum(static_cast<int64>(value))};
+        bool nulls[2] = {false, false};
+        pg_guard([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
+    };
+    for (int c = 0; c <= static_cast<int>(Code::key_disabled); ++c)
+        put(code_name(static_cast<Code>(c)), pg_atomic_read_u64(&shared_state->outcome_counts[c]));
+    put("cache_hits", pg_atomic_read_u64(&shared_state->cache_hits));
+    put("cache_misses", pg_atomic_read_u64(&shared_state->cache_misses));
+    int64 oldest = shared_state->queue->oldest_at();
+    put("worker_lag_us", oldest ? static_cast<uint64>(std::max<int64>(0, GetCurrentTimestamp() - oldest)) : 0);
+    return (Datum)0;
+}
+
 Datum flush_log_body(FunctionCallInfo) {
     flush_log();
     PG_RETURN_VOID();
@@ -312,4 +331,5 @@ FLINT_SQL_FUNCTION(flint_context_via_grace, context_via_grace_body)
 FLINT_SQL_FUNCTION(flint_leaked_key, leaked_key_body)
 FLINT_SQL_FUNCTION(flint_require_scope, require_scope_body)
 FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)
+FLINT_SQL_FUNCTION(flint_counters, counters_body)
 FLINT_SQL_FUNCTION(flint_log_status, log_status_body)
