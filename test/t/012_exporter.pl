@@ -18,6 +18,9 @@ my $src = $ENV{FLINT_SRC} or die 'FLINT_SRC must point at the source tree';
 my ($exporter) = grep { -x $_ } map({ "$_/prometheus-postgres-exporter" } split(/:/, $ENV{PATH})),
   '/usr/bin/prometheus-postgres-exporter';
 die "prometheus-postgres-exporter is not installed (scripts/install_deps.sh installs it)" unless $exporter;
+my $contrib = "$src/contrib/postgres_exporter";
+die "$contrib/queries.yaml is missing: the copy of the tree in FLINT_SRC must include contrib/"
+  unless -f "$contrib/queries.yaml";
 
 my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
 my $node = flint_node('exporter');
@@ -59,7 +62,7 @@ END { eval { $proc->kill_kill if $proc && $proc->pumpable } }
     local $ENV{DATA_SOURCE_NAME} = 'host=' . $node->host . ' port=' . $node->port
       . ' user=flint_monitor dbname=postgres sslmode=disable';
     $proc = IPC::Run::start([$exporter, "--web.listen-address=127.0.0.1:$port",
-        "--extend.query-path=$src/contrib/postgres_exporter/queries.yaml",
+        "--extend.query-path=$contrib/queries.yaml",
         '--disable-default-metrics', '--disable-settings-metrics',
         '--no-collector.database', '--no-collector.bgwriter', '--log.level=info'],
         '<', \undef, '>&', $exporter_log);
@@ -141,11 +144,10 @@ is_deeply([ grep { /level=error/ } split /\n/, slurp_file($exporter_log) ], [], 
 SKIP: {
     my ($promtool) = grep { -x $_ } map({ "$_/promtool" } split(/:/, $ENV{PATH})), '/usr/bin/promtool';
     skip 'promtool (Debian package prometheus) is not installed', 2 unless $promtool;
-    my $dir = "$src/contrib/postgres_exporter";
     my ($o, $e) = ('', '');
-    ok(IPC::Run::run([$promtool, 'check', 'rules', "$dir/alerts.yaml"], '>', \$o, '2>&1'), 'promtool check rules alerts.yaml')
+    ok(IPC::Run::run([$promtool, 'check', 'rules', "$contrib/alerts.yaml"], '>', \$o, '2>&1'), 'promtool check rules alerts.yaml')
       or diag($o);
-    ok(IPC::Run::run([$promtool, 'test', 'rules', "$dir/alerts_test.yaml"], '>', \$o, '2>&1'),
+    ok(IPC::Run::run([$promtool, 'test', 'rules', "$contrib/alerts_test.yaml"], '>', \$o, '2>&1'),
         'promtool test rules alerts_test.yaml: each alert fires when it should') or diag($o);
 }
 $node->stop;
