@@ -789,9 +789,15 @@ SELECT s.pending AS queue_depth, s.capacity::bigint AS queue_capacity, s.queued 
        (SELECT c.value FROM flint._counters() c WHERE c.name = 'cache_misses') AS cache_misses_total,
        k.active AS keys_active, k.expired AS keys_expired, k.revoked AS keys_revoked, k.disabled AS keys_disabled
   FROM @extschema@.flint_log_status() s,
-       (SELECT count(*) FILTER (WHERE status = 'active') AS active, count(*) FILTER (WHERE status = 'expired') AS expired,
-               count(*) FILTER (WHERE status = 'revoked') AS revoked, count(*) FILTER (WHERE status = 'disabled') AS disabled
-          FROM flint.key_info) k;
+       -- From the table, as the view's owner: key_info is security_invoker and
+       -- a pg_monitor role reads no key columns. Same order as key_info's status.
+       (SELECT count(*) FILTER (WHERE a.revoked_at IS NULL AND NOT coalesce(a.expires_at <= now(), false)
+                                  AND a.disabled_at IS NULL) AS active,
+               count(*) FILTER (WHERE a.revoked_at IS NULL AND a.expires_at <= now()) AS expired,
+               count(*) FILTER (WHERE a.revoked_at IS NOT NULL) AS revoked,
+               count(*) FILTER (WHERE a.revoked_at IS NULL AND NOT coalesce(a.expires_at <= now(), false)
+                                  AND a.disabled_at IS NOT NULL) AS disabled
+          FROM flint.api_keys a) k;
 REVOKE ALL ON flint.metrics, flint.verification_counts FROM PUBLIC;
 REVOKE ALL ON FUNCTION flint._counters() FROM PUBLIC;
 -- Monitoring roles read the metrics (the counts of keys are over all merchants).

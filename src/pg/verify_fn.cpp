@@ -8,6 +8,10 @@
 #include "scopes.hpp"
 #include "state.hpp"
 
+extern "C" {
+#include "executor/spi.h"
+}
+
 namespace flint::pg {
 
 namespace {
@@ -136,9 +140,45 @@ Datum check_key_body(FunctionCallInfo fcinfo) {
     return composite_result(fcinfo, values, nulls);
 }
 
+// A temporary table named like a protected table shadows it for unqualified
+// names (pg_temp comes first in every search_path). Behind a transaction
+// pooler, one client's temp table would then take the next client's reads
+// and writes, without RLS, guard or log. Only looked at when this session
+// has a temp schema at all. Fills `name` (NAMEDATALEN) with the first shadow.
+bool temp_table_shadows_protected_unsafe(char *name) {
+    Oid temp_namespace = InvalidOid, temp_toast = InvalidOid;
+    GetTempNamespaceState(&temp_namespace, &temp_toast);
+    if (!OidIsValid(temp_namespace))
+        return false;
+    SPI_connect();
+    Oid types[1] = {OIDOID};
+    Datum args[1] = {ObjectIdGetDatum(temp_namespace)};
+    SPI_execute_with_args("SELECT c.relname::text FROM pg_catalog.pg_class c WHERE c.relnamespace = $1 AND EXISTS ("
+                          "  SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class p ON p.oid = t.tgrelid"
+                          "   WHERE t.tgname = 'flint_guard_write' AND p.relname = c.relname AND p.relnamespace <> $1)"
+                          " LIMIT 1",
+                          1, types, args, nullptr, true, 1);
+    bool found = SPI_processed > 0;
+    if (found)
+        strlcpy(name, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), NAMEDATALEN);
+    SPI_finish();
+    return found;
+}
+
 Datum authenticate_body(FunctionCallInfo fcinfo) {
     Args a{text_arg(fcinfo, 0), std::nullopt, std::nullopt};
     clear_auth(); // a failed authenticate leaves no context behind
+    char shadow[NAMEDATALEN] = {};
+    bool shadowed = false;
+    pg_guard([&] { shadowed = temp_table_shadows_protected_unsafe(shadow); });
+    if (shadowed)
+        throw FlintError("42501",
+                         std::string("a temporary table \"") + shadow +
+                             "\" on this connection shadows a protected table; refusing to authenticate",
+                         "",
+                         "Revoke TEMPORARY on the database from the application role, and schema-qualify "
+                         "protected tables in application SQL.",
+                         /*hide_statement=*/true);
     Result r = verify(a, LogSource::authenticate, false);
     if (r.code != Code::ok)
         raise(r);

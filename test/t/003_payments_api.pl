@@ -155,6 +155,25 @@ is($psql_pgb->('SELECT coalesce(flint_current_merchant()::text, \'none\') || \',
     'none,0', 'client 2 on the same server connection has no context and sees no rows');
 is($psql_pgb->('SELECT pg_backend_pid()'), $backend1, 'both clients used the one pooled server connection');
 
+# A temporary table named like a protected one would shadow it for the next
+# client of the same server connection: flint_authenticate refuses there.
+$psql_pgb->('CREATE TEMP TABLE payments (id bigint, merchant_id uuid, amount_cents integer, currency text, created_at timestamptz)');
+is($psql_pgb->("SELECT count(*) FROM pg_class WHERE relname = 'payments' AND relpersistence = 't'"), '1',
+    'a client planted a temp table "payments" on the pooled connection (TEMPORARY still granted)');
+# (one implicit transaction: on error the pooler keeps the idle server connection)
+like($psql_pgb->("SELECT count(*) FROM flint_authenticate('$acme_rw'); INSERT INTO payments (merchant_id, amount_cents) VALUES ('$acme', 999);"),
+    qr/temporary table "payments" on this connection shadows a protected table; refusing to authenticate/,
+    'the next client is refused instead of writing into it');
+is($psql_pgb->('SELECT count(*) FROM pg_temp.payments'), '0', 'nothing was captured');
+is($psql_pgb->('SELECT pg_backend_pid()'), $backend1, 'on the same server connection');
+$psql_pgb->('DROP TABLE pg_temp.payments');
+# The recommended setup closes it at the source: no TEMPORARY for the application.
+$node->safe_psql('postgres', 'REVOKE TEMPORARY ON DATABASE postgres FROM PUBLIC');
+like($psql_pgb->('CREATE TEMP TABLE payments (id int)'), qr/permission denied (to create temporary tables|for schema pg_temp)/,
+    'with the README GRANTs the application role cannot create temp tables');
+like($psql_pgb->("BEGIN; SELECT count(*) FROM flint_authenticate('$acme_rw'); COMMIT;"), qr/^1$/m,
+    'and authentication works again on that connection');
+
 start_api("host=127.0.0.1 port=$pgb_port dbname=postgres");
 status_matrix('pgbouncer');
 
