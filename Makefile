@@ -20,8 +20,8 @@ SHLIB_LINK += -lstdc++ -lcrypto
 # test/regress.conf: the log worker must be connected to the test database,
 # which an existing server's worker would keep pg_regress from dropping.
 # test/run_tests.sh runs this and every other suite, as root or not.
-REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
-REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+REGRESS = $(basename $(notdir $(wildcard test/sql/*.sql)))
+REGRESS_OPTS = --inputdir=test --temp-instance=./tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
 	--dbname=contrib_regression
 
 # PGXS would compile LLVM bitcode with clang, ignoring PG_CXXFLAGS: C++17

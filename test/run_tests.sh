@@ -34,7 +34,7 @@ WORK="$(mktemp -d /tmp/flint_tests.XXXXXX)"
 cleanup() { [ -n "${FLINT_KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
 # Servers and tests run as postgres when we are root: give them a readable copy.
-cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/examples" "$ROOT/contrib" "$ROOT/README.md" "$WORK/"
+cp -r "$ROOT/test" "$ROOT/examples" "$ROOT/contrib" "$ROOT/README.md" "$WORK/"
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
 
 echo "== building and installing the extension"
@@ -49,7 +49,7 @@ regress_schedule() {
     [ "$(id -u)" = 0 ] && chown postgres "$WORK/$1"
     (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$2" \
         --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-        --dbname=contrib_regression --inputdir=. --outputdir="$WORK/$1" --schedule=test/regress_schedule \
+        --dbname=contrib_regression --inputdir=test --outputdir="$WORK/$1" --schedule=test/regress_schedule \
         >"$WORK/$1.log" 2>&1)
 }
 
