@@ -1,8 +1,7 @@
 #include "key_store.hpp"
 
-#include <unordered_map>
-
 #include "guard.hpp"
+#include "key_cache.hpp"
 #include "state.hpp"
 
 extern "C" {
@@ -13,24 +12,34 @@ namespace flint::pg {
 
 namespace {
 
-struct UuidHash {
-    size_t operator()(const Uuid &id) const {
-        size_t h;
-        std::memcpy(&h, id.data(), sizeof h); // ids are random: any 8 bytes hash well
-        return h;
-    }
-};
-
 struct Relations {
     Oid keys = InvalidOid, keys_pkey = InvalidOid;
     Oid merchants = InvalidOid, merchants_pkey = InvalidOid;
     Oid scopes = InvalidOid;
 };
 
+// The key cache's slots live in their own memory context, a child of
+// CacheMemoryContext, so pg_backend_memory_contexts shows them ("flint_keys
+// key cache"). Allocation failure is not an error: the cache stays smaller.
+MemoryContext key_cache_context = nullptr;
+
+void *key_cache_alloc(size_t bytes, void *) {
+    if (!key_cache_context)
+        key_cache_context = AllocSetContextCreate(CacheMemoryContext, "flint_keys key cache", ALLOCSET_DEFAULT_SIZES);
+    // MCXT_ALLOC_NO_OOM: returns NULL instead of raising (we are in C++ here).
+    return MemoryContextAllocExtended(key_cache_context, bytes, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+}
+// At process exit the static cache is destroyed after Postgres has let go of
+// its memory: leave the block to the exiting process then.
+void key_cache_free(void *block, void *) {
+    if (!proc_exit_inprogress)
+        pfree(block);
+}
+
 struct Cache {
     uint64 generation = 0;
     Oid keys_relid = InvalidOid;
-    std::unordered_map<Uuid, std::optional<KeyRecord>, UuidHash> keys; // nullopt: no such key
+    KeyCache keys{key_cache_alloc, key_cache_free, nullptr};
     std::vector<std::string> catalog;
     bool catalog_loaded = false;
     void clear() {
@@ -41,6 +50,7 @@ struct Cache {
 };
 
 Cache cache;
+KeyRecord found; // the answer of the last lookup, reused (its strings keep their capacity)
 bool changed_in_this_transaction = false;
 
 // The flint relations' OIDs, resolved once and forgotten when the relcache
@@ -269,23 +279,19 @@ const std::vector<std::string> &catalog_after_sync(const Relations &rels, bool u
 
 const KeyRecord *find_key_after_sync(const Relations &rels, bool use_cache, const Uuid &id) {
     if (use_cache) {
-        auto it = cache.keys.find(id);
-        if (it != cache.keys.end()) {
+        bool exists = false;
+        if (cache.keys.find(id, &found, &exists)) {
             pg_atomic_fetch_add_u64(&shared_state->cache_hits, 1);
-            return it->second ? &*it->second : nullptr;
+            return exists ? &found : nullptr;
         }
         pg_atomic_fetch_add_u64(&shared_state->cache_misses, 1);
     }
-    std::optional<KeyRecord> loaded = load_key(rels, id);
-    if (!use_cache) {
-        uncached = std::move(loaded);
-        return uncached ? &*uncached : nullptr;
+    uncached = load_key(rels, id);
+    if (use_cache) {
+        cache.keys.set_max_keys(static_cast<size_t>(guc_key_cache_size));
+        (void)cache.keys.store(id, uncached ? &*uncached : nullptr); // not cached: read again next time
     }
-    if (cache.keys.size() >= static_cast<size_t>(guc_key_cache_size))
-        cache.keys.clear();
-    auto &slot = cache.keys[id]; // unordered_map: references survive later inserts
-    slot = std::move(loaded);
-    return slot ? &*slot : nullptr;
+    return uncached ? &*uncached : nullptr;
 }
 
 } // namespace

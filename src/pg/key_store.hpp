@@ -4,7 +4,9 @@
 // never the transaction's snapshot: a key revoked and committed elsewhere must
 // fail the very next verification, even inside a REPEATABLE READ transaction.
 //
-// A backend-local cache holds what was read. It is correct by construction:
+// A backend-local cache (key_cache.hpp: fixed-size slots in the memory
+// context "flint_keys key cache", at most flint.key_cache_size keys, LRU
+// eviction per set) holds what was read. It is correct by construction:
 // every commit that changes api_keys, merchants or scopes bumps a shared
 // generation counter after the commit is visible (the trigger in the install
 // script plus the commit callback here), and the cache is dropped whenever the

@@ -104,8 +104,11 @@ void define_gucs() {
     DefineCustomBoolVariable("flint.key_cache", "Keep verified keys in a backend-local cache.",
                              "Invalidated by every committed change to keys, merchants or scopes.", &guc_key_cache,
                              true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable("flint.key_cache_size", "Keys held per backend before the cache is emptied.", nullptr,
-                            &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("flint.key_cache_size",
+                            "Most keys the backend-local key cache holds (about 150 bytes each); past it, the "
+                            "least recently used key of a set is evicted.",
+                            nullptr, &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr,
+                            nullptr);
     DefineCustomIntVariable(
         "flint.log_queue_wait", "How long a verification waits for room in a full log queue before failing closed.",
         nullptr, &guc_log_queue_wait_ms, 1000, 0, 60000, PGC_SUSET, GUC_UNIT_MS, nullptr, nullptr, nullptr);

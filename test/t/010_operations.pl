@@ -31,6 +31,26 @@ ok($event->{at}, 'and when');
 unlike($got, qr/\Q${\ substr($secret, 16, 20)}\E/, 'no secret in any notification');
 $listener->quit;
 
+# The key cache lives in its own memory context, bounded by flint.key_cache_size,
+# and evicts one key at a time: every key still verifies, the memory stays put.
+my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
+my @many = map { (make_key($node))[1] } 1 .. 300;
+my $checks = join(' UNION ALL ', map { "SELECT (flint_check_key('$_', 'payments:read', '$acme')).ok" } @many);
+my $context = q{SELECT coalesce(sum(total_bytes), 0) FROM pg_backend_memory_contexts WHERE name = 'flint_keys key cache'};
+my @out = split /\n/, $node->safe_psql('postgres', qq{
+    SET flint.key_cache_size = 64;
+    SELECT count(*) FILTER (WHERE ok) FROM ($checks) c(ok);
+    SELECT count(*) FILTER (WHERE ok) FROM ($checks) c(ok);
+    $context;
+    SELECT cache_hits_total FROM flint.metrics;
+    SELECT count(*) FROM generate_series(1, 10) g, LATERAL flint_check_key('$many[0]' || repeat('', g), 'payments:read', '$acme') c WHERE c.ok;
+    SELECT cache_hits_total FROM flint.metrics;});
+is($out[0], 300, '300 keys verify through a cache of 64');
+is($out[1], 300, 'and again, with keys evicted and reloaded one by one');
+cmp_ok($out[2], '>', 0, 'the cache is in the memory context "flint_keys key cache"');
+cmp_ok($out[2], '<', 64 * 200 + 8192 + 16384, "bounded by the setting ($out[2] bytes for 64 keys)");
+is($out[4], 10, 'a hot key verifies ten times');
+cmp_ok($out[5] - $out[3], '>=', 9, 'from the cache: the shared hit counter moved (a scan larger than the cache hits nothing)');
 # The README's settings table against the server (a node with no flint settings).
 my $plain = PostgreSQL::Test::Cluster->new('plain');
 $plain->init;

@@ -1,0 +1,73 @@
+// The backend-local cache of keys verification has read: fixed-size slots in
+// one block of memory the caller provides (a PostgreSQL memory context in the
+// extension), 4-way set associative with least-recently-used eviction inside
+// a set, so a cache that is full evicts one key instead of emptying itself.
+// Postgres-free.
+//
+// Memory: kSlotBytes per cached key, plus one dictionary of the distinct
+// scope strings the cached keys hold (at most kMaxScopes, kScopeBytes each).
+// A key holding a scope the full dictionary lacks is not cached (it is then
+// read from the table each time): correct, only slower.
+//
+// Invalidation is O(1): clear() bumps an epoch; slots of older epochs are empty.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "verify.hpp"
+
+namespace flint {
+
+class KeyCache {
+  public:
+    // Where the slots live: alloc returns nullptr when it cannot (the cache
+    // then stays at its current size); free gives a block back.
+    using AllocFn = void *(*)(size_t bytes, void *arg);
+    using FreeFn = void (*)(void *block, void *arg);
+
+    static constexpr size_t kWays = 4;
+    static constexpr size_t kMaxScopes = 128;
+    static constexpr size_t kScopeBytes = 64; // catalog names are at most 63 characters
+
+    KeyCache(AllocFn alloc, FreeFn free, void *arg) : alloc_(alloc), free_(free), arg_(arg) {}
+    ~KeyCache();
+    KeyCache(const KeyCache &) = delete;
+    KeyCache &operator=(const KeyCache &) = delete;
+
+    // At most this many keys (rounded down to whole sets, at least one set).
+    // The slots grow by doubling as keys arrive, up to this bound.
+    void set_max_keys(size_t max_keys);
+    // Forgets every key (and the scope dictionary) in O(1).
+    void clear();
+
+    // True when the id is cached: *exists says whether such a key exists and,
+    // if so, *out is filled (its strings and vectors reuse their capacity).
+    bool find(const Uuid &id, KeyRecord *out, bool *exists);
+    // Caches a key, or that no key has this id (key == nullptr). False when
+    // it could not be cached.
+    bool store(const Uuid &id, const KeyRecord *key);
+
+    size_t size() const; // keys cached now
+    size_t capacity() const { return nslots_; }
+    size_t bytes() const;           // memory held: slots and dictionary
+    static const size_t kSlotBytes; // per cached key
+
+  private:
+    struct Slot;
+    Slot *set_of(const Uuid &id, size_t nsets, Slot *slots) const;
+    bool grow();
+    int scope_index(const std::string &scope);
+
+    AllocFn alloc_;
+    FreeFn free_;
+    void *arg_;
+    Slot *slots_ = nullptr;
+    size_t nslots_ = 0;
+    size_t max_slots_ = 1024;
+    uint32_t epoch_ = 1;
+    uint32_t tick_ = 0;
+    char (*scopes_)[kScopeBytes] = nullptr; // the dictionary, allocated with the first slots
+    size_t nscopes_ = 0;
+};
+
+} // namespace flint
