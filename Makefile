@@ -21,7 +21,7 @@ SHLIB_LINK += -lstdc++ -lcrypto
 # which an existing server's worker would keep pg_regress from dropping.
 # test/run_tests.sh runs this and every other suite, as root or not.
 REGRESS = $(basename $(notdir $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --temp-instance=./tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+REGRESS_OPTS = --inputdir=test --load-extension=flint_keys --temp-instance=./tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
 	--dbname=contrib_regression
 
 # PGXS would compile LLVM bitcode with clang, ignoring PG_CXXFLAGS: C++17

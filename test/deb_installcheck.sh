@@ -73,12 +73,12 @@ rel_deb="./dist/$(basename "${debs[0]}")"
 
 # The files the package must bring: from the commit it was built from.
 if git -C "$SRC" rev-parse --verify -q HEAD >/dev/null; then
-    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' test/sql test/expected test/regress.conf test/regress_schedule |
+    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' test/sql test/expected test/fixture.sql test/regress.conf test/regress_schedule |
         tar -x -C "$WORK"
 else
     mkdir -p "$WORK/test"
     cp -r "$SRC"/flint_keys.control "$SRC"/flint_keys--*.sql "$WORK/"
-    cp -r "$SRC/test/sql" "$SRC/test/expected" "$SRC/test/regress.conf" "$SRC/test/regress_schedule" "$WORK/test/"
+    cp -r "$SRC/test/sql" "$SRC/test/expected" "$SRC/test/fixture.sql" "$SRC/test/regress.conf" "$SRC/test/regress_schedule" "$WORK/test/"
 fi
 default_version="$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$WORK/flint_keys.control")"
 mapfile -t scripts < <(cd "$WORK" && ls flint_keys--*.sql)
@@ -111,7 +111,7 @@ mkdir -p "$WORK/results"
 [ "$(id -u)" = 0 ] && chown postgres "$WORK/results"
 (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=120 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$PGBIN" \
     --temp-instance="$WORK/tmp_regress" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-    --dbname=contrib_regression --inputdir=test --outputdir="$WORK/results" --schedule=test/regress_schedule \
+    --dbname=contrib_regression --inputdir=test --load-extension=flint_keys --outputdir="$WORK/results" --schedule=test/regress_schedule \
     >"$WORK/regress.log" 2>&1)
 regress=$?
 grep -E '^(test|ok|not ok)' "$WORK/regress.log" | sed 's/^/      /'

@@ -49,7 +49,7 @@ regress_schedule() {
     [ "$(id -u)" = 0 ] && chown postgres "$WORK/$1"
     (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$2" \
         --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-        --dbname=contrib_regression --inputdir=test --outputdir="$WORK/$1" --schedule=test/regress_schedule \
+        --dbname=contrib_regression --inputdir=test --load-extension=flint_keys --outputdir="$WORK/$1" --schedule=test/regress_schedule \
         >"$WORK/$1.log" 2>&1)
 }
 

@@ -1,6 +1,8 @@
 -- Key management: create, list, get, update, revoke, rotate, and every bad argument.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 SELECT key_id AS k1, secret AS s1, display_prefix AS p1
   FROM flint_create_key(:acme, 'checkout server', ARRAY['refunds:read', 'payments:write', 'payments:write'],

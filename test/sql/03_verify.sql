@@ -1,7 +1,9 @@
 -- Verification: the happy path, every error code, the order of checks, and
 -- malformed input of every shape.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 SELECT key_id AS k, secret AS s FROM flint_create_key(:acme, 'verify', ARRAY['payments:write', 'refunds:*']) \gset
 CREATE TEMP TABLE v AS SELECT :'s'::text AS s, :'k'::uuid AS k;

@@ -1,7 +1,10 @@
 -- The audit trail in flint.key_events, and secrets absent from every table.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
-SELECT max(id) AS last_event FROM flint.key_events \gset
+SELECT coalesce(max(id), 0) AS last_event FROM flint.key_events \gset
 SELECT key_id AS k, secret AS s FROM flint_create_key(:acme, 'audited', ARRAY['customers:read']) \gset
 SELECT name FROM flint_update_key(:'k', name => 'audited v2', metadata => '{"a": 1}');
 SELECT secret AS s2 FROM flint_rotate_key(:'k', '10 minutes') \gset
@@ -29,7 +32,10 @@ SELECT key_id AS k3 FROM flint_create_key(:acme, 'by admin', ARRAY['logs:read'])
 RESET ROLE;
 SELECT actor, created_by FROM flint.key_events e JOIN flint.api_keys k ON k.id = e.key_id WHERE e.key_id = :'k3';
 
--- No secret, nor its random part, appears in any flint table.
+-- No secret, nor its random part, appears in any flint table, the request
+-- log included: attempts with both secrets put rows there.
+SELECT x.secret = :'s' AS first_secret, c.code
+  FROM (VALUES (:'s'), (:'s2')) AS x(secret), LATERAL flint_check_key(x.secret, 'customers:read', :acme) AS c;
 SELECT flint_flush_log();
 SELECT t.table_name, count(r.row_text) > 0 AS has_rows,
        count(*) FILTER (WHERE r.row_text LIKE '%' || substr(x.secret, 17) || '%') AS rows_with_secret

@@ -1,7 +1,9 @@
 -- The request log: exactly one row per verification, whatever the outcome,
 -- surviving ROLLBACK, the verification's own error and subtransaction aborts.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 SELECT key_id AS k, secret AS s FROM flint_create_key(:acme, 'logged', ARRAY['payments:read']) \gset
 SELECT flint_flush_log();

@@ -1,8 +1,10 @@
 -- Merchant isolation: the transaction's auth context, row-level security on
 -- the flint tables and on a protected application table, and key
 -- management confined by scope. As a role without BYPASSRLS.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 CREATE ROLE flint_app;  -- what an application connects as: no BYPASSRLS
 GRANT EXECUTE ON FUNCTION flint_verify_key(text, text, uuid), flint_check_key(text, text, uuid),
@@ -24,6 +26,9 @@ SELECT key_id AS acme_reader_key, secret AS acme_reader FROM flint_create_key(:a
        ARRAY['payments:read', 'keys:read']) \gset
 SELECT key_id AS bolt_key, secret AS bolt_secret FROM flint_create_key(:bolt, 'bolt full', ARRAY['payments:write']) \gset
 SELECT key_id AS acme_test_key, secret AS acme_test FROM flint_create_key(:acme, 'acme test', ARRAY['keys:write', 'payments:write'], mode => 'test') \gset
+-- Traffic from both merchants in the request log.
+SELECT x.m = :acme AS acme, c.ok
+  FROM (VALUES (:'acme_secret', :acme), (:'bolt_secret', :bolt)) AS x(s, m), LATERAL flint_check_key(x.s, 'payments:read', x.m::uuid) AS c;
 SELECT flint_flush_log();
 
 -- An application table, protected.
@@ -170,7 +175,8 @@ SELECT count(*) FROM pg_policy WHERE polrelid = 'payments'::regclass;
 SELECT relrowsecurity FROM pg_class WHERE oid = 'payments'::regclass;
 -- Only the owner may protect or unprotect.
 CREATE TABLE others (merchant_id uuid);
-GRANT EXECUTE ON FUNCTION flint_protect_table(regclass, name, text, text) TO flint_test_admin;
-SET ROLE flint_test_admin;
+CREATE ROLE flint_rls_admin BYPASSRLS;
+GRANT EXECUTE ON FUNCTION flint_protect_table(regclass, name, text, text) TO flint_rls_admin;
+SET ROLE flint_rls_admin;
 SELECT try('SELECT flint_protect_table(''others'')');
 RESET ROLE;

@@ -1,8 +1,10 @@
 -- Hostile SQL users: an unprivileged role, and an application role holding a
 -- key, try to read, change or forge what is not theirs. Each attempt fails
 -- clearly and changes nothing.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 CREATE ROLE mallory;            -- no grants at all
 CREATE ROLE mallory_app;        -- an application role, with a key for Acme

@@ -1,8 +1,10 @@
 -- A merchant holding a valid key tries to outlive its revocation, keep a
 -- leaked grace secret useful, stretch lifetimes, probe other merchants, and
 -- smuggle secrets or huge values into tables. Each attempt fails clearly.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 CREATE ROLE hostile_app;
 GRANT EXECUTE ON FUNCTION flint_authenticate(text), flint_require_scope(text),

@@ -1,7 +1,9 @@
 -- Incident response and key hygiene: leak reports, reversible disable,
 -- the merchant's lifetime policy, and the hygiene views.
-\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
-\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/fixture.sql'
+\i :fixture
 
 -- 1. A secret scanner reports tokens: current and grace secrets revoke their
 -- key at once; everything else is not_a_key and reveals nothing more.

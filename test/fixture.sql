@@ -1,0 +1,48 @@
+\set ECHO none
+-- The shared setup of every test/sql file, so that any one of them runs alone
+-- on a fresh database (pg_regress --load-extension=flint_keys) or after any
+-- other in the same database, with the same output. Each file includes it:
+--
+--     \getenv abs_srcdir PG_ABS_SRCDIR
+--     \set fixture :abs_srcdir '/fixture.sql'
+--     \i :fixture
+--
+-- (pg_regress sets PG_ABS_SRCDIR to its absolute --inputdir, test/.) It is
+-- not echoed: only its errors, if any, reach the expected output. It leaves:
+-- flint_keys and pgcrypto (an independent SHA-256 oracle) installed; the
+-- helper public.try(); empty key, event and request-log tables; exactly the
+-- two merchants Acme and Bolt, active, without a lifetime policy; and the
+-- psql variables :acme and :bolt holding their quoted ids.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS flint_keys;
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+RESET client_min_messages;
+
+-- Run a statement, return 'ok' or its SQLSTATE and message, with the random
+-- part of display prefixes and random uuids masked.
+CREATE OR REPLACE FUNCTION public.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    hint text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
+    RETURN SQLSTATE || ' ' || regexp_replace(regexp_replace(SQLERRM, 'fk_(live|test)_[0-9A-Za-z]{8}', 'fk_\1_XXXXXXXX', 'g'),
+                                             '[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}', '<random uuid>', 'g')
+        || CASE WHEN hint = '' THEN '' ELSE ' (hint: ' || hint || ')' END;
+END
+$$;
+
+-- What an earlier file left: its queued log rows written, then every key,
+-- event, log row and merchant gone.
+SELECT flint_flush_log() IS NULL AS flushed \gset
+TRUNCATE flint.request_log, flint.key_events, flint.api_keys, flint.merchants RESTART IDENTITY;
+
+-- Two merchants used throughout.
+INSERT INTO flint.merchants (id, name) VALUES
+    ('aaaaaaaa-0000-0000-0000-000000000001', 'Acme Payments'),
+    ('bbbbbbbb-0000-0000-0000-000000000002', 'Bolt Shop');
+\set acme '\'aaaaaaaa-0000-0000-0000-000000000001\''
+\set bolt '\'bbbbbbbb-0000-0000-0000-000000000002\''
+\set ECHO all
