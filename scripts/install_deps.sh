@@ -9,7 +9,7 @@ PKGS=(
     libgtest-dev libbenchmark-dev
     libipc-run-perl
     clang clang-format libclang-rt-14-dev
-    pgbouncer python3 python3-psycopg
+    pgbouncer python3 python3-psycopg python3-cryptography openssl
     gnuplot-nox valgrind
     chromium fonts-dejavu-core prometheus-postgres-exporter
     debhelper lintian postgresql-server-dev-all

@@ -28,3 +28,10 @@ BEGIN
                 AND attname NOT IN ('secret_hash', 'previous_secret_hash'));
 END
 $$;
+
+-- POST /secret-scanning (the secret scanning receiver): its own login role,
+-- allowed to report leaked tokens and nothing else. The server connects as it
+-- with FLINT_RECEIVER_DSN. flint_report_leaked needs no context: EXECUTE is
+-- the whole permission, so no other role should hold it.
+CREATE ROLE leak_receiver LOGIN;  -- no BYPASSRLS, no table privileges
+GRANT EXECUTE ON FUNCTION flint_report_leaked(text[], text) TO leak_receiver;

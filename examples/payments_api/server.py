@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A small payments API on top of flint_keys.
+r"""A small payments API on top of flint_keys.
 
 Each request's transaction starts with flint_authenticate(<bearer token>);
 row-level security then confines every query to that key's merchant, and the
@@ -34,14 +34,77 @@ for /dashboard requests that carry no Authorization header, so
 http://127.0.0.1:8080/dashboard opens without one. Anyone who can reach the
 port then sees that merchant's dashboard: keep the file private (mode 0600)
 and the server on loopback. The other endpoints never use the demo key.
+
+Secret scanning: a receiver for GitHub's secret scanning partner program
+(or any scanner that speaks its protocol).
+
+    POST /secret-scanning   [{"token": "fk_live_...", "type": "flint_live_key",
+                              "url": "https://github.com/...", "source": "content"}, ...]
+
+GitHub posts a JSON array of the tokens it found (at most 1000 entries here;
+more is 413, a body over 1 MiB too, no Content-Length 411; anything that is
+not such an array of objects with string "token", "type" and "source", and
+optional string "url", is 400, with a JSON error body that names the entry
+and field but never a value). The entries are grouped by "source" and each group is one call of
+flint_report_leaked(tokens, 'github:<source>'), all in one transaction: a
+token that is a key's current secret, or its pre-rotation secret still in
+grace, revokes that key at once with reason 'leaked via github:<source>'
+(e.g. 'leaked via github:commit') and event 'leaked'; either the whole batch
+is reported or, on a database error (500; 503 when the request log is full
+or the database cannot be reached), none of it, and GitHub retries. Every token leaves a request-log row
+(source 'report_leaked') carrying the request's X-Request-Id, or a generated
+"scan-..." id when the scanner sent none (echoed in the X-Request-Id response
+header). The answer is 200 with one entry per input token, in input order:
+
+    [{"token_hash": "<hex sha256 of the token>", "token_type": "<its type>",
+      "label": "true_positive" | "false_positive"}, ...]
+
+true_positive when the token is a key (revoked now or already revoked),
+false_positive for anything else. Tokens are never logged or echoed, not even
+in error messages; stderr gets one line per batch with the request id, the
+counts and the ids of the keys revoked.
+
+The receiver runs on its own connections, as a role that holds nothing but
+EXECUTE on flint_report_leaked(text[], text) (leak_receiver in schema.sql):
+FLINT_RECEIVER_DSN, or FLINT_DSN when it is not set.
+
+GitHub signs the raw body with ECDSA P-256 / SHA-256 and sends the headers
+Github-Public-Key-Identifier and Github-Public-Key-Signature (base64 of the
+DER signature). The endpoint is off (404) unless one of these is given:
+
+    --scanner-public-keys PATH   the trusted keys, a JSON file in either form:
+        GitHub's own (the body of GET https://api.github.com/meta/public_keys/secret_scanning,
+        fetched by you; this server never goes to the network):
+            {"public_keys": [{"key_identifier": "90a421...", "key": "-----BEGIN PUBLIC KEY-----\n..."}, ...]}
+        or a plain map of key identifier -> PEM:
+            {"90a421...": "-----BEGIN PUBLIC KEY-----\n..."}
+      Every key must be an EC P-256 public key. The file is read at startup
+      (an unreadable or invalid file stops the server) and again whenever it
+      changes, so GitHub's key rotation needs no restart (replace it
+      atomically, e.g. write and rename; a broken new file keeps the old keys
+      and is reported on stderr). A request whose key identifier is missing or
+      unknown, or whose signature does not verify over the exact bytes
+      received, is refused with 401 before its body is parsed, and nothing
+      is reported. Verification uses the `cryptography` package
+      (Debian: python3-cryptography).
+    --scanner-insecure-no-signature   accept unsigned requests: for local demos
+      only (warns on stderr). Anyone who can reach the port can then revoke
+      any key whose secret they hold.
+
+    FLINT_RECEIVER_DSN="host=/tmp dbname=payments user=leak_receiver" \
+        ./server.py --port 8080 --scanner-public-keys /etc/flint/github_scanning_keys.json
 """
 import argparse
+import base64
+import binascii
+import hashlib
 import html
 import json
 import os
 import queue
 import sys
 import threading
+import uuid
 from datetime import timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -80,12 +143,160 @@ class Pool:
                 return conn
         except queue.Empty:
             pass
-        return psycopg.connect(self._dsn, prepare_threshold=None, autocommit=False)
+        try:
+            return psycopg.connect(self._dsn, prepare_threshold=None, autocommit=False)
+        except BaseException:
+            self._slots.release()  # a failed connect must not use up a slot
+            raise
 
     def put(self, conn):
         if not conn.closed:
             self._free.put(conn)
         self._slots.release()
+
+
+# POST /secret-scanning limits.
+SCAN_MAX_TOKENS = 1000
+SCAN_MAX_BODY = 1 << 20
+# field -> (required, at most this many characters)
+SCAN_FIELDS = {"token": (True, 1024), "type": (True, 100), "source": (True, 100), "url": (False, 2048)}
+
+
+def warn(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_scanner_keys(path):
+    """The trusted scanner keys of a JSON file: GitHub's
+    {"public_keys": [{"key_identifier": ..., "key": PEM}, ...]} or a plain
+    {key identifier: PEM} map. Returns {identifier: public key}; raises
+    ValueError (or OSError) when the file is not usable."""
+    # Imported here: the rest of the server does not need the package.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if isinstance(data, dict) and isinstance(data.get("public_keys"), list):
+        pairs = []
+        for entry in data["public_keys"]:
+            if not isinstance(entry, dict):
+                raise ValueError("public_keys: every entry must be an object")
+            pairs.append((entry.get("key_identifier"), entry.get("key")))
+    elif isinstance(data, dict):
+        pairs = list(data.items())
+    else:
+        raise ValueError('expected {"public_keys": [...]} or an object of key identifier -> PEM')
+    keys = {}
+    for key_id, pem in pairs:
+        if not isinstance(key_id, str) or not key_id or not isinstance(pem, str):
+            raise ValueError("every key needs a non-empty string identifier and a PEM string")
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except ValueError:
+            raise ValueError(f"key {key_id!r}: not a PEM public key") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise ValueError(f"key {key_id!r}: not an ECDSA P-256 public key")
+        keys[key_id] = key
+    if not keys:
+        raise ValueError("no keys in the file")
+    return keys
+
+
+class ScannerKeys:
+    """The trusted scanner keys, re-read when the file changes (GitHub rotates
+    its keys). A broken new file keeps the keys already loaded."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._keys = load_scanner_keys(path)
+
+    def _file_stamp(self):
+        st = os.stat(self.path)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def get(self, key_id):
+        with self._lock:
+            try:
+                stamp = self._file_stamp()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._keys = load_scanner_keys(self.path)
+                    warn(f"secret-scanning: reloaded {len(self._keys)} scanner key(s) from {self.path}")
+            except (OSError, ValueError) as e:
+                warn(f"secret-scanning: keeping the loaded scanner keys; {self.path}: {e}")
+            return self._keys.get(key_id)
+
+    def verify(self, headers, body):
+        """Raises ApiError(401) unless body carries a valid signature by a trusted key."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key_id = (headers.get("Github-Public-Key-Identifier") or "").strip()
+        signature = (headers.get("Github-Public-Key-Signature") or "").strip()
+        if not key_id or not signature:
+            raise ApiError(401, "signature_required",
+                           "Github-Public-Key-Identifier and Github-Public-Key-Signature are required")
+        key = self.get(key_id)
+        if key is None:
+            raise ApiError(401, "unknown_key_identifier", "the signing key is not trusted")
+        try:
+            key.verify(base64.b64decode(signature, validate=True), body, ec.ECDSA(hashes.SHA256()))
+        except (binascii.Error, ValueError, InvalidSignature):
+            raise ApiError(401, "bad_signature", "the signature does not verify") from None
+
+
+def parse_scanner_matches(body):
+    """The partner payload: a JSON array of {"token", "type", "url", "source"}.
+    Messages name the entry and field, never a value."""
+    try:
+        matches = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    if not isinstance(matches, list):
+        raise ApiError(400, "bad_request", "the body must be a JSON array of matches")
+    if len(matches) > SCAN_MAX_TOKENS:
+        raise ApiError(413, "too_many_tokens", f"at most {SCAN_MAX_TOKENS} tokens per request (got {len(matches)})")
+    for i, match in enumerate(matches):
+        if not isinstance(match, dict):
+            raise ApiError(400, "bad_request", f"entry {i} is not an object")
+        for field, (required, limit) in SCAN_FIELDS.items():
+            value = match.get(field)
+            if value is None and not required:
+                continue
+            if not isinstance(value, str) or not value:
+                raise ApiError(400, "bad_request", f'entry {i}: "{field}" must be a non-empty string')
+            if len(value) > limit:
+                raise ApiError(400, "bad_request", f'entry {i}: "{field}" is longer than {limit} characters')
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "bad_request", f'entry {i}: "{field}" is not valid Unicode') from None
+            if "\x00" in value or (field in ("type", "source") and not value.isprintable()):
+                raise ApiError(400, "bad_request", f'entry {i}: "{field}" holds control characters')
+    return matches
+
+
+def report_leaked(cur, matches):
+    """One flint_report_leaked call per distinct source, in this transaction.
+    Returns (key_id, outcome) per match, in input order."""
+    by_source = {}
+    for i, match in enumerate(matches):
+        by_source.setdefault(match["source"], []).append(i)
+    results = [None] * len(matches)
+    for source, positions in by_source.items():
+        rows = cur.execute(
+            "SELECT key_id::text, outcome FROM flint_report_leaked(%s::text[], %s) WITH ORDINALITY "
+            "AS r(display_prefix, key_id, outcome, ord) ORDER BY ord",
+            ([matches[i]["token"] for i in positions], "github:" + source)).fetchall()
+        if len(rows) != len(positions):
+            raise RuntimeError("flint_report_leaked answered a different number of rows")
+        for i, row in zip(positions, rows):
+            results[i] = row
+    return results
 
 
 # The dashboard's colour per outcome code, in the order the chart stacks them.
@@ -318,16 +529,23 @@ class ApiError(Exception):
 class Handler(BaseHTTPRequestHandler):
     pool = None
     demo_key = None  # --demo-merchant-key-file: used by /dashboard when no Authorization header is sent
+    receiver_pool = None  # POST /secret-scanning: connections as the leak_receiver role
+    scanner_keys = None  # --scanner-public-keys
+    scanner_insecure = False  # --scanner-insecure-no-signature
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):  # keep test output quiet; never log headers (they hold keys)
         pass
 
-    def _send(self, status, body):
+    def _send(self, status, body, headers=None):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -387,8 +605,85 @@ class Handler(BaseHTTPRequestHandler):
                             f'<h1 id="error" data-code="{esc(e.code)}">{e.status} {esc(e.code)}</h1>'
                             f'<p>{esc(e.message)}</p></body></html>')
 
+    def _read_scanner_body(self):
+        try:
+            length = int(self.headers.get("Content-Length"))
+        except (TypeError, ValueError):
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise ApiError(411, "length_required", "a Content-Length is required")
+        if length > SCAN_MAX_BODY:
+            self.close_connection = True  # the body stays unread
+            raise ApiError(413, "payload_too_large", f"the body is larger than {SCAN_MAX_BODY} bytes")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise ApiError(400, "bad_request", "the body is shorter than its Content-Length")
+        return body
+
+    def _secret_scanning(self):
+        """POST /secret-scanning: see the module docstring."""
+        if not (self.scanner_keys or self.scanner_insecure):
+            raise ApiError(404, "not_found", "secret scanning is not configured (--scanner-public-keys)")
+        request_id = (self.headers.get("X-Request-Id") or "").strip()
+        if not request_id or len(request_id) > 63 or not request_id.isprintable():
+            request_id = "scan-" + uuid.uuid4().hex
+        headers = {"X-Request-Id": request_id}
+        try:
+            body = self._read_scanner_body()
+            if self.scanner_keys:
+                try:
+                    self.scanner_keys.verify(self.headers, body)
+                except ApiError as e:
+                    warn(f"secret-scanning {request_id}: refused, {e.code}")
+                    raise
+            matches = parse_scanner_matches(body)
+        except ApiError as e:
+            return self._send(e.status, {"error": {"code": e.code, "message": e.message}}, headers)
+        if matches:
+            try:
+                conn = self.receiver_pool.get()
+            except psycopg.Error as e:
+                warn(f"secret-scanning {request_id}: cannot connect ({type(e).__name__}), nothing reported")
+                return self._send(503, {"error": {"code": "database_unavailable", "message": "retry later"}}, headers)
+            try:
+                with conn.transaction():
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT set_config('flint.request_id', %s, true)", (request_id,))
+                        results = report_leaked(cur, matches)
+            except (psycopg.Error, RuntimeError) as e:
+                # Class and SQLSTATE only: the (scrubbed) message is not needed here.
+                sqlstate = getattr(e, "sqlstate", None) or ""
+                warn(f"secret-scanning {request_id}: database error {type(e).__name__} {sqlstate}, nothing reported")
+                if sqlstate == "53000":
+                    return self._send(503, {"error": {"code": "log_queue_full", "message": "retry later"}}, headers)
+                return self._send(500, {"error": {"code": "internal_error", "message": "database error"}}, headers)
+            finally:
+                self.receiver_pool.put(conn)
+        else:
+            results = []
+        answer, revoked, already, false_positives = [], [], 0, 0
+        for match, (key_id, outcome) in zip(matches, results):
+            hit = outcome in ("revoked", "already_revoked")
+            if outcome == "revoked":
+                revoked.append(key_id)
+            elif outcome == "already_revoked":
+                already += 1
+            else:
+                false_positives += 1
+            answer.append({"token_hash": hashlib.sha256(match["token"].encode("utf-8")).hexdigest(),
+                           "token_type": match["type"],
+                           "label": "true_positive" if hit else "false_positive"})
+        warn(f"secret-scanning {request_id}: {len(matches)} token(s): {len(revoked)} revoked now, "
+             f"{already} already revoked, {false_positives} false positive(s)"
+             + (f"; revoked keys {', '.join(revoked)}" if revoked else ""))
+        self._send(200, answer, headers)
+
     def _handle(self, method):
         try:
+            if method == "POST" and urlsplit(self.path).path == "/secret-scanning":
+                return self._secret_scanning()
             if method == "GET" and urlsplit(self.path).path == "/dashboard":
                 return self._dashboard()
             if method == "GET" and self.path == "/payments":
@@ -435,8 +730,28 @@ def main():
     parser.add_argument("--pool-size", type=int, default=4)
     parser.add_argument("--demo-merchant-key-file", metavar="PATH",
                         help="a file whose first line is a keys:read secret, used by /dashboard without a header")
+    parser.add_argument("--scanner-public-keys", metavar="PATH",
+                        help="JSON file of trusted secret-scanner keys (key identifier -> PEM, or GitHub's "
+                             "public_keys format); enables POST /secret-scanning")
+    parser.add_argument("--scanner-insecure-no-signature", action="store_true",
+                        help="enable POST /secret-scanning WITHOUT signature verification (local demos only)")
     args = parser.parse_args()
+    if args.scanner_public_keys and args.scanner_insecure_no_signature:
+        parser.error("--scanner-public-keys and --scanner-insecure-no-signature exclude each other")
     Handler.pool = Pool(os.environ["FLINT_DSN"], args.pool_size)
+    if args.scanner_public_keys or args.scanner_insecure_no_signature:
+        Handler.receiver_pool = Pool(os.environ.get("FLINT_RECEIVER_DSN") or os.environ["FLINT_DSN"], 2)
+    if args.scanner_public_keys:
+        try:
+            Handler.scanner_keys = ScannerKeys(args.scanner_public_keys)
+        except ImportError:
+            parser.error("--scanner-public-keys needs the cryptography package (Debian: python3-cryptography)")
+        except (OSError, ValueError) as e:
+            parser.error(f"--scanner-public-keys {args.scanner_public_keys}: {e}")
+    if args.scanner_insecure_no_signature:
+        Handler.scanner_insecure = True
+        warn("warning: --scanner-insecure-no-signature: POST /secret-scanning accepts UNSIGNED reports; "
+             "anyone who can reach this port can revoke keys whose secrets they hold. Local demos only.")
     if args.demo_merchant_key_file:
         with open(args.demo_merchant_key_file, encoding="utf-8") as f:
             Handler.demo_key = f.readline().strip() or None
