@@ -11,3 +11,19 @@ set grid
 set xtics ("1k" 1000, "10k" 10000, "100k" 100000, "1M" 1000000)
 plot "bench/results/keycount.dat" using 1:3 with linespoints lw 2 pt 7 title "key cache off (index scan per call)", \
      "bench/results/keycount.dat" using 1:2 with linespoints lw 2 pt 5 title "key cache on (default)"
+
+# Active keys: tps and worker drain against the number of distinct keys in use
+set output "bench/results/active.svg"
+set title "verification tps and log-worker drain against active keys (pgbench -c 2, logging on)"
+set xlabel "distinct keys in use"
+set ylabel "transactions per second"
+set y2label "rows per second (worker drain)"
+set ytics nomirror
+set y2tics
+set y2range [0:*]
+set xtics ("10" 10, "1k" 1000, "10k" 10000, "100k" 100000)
+plot "bench/results/active.dat" using 1:2 with linespoints lw 2 pt 7 title "flint_verify_key, 1.2 (tps)", \
+     "bench/results/active.dat" using 1:3 with linespoints lw 2 pt 5 title "same lookup + sha256() (tps)", \
+     "bench/results/active.dat" using 1:4 axes x1y2 with linespoints lw 2 pt 9 title "worker drain, 1.2 (rows/s)", \
+     "bench/results/active_before.dat" using 1:2 with linespoints lw 1 dt 2 pt 7 title "flint_verify_key, 1.1 (tps)", \
+     "bench/results/active_before.dat" using 1:4 axes x1y2 with linespoints lw 1 dt 2 pt 9 title "worker drain, 1.1 (rows/s)"

@@ -35,3 +35,33 @@ pgb() {
         -U postgres -n -M prepared -c 2 -j 2 -T "$SECS" -D tok="$TOK" -D scope=payments:read -D merchant="$M" \
         -f "$DIR/$1.sql" flint
 }
+
+# pgb_steady NAME NKEYS: pgbench of $DIR/NAME.sql with :nkeys = NKEYS for
+# ACTIVE_SECS seconds; prints the tps of the last ACTIVE_STEADY seconds (the
+# connections' key caches are warm by then, as in a long-lived pool).
+pgb_steady() {
+    "${CLUSTER_USER[@]}" "$PGBIN/pgbench" -h "$DIR" -p "$CLUSTER_PORT" -U postgres -n -M prepared -c 2 -j 2 \
+        -T "$ACTIVE_SECS" -P 1 -D nkeys="$2" -D scope=payments:read -D merchant="$M" -f "$DIR/$1.sql" flint 2>&1 |
+        awk -v k="$ACTIVE_STEADY" '/^progress:/ {t[n++] = $4} END {s = 0; for (i = n - k; i < n; i++) s += t[i]; printf "%d\n", s / k}'
+}
+
+# drain_rate NKEYS: stops the log worker, queues 16,000 rows from NKEYS
+# distinct keys, lets the worker go and prints rows/s until all are inserted
+# (last_used_at is written later, once per flint.last_used_interval).
+drain_rate() {
+    local pid target t0 t1 overhead
+    q -c "SELECT flint_flush_log()" >/dev/null
+    pid=$(q -c "SELECT worker_pid FROM flint_log_status()")
+    kill -STOP "$pid"
+    q -c "SELECT count(flint_verify_key(k.tok, 'payments:read', '$M')) FROM generate_series(1, 16000) g
+            JOIN bench.keys k ON k.n = 1 + (g - 1) % $1" >/dev/null
+    target=$(q -c "SELECT queued FROM flint_log_status()")
+    local wait="DO \$\$ BEGIN WHILE (SELECT inserted FROM flint_log_status()) < $target LOOP PERFORM pg_sleep(0.001); END LOOP; END \$\$"
+    t0=$(date +%s.%N); q -c "SELECT 1" >/dev/null; t1=$(date +%s.%N)
+    overhead=$(echo "$t1 - $t0" | bc)
+    t0=$(date +%s.%N)
+    kill -CONT "$pid"
+    q -c "$wait" >/dev/null
+    t1=$(date +%s.%N)
+    echo "16000 / ($t1 - $t0 - $overhead)" | bc
+}

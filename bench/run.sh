@@ -14,6 +14,9 @@ ROUNDS=$([ -n "$QUICK" ] && echo 2 || echo 3)
 REPS=$([ -n "$QUICK" ] && echo 3 || echo 7)
 export BC_LINE_LENGTH=0
 SIZES=$([ -n "$QUICK" ] && echo "1000 100000" || echo "1000 100000 1000000")
+ACTIVE_SIZES="10 1000 10000 100000"
+ACTIVE_SECS=$([ -n "$QUICK" ] && echo 10 || echo 20)
+ACTIVE_STEADY=$([ -n "$QUICK" ] && echo 4 || echo 8)
 
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
@@ -109,5 +112,43 @@ say "$(BC_LINE_LENGTH=0 echo "scale=3; r=$rls_sum/$REPS; o=$own_sum/$REPS; print
 q -c "SELECT rows_visible FROM (SELECT count(*) AS rows_visible FROM payments WHERE merchant_id = '$M') s" | sed 's/^/rows per merchant: /' | tee -a "$REPORT"
 
 say ""
-gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "chart: bench/results/keycount.svg"
+say "== 7. active keys: pgbench -M prepared -c 2 -j 2 verifying a random key among N, against the same token lookup hashed with sha256() (steady state: the last ${ACTIVE_STEADY}s of ${ACTIVE_SECS}s runs, $ROUNDS interleaved rounds)"
+q -c "SELECT bench.grow_keys('$M', 100000)" >/dev/null
+q -c "VACUUM ANALYZE flint.api_keys, bench.keys" >/dev/null
+echo "\\set n random(1, :nkeys)
+SELECT flint_verify_key(tok, :scope, :merchant) FROM bench.keys WHERE n = :n;" >"$DIR/verify_random.sql"
+echo "\\set n random(1, :nkeys)
+SELECT sha256(convert_to(tok, 'UTF8')) FROM bench.keys WHERE n = :n;" >"$DIR/lookup_random.sql"
+[ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
+: >"$OUT/active.dat"
+declare -A atps
+for n in $ACTIVE_SIZES; do atps[v$n]=0; atps[l$n]=0; done
+for r in $(seq 1 "$ROUNDS"); do
+    line="round $r:"
+    for n in $ACTIVE_SIZES; do
+        for kind in v l; do
+            script=$([ $kind = v ] && echo verify_random || echo lookup_random)
+            t=$(pgb_steady "$script" "$n")
+            atps[$kind$n]=$((atps[$kind$n] + t))
+            line="$line $kind$n=$t"
+        done
+    done
+    say "$line"
+done
+base=$(echo "${atps[v10]} / $ROUNDS" | bc)
+for n in $ACTIVE_SIZES; do
+    v=$(echo "${atps[v$n]} / $ROUNDS" | bc); l=$(echo "${atps[l$n]} / $ROUNDS" | bc)
+    say "$n active keys: verify $v tps, lookup+sha256 $l tps; verify/lookup = $(echo "scale=2; $v / $l" | bc); verify vs 10 keys = $(echo "scale=2; $v / $base" | bc)  (target >= 0.9)"
+    echo "$n $v $l" >>"$OUT/active.dat"
+done
+
+say ""
+say "== 8. log worker drain: the worker stopped (SIGSTOP), 16,000 rows queued, the time until all are inserted after SIGCONT"
+for n in $ACTIVE_SIZES; do
+    sed -i "/^$n /s/\$/ $(drain_rate "$n")/" "$OUT/active.dat"
+    say "$n distinct keys in the 16,000 rows: $(awk -v n=$n '$1 == n {print $4}' "$OUT/active.dat") rows/s  (target >= 100,000)"
+done
+
+say ""
+gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "charts: bench/results/keycount.svg, bench/results/active.svg"
 say "report: $REPORT"
