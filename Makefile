@@ -16,13 +16,30 @@ PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc/core
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers
 SHLIB_LINK += -lstdc++ -lcrypto
 
-# make installcheck (as a non-root user) starts its own throwaway server with
-# test/regress.conf: the log worker must be connected to the test database,
-# which an existing server's worker would keep pg_regress from dropping.
-# test/run_tests.sh runs this and every other suite, as root or not.
-REGRESS = $(basename $(notdir $(wildcard test/sql/*.sql)))
-REGRESS_OPTS = --inputdir=test --load-extension=flint_keys --temp-instance=./tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-	--dbname=contrib_regression
+# Tests, the PGXS way. `make installcheck`, as a non-root user after `sudo
+# make install`, runs the regression suite (test/sql -> test/expected), the
+# isolation specs (test/isolation/specs) and the TAP tests (test/t), each
+# against throwaway servers of its own started with test/regress.conf: the log
+# worker must be connected to the test database, which an existing server's
+# worker would keep pg_regress from dropping. `make installcheck
+# REGRESS=03_verify ISOLATION= TAP_TESTS=` runs one regression file alone.
+# These wildcards are the one list of tests: test/run_tests.sh (which also
+# runs them as root, and the regression suite under valgrind) and
+# test/deb_installcheck.sh take the same files from the same directories.
+REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
+REGRESS_OPTS = --inputdir=test --load-extension=flint_keys --temp-instance=./tmp_check \
+	--temp-config=test/regress.conf --encoding=UTF8 --no-locale
+# The specs create and drop the extension themselves.
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --temp-instance=./tmp_check_iso \
+	--temp-config=test/regress.conf --encoding=UTF8 --no-locale
+# prove runs test/t/*.pl from here with PostgreSQL::Test::Cluster, the
+# server binaries first on PATH, and FLINT_SRC (the tests that need the
+# examples, contrib/ or README.md read them from it) this tree.
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+FLINT_SRC ?= $(CURDIR)
+export FLINT_SRC
 
 # PGXS would compile LLVM bitcode with clang, ignoring PG_CXXFLAGS: C++17
 # fails there. The extension gains nothing from JIT inlining; build none.
@@ -30,6 +47,11 @@ override with_llvm := no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Both suites in pg_regress's database contrib_regression, where
+# test/regress.conf points the log worker (pgxs.mk names isolation's
+# database isolation_regression otherwise).
+ISOLATION_TESTDB = contrib_regression
 
 # C++ standard library and PGXS's C-only warning flags do not mix. -MMD: rebuild
 # what includes a changed header (a stale struct layout is a silent crash).

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs every flint_keys test: core unit tests (ctest), then against throwaway
-# PostgreSQL instances the regression suite (pg_regress), the isolation specs
-# (pg_isolation_regress) and the TAP tests (prove). Works as root (servers run
-# as the postgres user) or as an ordinary user. Prints one line per suite and
-# a final "N passed, N failed".
+# Runs every flint_keys test and prints one line per suite and a final
+# "N passed, N failed". The regression, isolation and TAP suites are the
+# Makefile's lists (`make installcheck` runs them as an ordinary user); this
+# script adds what is special: it also works as root (servers and their
+# clients run as the postgres user, through runuser), runs the regression
+# suite again under valgrind, and runs the format check, the core unit tests
+# (ctest) plain and under ASan + UBSan, the fuzzer (CMake, -DFLINT_FUZZ=ON),
+# the Debian package check and the PGXN release check.
 #
 #   test/run_tests.sh            everything
 #   test/run_tests.sh unit sql   only some suites (format unit asan fuzz sql valgrind isolation tap)
@@ -41,16 +44,23 @@ echo "== building and installing the extension"
 (cd "$ROOT" && make -s PG_CONFIG="$PG_CONFIG" >/dev/null && as_root make -s install PG_CONFIG="$PG_CONFIG" >/dev/null) || {
     echo "build failed"; exit 1; }
 
-# regress_schedule NAME BINDIR: test/regress_schedule on a throwaway server
-# run from BINDIR's binaries; results in $WORK/NAME, output in $WORK/NAME.log.
-# (PGCTLTIMEOUT: a server under valgrind takes long to start.)
-regress_schedule() {
+# The tests are the Makefile's lists (REGRESS, ISOLATION, TAP_TESTS): every
+# test/sql/*.sql, test/isolation/specs/*.spec and test/t/*.pl, in that order.
+tests_in() { # DIR EXT: the names of DIR/*.EXT without the extension, sorted as make sorts
+    (cd "$1" && LC_ALL=C ls -- *."$2" | sed "s/\.$2\$//" | LC_ALL=C sort | xargs)
+}
+
+# run_regress NAME BINDIR: the regression suite (test/sql, with the extension
+# created by pg_regress as in the Makefile's REGRESS_OPTS) on a throwaway
+# server run from BINDIR's binaries; results in $WORK/NAME, output in
+# $WORK/NAME.log. (PGCTLTIMEOUT: a server under valgrind takes long to start.)
+run_regress() {
     mkdir -p "$WORK/$1"
     [ "$(id -u)" = 0 ] && chown postgres "$WORK/$1"
     (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$2" \
-        --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-        --dbname=contrib_regression --inputdir=test --load-extension=flint_keys --outputdir="$WORK/$1" --schedule=test/regress_schedule \
-        >"$WORK/$1.log" 2>&1)
+        --inputdir=test --load-extension=flint_keys --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf \
+        --encoding=UTF8 --no-locale --dbname=contrib_regression --outputdir="$WORK/$1" \
+        $(tests_in "$WORK/test/sql" sql) >"$WORK/$1.log" 2>&1)
 }
 
 # report_regress SUITE STATUS OUT: records a pg_regress-style run whose output
@@ -115,7 +125,7 @@ for suite in "${SUITES[@]}"; do
         ;;
     sql)
         echo "== sql: pg_regress"
-        regress_schedule sql "$PGBIN"
+        run_regress sql "$PGBIN"
         report_regress sql $? "$WORK/sql"
         ;;
     valgrind)
@@ -134,7 +144,7 @@ exec valgrind --quiet --tool=memcheck --leak-check=no --track-origins=yes --num-
 VG
         chmod 755 "$WORK/vgbin/postgres"
         [ "$(id -u)" = 0 ] && chown -R postgres "$WORK/vgbin" "$WORK/vglogs"
-        regress_schedule vg "$WORK/vgbin"
+        run_regress vg "$WORK/vgbin"
         regress=$?
         processes=$(ls "$WORK/vglogs" | wc -l)
         reports=$(cat "$WORK"/vglogs/*.log 2>/dev/null | grep -cE '^==[0-9]+== [A-Z]')
@@ -147,22 +157,23 @@ VG
         ;;
     isolation)
         echo "== isolation: pg_isolation_regress"
-        specs=$(cd "$WORK/test/isolation/specs" && ls *.spec | sed 's/\.spec$//' | xargs)
-        (cd "$WORK/test/isolation" && "${RUNNER[@]}" "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
-            --bindir="$PGBIN" --temp-instance="$WORK/tmp_iso" --temp-config="$WORK/test/regress.conf" \
-            --encoding=UTF8 --no-locale --dbname=contrib_regression --inputdir=. --outputdir="$WORK/iso" $specs \
-            >"$WORK/iso.log" 2>&1)
+        (cd "$WORK" && "${RUNNER[@]}" "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+            --bindir="$PGBIN" --inputdir=test/isolation --temp-instance="$WORK/tmp_iso" --temp-config=test/regress.conf \
+            --encoding=UTF8 --no-locale --dbname=contrib_regression --outputdir="$WORK/iso" \
+            $(tests_in "$WORK/test/isolation/specs" spec) >"$WORK/iso.log" 2>&1)
         report_regress isolation $? "$WORK/iso"
         ;;
     tap)
         echo "== tap: prove (PostgreSQL::Test::Cluster)"
-        if (cd "$WORK/test" && "${RUNNER[@]}" env PATH="$PGBIN:$PATH" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
-            PG_CONFIG="$PG_CONFIG" TESTDIR="$WORK/test" FLINT_SRC="$WORK" \
-            prove -I "$PGXS_DIR/src/test/perl" t/*.pl >"$WORK/tap.log" 2>&1) && grep -q "^Result: PASS" "$WORK/tap.log"; then
+        # As the Makefile's prove_installcheck: from the top of the tree, TESTDIR there.
+        if (cd "$WORK" && "${RUNNER[@]}" env PATH="$PGBIN:$PATH" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+            PG_CONFIG="$PG_CONFIG" TESTDIR="$WORK" FLINT_SRC="$WORK" \
+            prove -I "$PGXS_DIR/src/test/perl" test/t/*.pl \
+            >"$WORK/tap.log" 2>&1) && grep -q "^Result: PASS" "$WORK/tap.log"; then
             record tap ok "$(grep -E '^Result|^Files=' "$WORK/tap.log" | head -1)"
         else
             record tap FAILED "$(grep -E '^Result|^Files=' "$WORK/tap.log" | head -1)"
-            for f in "$WORK"/test/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -40 "$f"; done
+            for f in "$WORK"/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -40 "$f"; done
         fi
         cat "$WORK/tap.log"
         ;;
