@@ -113,9 +113,11 @@ for suite in "${SUITES[@]}"; do
         secs="${FLINT_FUZZ_SECONDS:-45}"
         echo "== fuzz: libFuzzer on the token and scope parsers, ${secs}s (ASan + UBSan)"
         mkdir -p "$WORK/fuzz/corpus" && cp "$ROOT"/test/fuzz/corpus/* "$WORK/fuzz/corpus/"
-        if clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I"$ROOT/src/core" \
-            "$ROOT/test/fuzz/fuzz_parsers.cpp" "$ROOT"/src/core/*.cpp -lcrypto -o "$WORK/fuzz/fuzz_parsers" >"$WORK/fuzz.log" 2>&1 &&
-            (cd "$WORK/fuzz" && ./fuzz_parsers -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
+        build="$ROOT/build-fuzz"
+        if cmake -S "$ROOT" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DFLINT_FUZZ=ON -DFLINT_BENCHMARKS=OFF \
+            -DCMAKE_CXX_COMPILER=clang++ >"$WORK/fuzz.log" 2>&1 &&
+            cmake --build "$build" --target fuzz_parsers -j"$(nproc)" >>"$WORK/fuzz.log" 2>&1 &&
+            (cd "$WORK/fuzz" && "$build/fuzz_parsers" -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
                 -artifact_prefix="$WORK/fuzz/" corpus >>"$WORK/fuzz.log" 2>&1); then
             record fuzz ok "$(grep -E '^stat::number_of_executed_units' "$WORK/fuzz.log" | awk '{print $2}') inputs, no crash"
         else

@@ -1,7 +1,8 @@
 // libFuzzer target for everything that reads untrusted text before any table
 // is touched: the token parser, base62, the scope parser and matcher, the
-// scope suggestion, and the fixed-size field copy. Built with
-// -fsanitize=fuzzer,address,undefined (test/run_tests.sh fuzz).
+// scope suggestion, and the fixed-size field copy. Built by CMake with
+// -DFLINT_FUZZ=ON (clang, -fsanitize=fuzzer,address,undefined): the target
+// fuzz_parsers, run by test/run_tests.sh fuzz.
 #include <cstdint>
 #include <cstring>
 #include <string>
