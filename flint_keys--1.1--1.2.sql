@@ -46,6 +46,8 @@ BEGIN
               WHERE i.inhparent = 'flint.request_log'::regclass LOOP
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (merchant_id, at)', p.relname || '_merchant_idx',
                        p.relname);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (merchant_id, key_id, at)',
+                       p.relname || '_merchant_key_idx', p.relname);
     END LOOP;
 END
 $$;
@@ -604,6 +606,11 @@ BEGIN
             -- first" (what RLS readers ask) and "failures of one merchant"
             EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, at)', part || '_key_idx', part);
             EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at)', part || '_merchant_idx', part);
+            -- "one key's newest rows" as an RLS reader asks it (merchant_id =
+            -- the context's AND key_id = ...): in order, never a sort of the
+            -- key's rows (the planner cannot know that a key's rows are all
+            -- of its merchant, and would otherwise sort them)
+            EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, key_id, at)', part || '_merchant_key_idx', part);
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN

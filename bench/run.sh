@@ -150,5 +150,14 @@ for n in $ACTIVE_SIZES; do
 done
 
 say ""
+say "== 9. timing oracle: uncached lookups (flint.key_cache = off) of 20,000 unknown key ids vs 20,000 known ids with a wrong secret (median of $REPS, interleaved)"
+q -c "CREATE TABLE bench.unknown AS SELECT flint._new_token('live', gen_random_uuid()) AS tok FROM generate_series(1, 20000)" \
+  -c "CREATE TABLE bench.wrong AS SELECT flint._new_token('live', id) AS tok FROM bench.keys ORDER BY random() LIMIT 20000" >/dev/null
+UNK="SELECT count(*) FROM bench.unknown, LATERAL flint_check_key(tok, 'payments:read', '$M') c WHERE NOT c.ok"
+WRG="SELECT count(*) FROM bench.wrong, LATERAL flint_check_key(tok, 'payments:read', '$M') c WHERE NOT c.ok"
+read -r u_ms w_ms ratio < <(q -F' ' -c "SET flint.key_cache = off" -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 3) FROM bench.compare(\$\$$UNK\$\$, \$\$$WRG\$\$, $REPS)" | tail -1)
+say "unknown ids: $(echo "scale=2; $u_ms * 1000 / 20000" | bc) us/call, known ids with a wrong secret: $(echo "scale=2; $w_ms * 1000 / 20000" | bc) us/call: ratio unknown/known = $ratio"
+
+say ""
 gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "charts: bench/results/keycount.svg, bench/results/active.svg"
 say "report: $REPORT"

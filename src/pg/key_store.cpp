@@ -162,12 +162,17 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
     table_close(keys, AccessShareLock);
 
     out->merchant_suspended = false;
-    if (out->found) {
+    {
+        // The merchant lookup runs for unknown ids too (with an id no
+        // merchant has): both paths do the same index work, so the time of
+        // an uncached lookup says little about whether the key id exists.
+        static const pg_uuid_t no_merchant = {};
         Relation merchants = table_open(rels->merchants, AccessShareLock);
-        HeapTuple m = fetch_by_pkey_unsafe(merchants, rels->merchants_pkey, &out->merchant_id, snapshot);
+        HeapTuple m = fetch_by_pkey_unsafe(merchants, rels->merchants_pkey,
+                                           out->found ? &out->merchant_id : &no_merchant, snapshot);
         // A key whose merchant row is gone (impossible under the foreign key) counts as suspended.
         out->merchant_suspended = true;
-        if (m) {
+        if (m && out->found) {
             TupleDesc desc = RelationGetDescr(merchants);
             bool isnull;
             Datum status = heap_getattr(m, column_unsafe(desc, "status"), desc, &isnull);
