@@ -38,7 +38,13 @@ my ($reader, $reader_secret) = make_key($node, '{keys:read,payments:read}');
 
 $node->safe_psql('postgres', "ALTER EXTENSION flint_keys UPDATE TO '1.1'");
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'flint_keys'"), '1.1', 'one step: 1.0 -> 1.1');
-$node->safe_psql('postgres', 'ALTER EXTENSION flint_keys UPDATE');
+# A schema where others may CREATE is where a token-capturing overload would go: the update warns.
+$node->safe_psql('postgres', 'GRANT CREATE ON SCHEMA public TO PUBLIC');
+my ($rc, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION flint_keys UPDATE');
+is($rc, 0, 'updated to the default version');
+like($err, qr/WARNING:  roles other than its owner may CREATE in schema public, where flint_keys lives: PUBLIC/,
+    'the update warns that PUBLIC may CREATE in the extension schema');
+$node->safe_psql('postgres', 'REVOKE CREATE ON SCHEMA public FROM PUBLIC');
 my $default = $node->safe_psql('postgres', "SELECT default_version FROM pg_available_extensions WHERE name = 'flint_keys'");
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'flint_keys'"), $default,
     "updated to the default version $default");
