@@ -1,4 +1,4 @@
-// Stable outcome codes of a verification (SPEC section 5). Postgres-free.
+// Stable outcome codes of a verification (README.md, "Errors"). Postgres-free.
 #pragma once
 #include <cstdint>
 #include <string>

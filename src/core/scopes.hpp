@@ -1,4 +1,4 @@
-// Scope names and the grant rules of SPEC section 6. Postgres-free.
+// Scope names and the grant rules in README.md, "Keys and tokens". Postgres-free.
 //
 //   resource:action     e.g. payments:read
 //   resource:write      also grants resource:read

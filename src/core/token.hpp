@@ -1,4 +1,4 @@
-// The API key token: shape, generation and parsing (SPEC section 2). Postgres-free.
+// The API key token: shape, generation and parsing (README.md, "Keys and tokens"). Postgres-free.
 //
 //   fk_live_ | key id: 22 base62 | secret: 33 base62 | CRC-32: 6 base62
 //   prefix 8 + body 61 = 69 characters, e.g. fk_live_0a3F...  (see README)

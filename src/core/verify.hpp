@@ -1,4 +1,4 @@
-// The verification decision of SPEC section 5, given what the tables hold.
+// The verification decision (README.md, "Errors": codes and check order), given what the tables hold.
 // Postgres-free: the Postgres layer loads the KeyRecord and the catalog.
 #pragma once
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The one C++/Postgres error boundary of flint_keys (see STYLE.md).
+// The one C++/Postgres error boundary of flint_keys (README.md, "Layout, build and tests").
 //
 // Postgres errors are longjmps that skip C++ destructors; C++ exceptions that
 // reach Postgres abort the backend. So:
