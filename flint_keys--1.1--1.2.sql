@@ -11,6 +11,28 @@
 
 -- Reversible disable (revocation stays final).
 ALTER TABLE flint.api_keys ADD COLUMN disabled_at timestamptz, ADD COLUMN disabled_reason text;
+-- Traffic controls (README "Traffic controls"): a token-bucket rate limit,
+-- a usage quota with refill, an IP allowlist. `remaining` is what has not
+-- been leased yet to a server's shared memory; quota_version moves whenever
+-- an admin sets the quota, so no older lease is spent after it.
+ALTER TABLE flint.api_keys
+    ADD COLUMN rate_limit integer CHECK (rate_limit BETWEEN 1 AND 1000000),
+    ADD COLUMN rate_window interval CHECK (rate_window BETWEEN interval '1 second' AND interval '1 day'),
+    ADD COLUMN remaining bigint CHECK (remaining >= 0),
+    ADD COLUMN refill_amount bigint CHECK (refill_amount >= 0),
+    ADD COLUMN refill_interval text CHECK (refill_interval IN ('day', 'month')),
+    ADD COLUMN allowed_ips cidr[] CHECK (cardinality(allowed_ips) BETWEEN 1 AND 16 AND array_position(allowed_ips, NULL) IS NULL),
+    ADD COLUMN quota_version bigint NOT NULL DEFAULT 0,
+    ADD COLUMN quota_period_start timestamptz,
+    ADD CONSTRAINT api_keys_rate_check CHECK ((rate_limit IS NULL) = (rate_window IS NULL)),
+    ADD CONSTRAINT api_keys_refill_check CHECK ((refill_amount IS NULL) = (refill_interval IS NULL)
+                                                AND (refill_amount IS NULL OR remaining IS NOT NULL));
+-- The units a call weighed against its key's quota (1 for the forms without cost).
+ALTER TABLE flint.request_log ADD COLUMN cost integer;
+ALTER TABLE flint.merchants
+    ADD COLUMN rate_limit integer CHECK (rate_limit BETWEEN 1 AND 1000000),
+    ADD COLUMN rate_window interval CHECK (rate_window BETWEEN interval '1 second' AND interval '1 day'),
+    ADD CONSTRAINT merchants_rate_check CHECK ((rate_limit IS NULL) = (rate_window IS NULL));
 -- key_info (security_invoker) reads the new columns: every role that may
 -- read the key's display columns may read these too, so GRANTs made for 1.1
 -- keep working.
@@ -21,7 +43,8 @@ BEGIN
     FOR r IN SELECT DISTINCT a.grantee FROM pg_attribute att, aclexplode(att.attacl) a
               WHERE att.attrelid = 'flint.api_keys'::regclass AND att.attname = 'display_prefix'
                 AND a.privilege_type = 'SELECT' LOOP
-        EXECUTE format('GRANT SELECT (disabled_at, disabled_reason) ON flint.api_keys TO %s',
+        EXECUTE format('GRANT SELECT (disabled_at, disabled_reason, rate_limit, rate_window, remaining, refill_amount, '
+                       'refill_interval, allowed_ips) ON flint.api_keys TO %s',
                        CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE r.grantee::regrole::text END);
     END LOOP;
 END
@@ -156,7 +179,8 @@ SELECT k.id AS key_id, k.merchant_id, k.name, k.mode, k.display_prefix, k.scopes
             WHEN k.disabled_at IS NOT NULL THEN 'disabled'
             ELSE 'active' END AS status,
        k.created_at, k.created_by, k.expires_at, k.revoked_at, k.revoked_reason, k.last_used_at,
-       k.previous_secret_expires_at, k.disabled_at, k.disabled_reason
+       k.previous_secret_expires_at, k.disabled_at, k.disabled_reason,
+       k.rate_limit, k.rate_window, k.remaining, k.refill_amount, k.refill_interval, k.allowed_ips
   FROM flint.api_keys k;
 
 -- Active keys expiring within 14 days: rotate them.
@@ -488,6 +512,212 @@ BEGIN
     RETURN NEXT;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- Traffic controls
+------------------------------------------------------------------------------
+
+-- Sets a key's limits; a NULL argument leaves that setting unchanged. In a
+-- context: keys:write over a key the caller may manage, and a key never
+-- loosens its own limits.
+CREATE FUNCTION flint_set_key_limits(key_id uuid, rate_limit integer DEFAULT NULL, rate_window interval DEFAULT NULL,
+                                     remaining bigint DEFAULT NULL, refill_amount bigint DEFAULT NULL,
+                                     refill_interval text DEFAULT NULL, allowed_ips cidr[] DEFAULT NULL)
+    RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    n    flint.api_keys;
+    info flint.key_info;
+BEGIN
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'key % is revoked and cannot be changed', k.display_prefix
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF rate_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF now() + rate_window < now() + interval '1 second' OR now() + rate_window > now() + interval '1 day' THEN
+        RAISE EXCEPTION 'rate_window must be between 1 second and 1 day' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF remaining < 0 OR refill_amount < 0 THEN
+        RAISE EXCEPTION 'remaining and refill_amount must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF refill_interval NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'refill_interval must be day or month' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(allowed_ips) = 0 OR cardinality(allowed_ips) > 16 OR array_position(allowed_ips, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'allowed_ips must list 1 to 16 networks'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'NULL leaves the allowlist unchanged; flint_clear_key_limits(key, ARRAY[''ips'']) removes it.';
+    END IF;
+    n := k;
+    n.rate_limit := COALESCE(rate_limit, k.rate_limit);
+    n.rate_window := COALESCE(rate_window, k.rate_window);
+    n.remaining := COALESCE(remaining, k.remaining);
+    n.refill_amount := COALESCE(refill_amount, k.refill_amount);
+    n.refill_interval := COALESCE(refill_interval, k.refill_interval);
+    n.allowed_ips := COALESCE(allowed_ips, k.allowed_ips);
+    IF (n.rate_limit IS NULL) <> (n.rate_window IS NULL) THEN
+        RAISE EXCEPTION 'a rate limit needs both rate_limit and rate_window' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (n.refill_amount IS NULL) <> (n.refill_interval IS NULL) THEN
+        RAISE EXCEPTION 'a refill needs both refill_amount and refill_interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n.refill_amount IS NOT NULL AND n.remaining IS NULL THEN
+        n.remaining := n.refill_amount;  -- a refilling quota starts full
+    END IF;
+    PERFORM flint._check_not_looser(k, n);
+    UPDATE flint.api_keys AS a
+       SET rate_limit = n.rate_limit, rate_window = n.rate_window, remaining = n.remaining,
+           refill_amount = n.refill_amount, refill_interval = n.refill_interval, allowed_ips = n.allowed_ips,
+           -- a new quota: units leased from the old one are never spent
+           quota_version = a.quota_version + CASE WHEN n.remaining IS DISTINCT FROM k.remaining
+                                                    OR n.refill_amount IS DISTINCT FROM k.refill_amount
+                                                    OR n.refill_interval IS DISTINCT FROM k.refill_interval
+                                                  THEN 1 ELSE 0 END,
+           quota_period_start = CASE WHEN n.refill_interval IS NULL THEN NULL
+                                     ELSE flint._quota_period_start(n.refill_interval, now()) END
+     WHERE a.id = k.id;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+-- Removes limits of the named kinds: rate, quota, ips.
+CREATE FUNCTION flint_clear_key_limits(key_id uuid, kinds text[] DEFAULT ARRAY['rate', 'quota', 'ips'])
+    RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    n    flint.api_keys;
+    info flint.key_info;
+BEGIN
+    IF kinds IS NULL OR cardinality(kinds) = 0 OR array_position(kinds, NULL) IS NOT NULL
+       OR NOT kinds <@ ARRAY['rate', 'quota', 'ips'] THEN
+        RAISE EXCEPTION 'kinds must list some of rate, quota, ips' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := k;
+    IF 'rate' = ANY (kinds) THEN n.rate_limit := NULL; n.rate_window := NULL; END IF;
+    IF 'quota' = ANY (kinds) THEN n.remaining := NULL; n.refill_amount := NULL; n.refill_interval := NULL; END IF;
+    IF 'ips' = ANY (kinds) THEN n.allowed_ips := NULL; END IF;
+    PERFORM flint._check_not_looser(k, n);
+    UPDATE flint.api_keys AS a
+       SET rate_limit = n.rate_limit, rate_window = n.rate_window, remaining = n.remaining,
+           refill_amount = n.refill_amount, refill_interval = n.refill_interval, allowed_ips = n.allowed_ips,
+           quota_version = a.quota_version + CASE WHEN 'quota' = ANY (kinds) THEN 1 ELSE 0 END,
+           quota_period_start = CASE WHEN 'quota' = ANY (kinds) THEN NULL ELSE a.quota_period_start END
+     WHERE a.id = k.id;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+-- In a context a key may tighten its own limits, never loosen them.
+CREATE FUNCTION flint._check_not_looser(old flint.api_keys, new flint.api_keys) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF @extschema@.flint_current_key() IS DISTINCT FROM old.id THEN
+        RETURN;
+    END IF;
+    IF (old.rate_limit IS NOT NULL AND (new.rate_limit IS NULL OR new.rate_limit > old.rate_limit
+                                        OR new.rate_limit::float8 / extract(epoch FROM new.rate_window)
+                                           > old.rate_limit::float8 / extract(epoch FROM old.rate_window)))
+       OR (old.remaining IS NOT NULL AND (new.remaining IS NULL OR new.remaining > old.remaining))
+       OR (old.refill_amount IS NULL AND new.refill_amount IS NOT NULL)
+       OR (old.refill_amount IS NOT NULL AND (new.refill_amount IS NULL OR new.refill_amount > old.refill_amount
+                                              OR (old.refill_interval = 'month' AND new.refill_interval = 'day')))
+       OR (old.allowed_ips IS NOT NULL AND (new.allowed_ips IS NULL
+                                            OR EXISTS (SELECT 1 FROM unnest(new.allowed_ips) AS a(net)
+                                                        WHERE NOT a.net <<= ANY (old.allowed_ips)))) THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005', MESSAGE = 'missing_scope: a key cannot loosen its own limits';
+    END IF;
+END
+$$;
+
+-- One limit for all of a merchant's keys together; NULL removes it. Admins only.
+CREATE FUNCTION flint_set_merchant_limits(merchant uuid, rate_limit integer DEFAULT NULL,
+                                          rate_window interval DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM flint._authorize_caller();
+    IF merchant IS NULL THEN
+        RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF (rate_limit IS NULL) <> (rate_window IS NULL) THEN
+        RAISE EXCEPTION 'give both rate_limit and rate_window, or neither to remove the limit'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF now() + rate_window < now() + interval '1 second' OR now() + rate_window > now() + interval '1 day' THEN
+        RAISE EXCEPTION 'rate_window must be between 1 second and 1 day' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE flint.merchants AS m SET rate_limit = flint_set_merchant_limits.rate_limit,
+                                    rate_window = flint_set_merchant_limits.rate_window
+     WHERE m.id = merchant;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+-- The start (UTC) of the quota period holding `at`.
+CREATE FUNCTION flint._quota_period_start(refill_interval text, at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT date_trunc(refill_interval, at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+
+-- The log worker leases quota units to this server's shared memory, in a
+-- committed transaction, before any of them is spent: a crash can forfeit
+-- leased units, never grant extra. Refills first when a new period began.
+-- Returns the units granted (0: none left), or -1 when the quota changed
+-- (version) or is gone.
+CREATE FUNCTION flint._lease_quota(key_id uuid, version bigint, period timestamptz, want bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k       flint.api_keys;
+    granted bigint;
+BEGIN
+    SELECT * INTO k FROM flint.api_keys AS a WHERE a.id = key_id FOR UPDATE;
+    IF NOT FOUND OR k.quota_version <> version OR k.remaining IS NULL THEN
+        RETURN -1;
+    END IF;
+    IF k.refill_interval IS NOT NULL AND period IS NOT NULL
+       AND (k.quota_period_start IS NULL OR k.quota_period_start < period) THEN
+        k.remaining := k.refill_amount;   -- a new period: what was left (and leased) of the last one is gone
+        k.quota_period_start := period;
+    END IF;
+    IF k.refill_interval IS NOT NULL AND k.quota_period_start > period THEN
+        RETURN 0;                         -- a caller behind the table's period gets nothing
+    END IF;
+    granted := least(want, k.remaining);
+    UPDATE flint.api_keys AS a SET remaining = k.remaining - granted, quota_period_start = k.quota_period_start
+     WHERE a.id = key_id;
+    RETURN granted;
+END
+$$;
+
+-- Traffic-control forms: the address to check against the key's allowlist
+-- (NULL: the connection's) and the call's weight against its quota. The
+-- three-argument forms behave as client_ip => NULL, cost => 1.
+CREATE FUNCTION flint_verify_key(secret text, scope text, merchant uuid, client_ip inet, cost integer DEFAULT 1)
+    RETURNS uuid
+    AS 'MODULE_PATHNAME', 'flint_verify_key' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION flint_check_key(secret text, scope text, merchant uuid, client_ip inet, cost integer DEFAULT 1)
+    RETURNS TABLE (ok boolean, key_id uuid, code text, sqlstate text)
+    AS 'MODULE_PATHNAME', 'flint_check_key' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+CREATE FUNCTION flint_authenticate(secret text, client_ip inet, cost integer DEFAULT 1)
+    RETURNS TABLE (key_id uuid, merchant_id uuid, mode text, scopes text[])
+    AS 'MODULE_PATHNAME', 'flint_authenticate' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+REVOKE ALL ON FUNCTION flint_verify_key(text, text, uuid, inet, integer), flint_check_key(text, text, uuid, inet, integer),
+    flint_authenticate(text, inet, integer), flint_set_key_limits(uuid, integer, interval, bigint, bigint, text, cidr[]),
+    flint_clear_key_limits(uuid, text[]), flint_set_merchant_limits(uuid, integer, interval) FROM PUBLIC;
 
 -- Reversible: a disabled key fails with key_disabled until enabled. In a
 -- context the same rules as revoke apply (keys:write, own merchant, a key

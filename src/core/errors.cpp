@@ -15,6 +15,9 @@ const char *code_name(Code code) {
     case Code::unknown_scope: return "unknown_scope";
     case Code::log_queue_full: return "log_queue_full";
     case Code::key_disabled: return "key_disabled";
+    case Code::rate_limited: return "rate_limited";
+    case Code::usage_exceeded: return "usage_exceeded";
+    case Code::ip_not_allowed: return "ip_not_allowed";
     }
     return "unknown";
 }
@@ -32,6 +35,9 @@ const char *code_sqlstate(Code code) {
     case Code::unknown_scope: return "FK008";
     case Code::log_queue_full: return "53000";
     case Code::key_disabled: return "FK012";
+    case Code::rate_limited: return "FK009";
+    case Code::usage_exceeded: return "FK010";
+    case Code::ip_not_allowed: return "FK011";
     }
     return "XX000";
 }
@@ -44,6 +50,9 @@ std::string key_failure_message(Code code, std::string_view shown_key) {
     case Code::key_expired: return "key_expired: key " + key + " has expired";
     case Code::merchant_suspended: return "merchant_suspended: the merchant of key " + key + " is suspended";
     case Code::key_disabled: return "key_disabled: key " + key + " is disabled";
+    case Code::ip_not_allowed: return "ip_not_allowed: key " + key + " may not be used from this address";
+    case Code::rate_limited: return "rate_limited: key " + key + " is over its rate limit";
+    case Code::usage_exceeded: return "usage_exceeded: key " + key + " has no usage left for this call";
     default: return std::string(code_name(code)) + ": key " + key;
     }
 }

@@ -18,6 +18,9 @@ enum class Code : uint8_t {
     unknown_scope,      // FK008
     log_queue_full,     // 53000: the request log could not take the row (fail closed)
     key_disabled,       // FK012
+    rate_limited,       // FK009
+    usage_exceeded,     // FK010
+    ip_not_allowed,     // FK011
 };
 
 // The code's stable name, as it starts every message and fills request_log.outcome.

@@ -13,6 +13,7 @@ enum Flags : uint8_t {
     kRevoked = 1 << 4,
     kDisabled = 1 << 5,
     kSuspended = 1 << 6,
+    kHasQuota = 1 << 7,
 };
 constexpr size_t kPrefixTail = 8; // display prefix after "fk_live_"/"fk_test_"
 constexpr size_t kInitialSlots = 1024;
@@ -28,10 +29,17 @@ struct KeyCache::Slot {
     int64_t expires;
     uint64_t scope_bits[2]; // indexes into the scope dictionary
     char prefix_tail[kPrefixTail];
+    int64_t quota_version;
+    int32_t rate_limit; // 0: none
+    int32_t rate_window_ms;
+    int32_t merchant_rate_limit;
+    int32_t merchant_rate_window_ms;
     uint32_t epoch; // the slot is empty unless this is the cache's epoch
     uint32_t last_use;
     uint8_t flags;
     uint8_t mode;
+    uint8_t refill;
+    uint8_t ipset; // 0: no allowlist, else index + 1
 };
 static_assert(KeyCache::kMaxScopes == 128, "scope_bits holds 128 bits");
 
@@ -42,6 +50,8 @@ KeyCache::~KeyCache() {
         free_(slots_, arg_);
     if (scopes_)
         free_(scopes_, arg_);
+    if (ipsets_)
+        free_(ipsets_, arg_);
 }
 
 void KeyCache::set_max_keys(size_t max_keys) {
@@ -61,6 +71,7 @@ void KeyCache::clear() {
         epoch_ = 1;
     }
     nscopes_ = 0;
+    nipsets_ = 0;
 }
 
 KeyCache::Slot *KeyCache::set_of(const Uuid &id, size_t nsets, Slot *slots) const {
@@ -87,6 +98,11 @@ bool KeyCache::grow() {
     if (!scopes_) {
         scopes_ = static_cast<char(*)[kScopeBytes]>(alloc_(kMaxScopes * kScopeBytes, arg_));
         if (!scopes_)
+            return false;
+    }
+    if (!ipsets_) {
+        ipsets_ = static_cast<IpSet *>(alloc_(kMaxIpSets * sizeof(IpSet), arg_));
+        if (!ipsets_)
             return false;
     }
     auto *bigger = static_cast<Slot *>(alloc_(want * sizeof(Slot), arg_));
@@ -124,6 +140,22 @@ int KeyCache::scope_index(const std::string &scope) {
     return static_cast<int>(nscopes_++);
 }
 
+int KeyCache::ipset_index(const std::vector<Cidr> &ips) {
+    if (ips.size() > kMaxIps)
+        return -1;
+    IpSet set{};
+    set.count = static_cast<uint8_t>(ips.size());
+    for (size_t i = 0; i < ips.size(); ++i)
+        set.nets[i] = ips[i];
+    for (size_t i = 0; i < nipsets_; ++i)
+        if (std::memcmp(&ipsets_[i], &set, sizeof set) == 0)
+            return static_cast<int>(i);
+    if (nipsets_ == kMaxIpSets)
+        return -1;
+    ipsets_[nipsets_] = set;
+    return static_cast<int>(nipsets_++);
+}
+
 bool KeyCache::find(const Uuid &id, KeyRecord *out, bool *exists) {
     if (!slots_)
         return false;
@@ -154,6 +186,16 @@ bool KeyCache::find(const Uuid &id, KeyRecord *out, bool *exists) {
         out->revoked = s.flags & kRevoked;
         out->disabled = s.flags & kDisabled;
         out->merchant_suspended = s.flags & kSuspended;
+        out->rate_limit = s.rate_limit;
+        out->rate_window_us = int64_t{s.rate_window_ms} * 1000;
+        out->merchant_rate_limit = s.merchant_rate_limit;
+        out->merchant_rate_window_us = int64_t{s.merchant_rate_window_ms} * 1000;
+        out->has_quota = s.flags & kHasQuota;
+        out->refill = static_cast<Refill>(s.refill);
+        out->quota_version = s.quota_version;
+        out->allowed_ips.clear();
+        if (s.ipset)
+            out->allowed_ips.assign(ipsets_[s.ipset - 1].nets, ipsets_[s.ipset - 1].nets + ipsets_[s.ipset - 1].count);
         size_t n = 0;
         for (size_t i = 0; i < kMaxScopes; ++i)
             if (s.scope_bits[i / 64] >> (i % 64) & 1) {
@@ -180,7 +222,23 @@ bool KeyCache::store(const Uuid &id, const KeyRecord *key) {
         entry.flags = kExists | (key->previous_secret_hash ? kHasPrevious : 0) |
                       (key->previous_secret_expires_at ? kHasPreviousExpiry : 0) | (key->expires_at ? kHasExpiry : 0) |
                       (key->revoked ? kRevoked : 0) | (key->disabled ? kDisabled : 0) |
-                      (key->merchant_suspended ? kSuspended : 0);
+                      (key->merchant_suspended ? kSuspended : 0) | (key->has_quota ? kHasQuota : 0);
+        // windows are whole milliseconds of at most a day (the table's bounds)
+        entry.rate_limit = key->rate_limit;
+        entry.rate_window_ms = static_cast<int32_t>(key->rate_window_us / 1000);
+        entry.merchant_rate_limit = key->merchant_rate_limit;
+        entry.merchant_rate_window_ms = static_cast<int32_t>(key->merchant_rate_window_us / 1000);
+        if (key->rate_window_us % 1000 || key->merchant_rate_window_us % 1000 || key->rate_window_us > 86400000000LL ||
+            key->merchant_rate_window_us > 86400000000LL)
+            return false;
+        entry.refill = static_cast<uint8_t>(key->refill);
+        entry.quota_version = key->quota_version;
+        if (!key->allowed_ips.empty()) {
+            int i = ipset_index(key->allowed_ips);
+            if (i < 0)
+                return false; // serve this key uncached
+            entry.ipset = static_cast<uint8_t>(i + 1);
+        }
         entry.merchant_id = key->merchant_id;
         entry.mode = static_cast<uint8_t>(key->mode);
         std::memcpy(entry.prefix_tail, key->display_prefix.data() + 8, kPrefixTail);
@@ -227,6 +285,9 @@ size_t KeyCache::size() const {
     return n;
 }
 
-size_t KeyCache::bytes() const { return nslots_ * sizeof(Slot) + (scopes_ ? kMaxScopes * kScopeBytes : 0); }
+size_t KeyCache::bytes() const {
+    return nslots_ * sizeof(Slot) + (scopes_ ? kMaxScopes * kScopeBytes : 0) +
+           (ipsets_ ? kMaxIpSets * sizeof(IpSet) : 0);
+}
 
 } // namespace flint

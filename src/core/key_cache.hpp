@@ -5,9 +5,10 @@
 // Postgres-free.
 //
 // Memory: kSlotBytes per cached key, plus one dictionary of the distinct
-// scope strings the cached keys hold (at most kMaxScopes, kScopeBytes each).
-// A key holding a scope the full dictionary lacks is not cached (it is then
-// read from the table each time): correct, only slower.
+// scope strings the cached keys hold (at most kMaxScopes, kScopeBytes each)
+// and one of their distinct IP allowlists (kMaxIpSets). A key the full
+// dictionaries cannot describe is not cached (it is then read from the
+// table each time): correct, only slower.
 //
 // Invalidation is O(1): clear() bumps an epoch; slots of older epochs are empty.
 #pragma once
@@ -28,6 +29,8 @@ class KeyCache {
     static constexpr size_t kWays = 4;
     static constexpr size_t kMaxScopes = 128;
     static constexpr size_t kScopeBytes = 64; // catalog names are at most 63 characters
+    static constexpr size_t kMaxIpSets = 32;  // distinct IP allowlists
+    static constexpr size_t kMaxIps = 16;     // networks per allowlist (the table allows 16)
 
     KeyCache(AllocFn alloc, FreeFn free, void *arg) : alloc_(alloc), free_(free), arg_(arg) {}
     ~KeyCache();
@@ -57,6 +60,11 @@ class KeyCache {
     Slot *set_of(const Uuid &id, size_t nsets, Slot *slots) const;
     bool grow();
     int scope_index(const std::string &scope);
+    int ipset_index(const std::vector<Cidr> &ips);
+    struct IpSet {
+        uint8_t count;
+        Cidr nets[kMaxIps];
+    };
 
     AllocFn alloc_;
     FreeFn free_;
@@ -68,6 +76,8 @@ class KeyCache {
     uint32_t tick_ = 0;
     char (*scopes_)[kScopeBytes] = nullptr; // the dictionary, allocated with the first slots
     size_t nscopes_ = 0;
+    IpSet *ipsets_ = nullptr; // the allowlists, allocated with the dictionary
+    size_t nipsets_ = 0;
 };
 
 } // namespace flint

@@ -86,7 +86,7 @@ void put_inet(std::string &out, uint8_t family, const uint8_t *ip) {
 }
 } // namespace
 
-std::string encode_copy_binary(const LogRecord *rows, size_t count) {
+std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost) {
     std::string out;
     out.reserve(19 + count * 260 + 2);
     out.append("PGCOPY\n\xff\r\n\0", 11);
@@ -94,7 +94,7 @@ std::string encode_copy_binary(const LogRecord *rows, size_t count) {
     put32(out, 0); // header extension length
     for (size_t i = 0; i < count; ++i) {
         const LogRecord &r = rows[i];
-        put16(out, 13);
+        put16(out, with_cost ? 14 : 13);
         put32(out, 8);
         put64(out, static_cast<uint64_t>(r.at));
         put_uuid(out, r.has_key_id, r.key_id);
@@ -110,6 +110,10 @@ std::string encode_copy_binary(const LogRecord *rows, size_t count) {
         put32(out, 4);
         put32(out, static_cast<uint32_t>(r.backend_pid));
         put_text(out, log_source_name(r.source));
+        if (with_cost) {
+            put32(out, 4);
+            put32(out, static_cast<uint32_t>(r.cost));
+        }
     }
     put16(out, 0xFFFF); // trailer
     return out;

@@ -30,6 +30,8 @@ struct LogRecord {
     char scope[64] = {};
     uint8_t client_family = 0; // 0: none (Unix socket), 4: IPv4, 6: IPv6
     uint8_t client_ip[16] = {};
+    bool client_given = false; // the caller passed client_ip: log it, not the connection's
+    int32_t cost = 1;          // units the call weighed against a quota
     char application_name[64] = {};
     char request_id[64] = {};
 };
@@ -43,10 +45,13 @@ template <size_t N> void copy_field(char (&dst)[N], const char *src, size_t len)
 // like a scope: a secret passed in the wrong argument is never logged.
 void log_scope(LogRecord &record, std::optional<std::string_view> scope);
 
-// The rows in PostgreSQL's binary COPY format, columns in flint.request_log's
-// order: at, key_id, display_prefix, merchant_id, requested_merchant, scope,
-// outcome, sqlstate, client_addr, application_name, request_id, backend_pid, source.
-// The worker feeds this to COPY FROM: no text parsing, multi-row inserts.
-std::string encode_copy_binary(const LogRecord *rows, size_t count);
+// The rows in PostgreSQL's binary COPY format, in the order of
+// kCopyColumns (cost only when with_cost: a 1.1 table has no such column).
+// The worker feeds this to COPY FROM with that column list: no text
+// parsing, multi-row inserts, and columns a later version adds are no matter.
+inline constexpr const char *kCopyColumns[] = {
+    "at",       "key_id",      "display_prefix",   "merchant_id", "requested_merchant", "scope",  "outcome",
+    "sqlstate", "client_addr", "application_name", "request_id",  "backend_pid",        "source", "cost"};
+std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost = true);
 
 } // namespace flint

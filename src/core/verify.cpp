@@ -49,6 +49,10 @@ Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_diges
         d.code = Code::wrong_merchant;
         return d;
     }
+    if (!key->allowed_ips.empty() && !ip_allowed(key->allowed_ips, request.client)) {
+        d.code = Code::ip_not_allowed;
+        return d;
+    }
     if (request.check_merchant_and_scope) {
         if (!request.scope || !requestable_scope(catalog, *request.scope)) {
             d.code = Code::unknown_scope;

@@ -9,6 +9,7 @@
 
 #include "digest.hpp"
 #include "errors.hpp"
+#include "limits.hpp"
 #include "token.hpp"
 
 namespace flint {
@@ -30,6 +31,15 @@ struct KeyRecord {
     bool disabled = false; // reversible; revoked wins
     bool merchant_suspended = false;
     std::vector<std::string> scopes;
+    // Traffic controls (none when rate_limit is 0 / has_quota false / the allowlist empty).
+    int32_t rate_limit = 0;
+    int64_t rate_window_us = 0;
+    int32_t merchant_rate_limit = 0;
+    int64_t merchant_rate_window_us = 0;
+    bool has_quota = false;
+    Refill refill = Refill::none;
+    int64_t quota_version = 0;
+    std::vector<Cidr> allowed_ips;
 };
 
 struct VerifyRequest {
@@ -38,6 +48,7 @@ struct VerifyRequest {
     bool check_merchant_and_scope = true;
     std::optional<std::string_view> scope;
     std::optional<Uuid> merchant;
+    IpAddress client; // checked against the key's allowlist (family 0: no address)
 };
 
 struct Decision {
@@ -47,7 +58,8 @@ struct Decision {
 
 // Runs, in order: hash match (current and previous secret, always both, in
 // equal time), revoked, disabled, expired, merchant suspended, wrong
-// merchant, scope.
+// merchant, IP allowlist, scope. (Rate limits and quotas follow, in shared
+// memory: see limits.hpp and the Postgres layer.)
 // `key` is null when no key has the token's id: a dummy digest is compared so
 // the time taken does not tell whether the id exists.
 Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest, const VerifyRequest &request,

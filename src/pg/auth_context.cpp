@@ -46,6 +46,7 @@ Code recheck_auth() {
     const KeyRecord *key = find_key(context->key_id);
     VerifyRequest key_only;
     key_only.check_merchant_and_scope = false;
+    key_only.client = context->client; // an allowlist added since applies too
     static const std::vector<std::string> no_catalog;
     Code code = decide(key, context->mode, context->token_digest, key_only, no_catalog, GetCurrentTimestamp()).code;
     if (code == Code::ok && key->scopes != context->scopes)

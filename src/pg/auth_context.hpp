@@ -14,6 +14,7 @@
 
 #include "digest.hpp"
 #include "errors.hpp"
+#include "limits.hpp"
 #include "token.hpp"
 
 namespace flint::pg {
@@ -26,6 +27,7 @@ struct AuthContext {
     std::vector<std::string> scopes;
     Digest token_digest{};            // SHA-256 of the token it was opened with (as stored; never the secret)
     bool via_previous_secret = false; // opened with a pre-rotation secret in its grace: may not manage keys
+    IpAddress client;                 // the address checked at authenticate, checked again on every use
     SubTransactionId set_in = InvalidSubTransactionId;
 };
 

@@ -1,5 +1,9 @@
 #include "datums.hpp"
 
+extern "C" {
+#include "utils/inet.h"
+}
+
 #include "guard.hpp"
 
 namespace flint::pg {
@@ -37,6 +41,17 @@ std::optional<std::string_view> text_arg(FunctionCallInfo fcinfo, int n) {
         return std::nullopt;
     text *t = PG_GETARG_TEXT_PP(n);
     return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+std::optional<IpAddress> inet_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_NARGS() <= n || PG_ARGISNULL(n))
+        return std::nullopt;
+    // Detoasting may raise (out of memory) only before the IpAddress exists.
+    inet *ip = PG_GETARG_INET_PP(n);
+    IpAddress out;
+    out.family = ip_family(ip) == PGSQL_AF_INET ? 4 : 6;
+    std::memcpy(out.bytes, ip_addr(ip), out.family == 4 ? 4 : 16);
+    return out;
 }
 
 std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n) {

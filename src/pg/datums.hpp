@@ -2,6 +2,7 @@
 #pragma once
 #include "pg_includes.hpp"
 
+#include "limits.hpp"
 #include "token.hpp"
 
 namespace flint::pg {
@@ -18,5 +19,6 @@ Datum composite_result(FunctionCallInfo fcinfo, Datum *values, bool *nulls);
 // The n-th argument, or nullopt when it is NULL or absent.
 std::optional<std::string_view> text_arg(FunctionCallInfo fcinfo, int n);
 std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n);
+std::optional<IpAddress> inet_arg(FunctionCallInfo fcinfo, int n);
 
 } // namespace flint::pg

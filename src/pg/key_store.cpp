@@ -5,6 +5,7 @@
 #include "state.hpp"
 
 extern "C" {
+#include "utils/inet.h"
 #include "utils/inval.h"
 }
 
@@ -106,7 +107,71 @@ struct KeyRow {
     TimestampTz previous_expires, expires;
     Datum *scopes;
     int nscopes;
+    // traffic controls (1.2 columns; absent before the upgrade)
+    int32 rate_limit, merchant_rate_limit;
+    int64 rate_window_us, merchant_rate_window_us;
+    bool has_quota;
+    Refill refill;
+    int64 quota_version;
+    int nips;
+    Cidr ips[16];
 };
+
+int64 interval_us(Datum d) {
+    const Interval *iv = DatumGetIntervalP(d);
+    return iv->time + (iv->day + int64{iv->month} * DAYS_PER_MONTH) * USECS_PER_DAY;
+}
+
+// The optional 1.2 columns of a key or merchant row: rate_limit/rate_window.
+void read_rate_unsafe(HeapTuple tuple, TupleDesc desc, int32 *limit, int64 *window_us) {
+    AttrNumber lcol = column_unsafe(desc, "rate_limit", true), wcol = column_unsafe(desc, "rate_window", true);
+    *limit = 0;
+    *window_us = 0;
+    if (lcol == InvalidAttrNumber || wcol == InvalidAttrNumber)
+        return;
+    bool lnull, wnull;
+    Datum l = heap_getattr(tuple, lcol, desc, &lnull), w = heap_getattr(tuple, wcol, desc, &wnull);
+    if (!lnull && !wnull) {
+        *limit = DatumGetInt32(l);
+        *window_us = interval_us(w);
+    }
+}
+
+void read_quota_and_ips_unsafe(HeapTuple tuple, TupleDesc desc, KeyRow *out) {
+    bool isnull;
+    AttrNumber col = column_unsafe(desc, "remaining", true);
+    out->has_quota = col != InvalidAttrNumber && (heap_getattr(tuple, col, desc, &isnull), !isnull);
+    out->refill = Refill::none;
+    if ((col = column_unsafe(desc, "refill_interval", true)) != InvalidAttrNumber) {
+        Datum d = heap_getattr(tuple, col, desc, &isnull);
+        if (!isnull)
+            out->refill = std::strcmp(TextDatumGetCString(d), "month") == 0 ? Refill::month : Refill::day;
+    }
+    out->quota_version = 0;
+    if ((col = column_unsafe(desc, "quota_version", true)) != InvalidAttrNumber) {
+        Datum d = heap_getattr(tuple, col, desc, &isnull);
+        out->quota_version = isnull ? 0 : DatumGetInt64(d);
+    }
+    out->nips = 0;
+    if ((col = column_unsafe(desc, "allowed_ips", true)) != InvalidAttrNumber) {
+        Datum d = heap_getattr(tuple, col, desc, &isnull);
+        if (!isnull) {
+            Datum *elems;
+            bool *nulls;
+            int n;
+            deconstruct_array(DatumGetArrayTypeP(d), CIDROID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+            for (int i = 0; i < n && out->nips < 16; ++i) {
+                if (nulls[i])
+                    continue;
+                inet *net = DatumGetInetPP(elems[i]);
+                Cidr &c = out->ips[out->nips++];
+                c.family = ip_family(net) == PGSQL_AF_INET ? 4 : 6;
+                c.bits = ip_bits(net);
+                std::memcpy(c.bytes, ip_addr(net), c.family == 4 ? 4 : 16);
+            }
+        }
+    }
+}
 
 // One row by primary key with a registered latest snapshot.
 HeapTuple fetch_by_pkey_unsafe(Relation rel, Oid index, const pg_uuid_t *id, Snapshot snapshot) {
@@ -158,6 +223,8 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
         for (int i = 0; i < out->nscopes; ++i)
             if (elem_nulls[i])
                 out->scopes[i] = PointerGetDatum(cstring_to_text(""));
+        read_rate_unsafe(tuple, desc, &out->rate_limit, &out->rate_window_us);
+        read_quota_and_ips_unsafe(tuple, desc, out);
     }
     table_close(keys, AccessShareLock);
 
@@ -177,6 +244,7 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
             bool isnull;
             Datum status = heap_getattr(m, column_unsafe(desc, "status"), desc, &isnull);
             out->merchant_suspended = isnull || std::strcmp(TextDatumGetCString(status), "active") != 0;
+            read_rate_unsafe(m, desc, &out->merchant_rate_limit, &out->merchant_rate_window_us);
         }
         table_close(merchants, AccessShareLock);
     }
@@ -233,6 +301,14 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id) {
     rec.revoked = row.revoked;
     rec.disabled = row.disabled;
     rec.merchant_suspended = row.merchant_suspended;
+    rec.rate_limit = row.rate_limit;
+    rec.rate_window_us = row.rate_window_us;
+    rec.merchant_rate_limit = row.merchant_rate_limit;
+    rec.merchant_rate_window_us = row.merchant_rate_window_us;
+    rec.has_quota = row.has_quota;
+    rec.refill = row.refill;
+    rec.quota_version = row.quota_version;
+    rec.allowed_ips.assign(row.ips, row.ips + row.nips);
     for (int i = 0; i < row.nscopes; ++i) {
         const text *t = reinterpret_cast<const text *>(DatumGetPointer(row.scopes[i]));
         rec.scopes.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));

@@ -17,6 +17,7 @@
 #include "last_used.hpp"
 #include "request_log.hpp"
 #include "state.hpp"
+#include "traffic.hpp"
 
 extern "C" {
 #include "executor/spi.h"
@@ -126,23 +127,39 @@ void commit_transaction_unsafe() {
     pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
-// Inserts one batch (binary COPY into flint.request_log: tuple routing to
-// the day's partition, multi-row inserts).
-// False when flint.request_log does not exist (the rows are dropped).
-bool insert_batch_unsafe(const char *copy_data, size_t copy_len) {
+bool copy_with_cost = true; // flint.request_log has the cost column (1.2); the batch is encoded to match
+
+// Inserts one batch (binary COPY into flint.request_log, naming its columns:
+// tuple routing to the day's partition, multi-row inserts).
+// False when flint.request_log does not exist (the rows are dropped). When
+// the table's columns differ from how the batch was encoded, sets
+// *reencode and inserts nothing.
+bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode) {
     begin_transaction_unsafe("flint_keys: inserting request-log rows", kInsertLockTimeout);
     if (!log_table_exists_unsafe()) {
         commit_transaction_unsafe();
         return false;
     }
-    Relation rel = table_open(get_relname_relid("request_log", get_namespace_oid("flint", false)), RowExclusiveLock);
+    Oid relid = get_relname_relid("request_log", get_namespace_oid("flint", false));
+    bool has_cost = get_attnum(relid, "cost") != InvalidAttrNumber;
+    if (has_cost != copy_with_cost) {
+        copy_with_cost = has_cost;
+        *reencode = true;
+        commit_transaction_unsafe();
+        return true;
+    }
+    Relation rel = table_open(relid, RowExclusiveLock);
     ParseState *pstate = make_parsestate(nullptr);
     // CopyFrom finds its target as range-table entry 1, as DoCopy sets it up.
     ParseNamespaceItem *nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, nullptr, false, false);
     nsitem->p_rte->requiredPerms = ACL_INSERT;
     List *options = list_make1(makeDefElem(pstrdup("format"), (Node *)makeString(pstrdup("binary")), -1));
     copy_source = {copy_data, copy_len, 0};
-    CopyFromState cstate = BeginCopyFrom(pstate, rel, nullptr, nullptr, false, read_copy_source, NIL, options);
+    List *columns = NIL;
+    for (const char *name : kCopyColumns)
+        if (has_cost || std::strcmp(name, "cost") != 0)
+            columns = lappend(columns, makeString(pstrdup(name)));
+    CopyFromState cstate = BeginCopyFrom(pstate, rel, nullptr, nullptr, false, read_copy_source, columns, options);
     CopyFrom(cstate);
     EndCopyFrom(cstate);
     table_close(rel, NoLock);
@@ -269,9 +286,15 @@ bool drain(bool until_empty = false) {
         // leaf instead of at random: flat cost whatever the number of keys.
         std::sort(pending.begin(), pending.end(),
                   [](const LogRecord &x, const LogRecord &y) { return x.key_id < y.key_id; });
-        const std::string copy_data = encode_copy_binary(pending.data(), pending.size());
-        bool inserted = false;
-        bool ok = run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size()); });
+        bool inserted = false, reencode = false, ok = true;
+        for (int attempt = 0; attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
+            reencode = false;
+            const std::string copy_data = encode_copy_binary(pending.data(), pending.size(), copy_with_cost);
+            ok =
+                run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode); });
+        }
+        if (ok && reencode)
+            ok = false; // the table changed twice in a row: try again on the next wake-up
         if (!ok)
             return false;
         if (!inserted)
@@ -302,6 +325,24 @@ void flush_last_used_if_due(bool force) {
     next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
 }
 
+// Quota units for the backends waiting on them, each lease its own short
+// transaction (README "Traffic controls": leased before spent, so a crash
+// forfeits units and never grants extra).
+void serve_leases() {
+    for (const LeaseRequest &r : pending_lease_requests()) {
+        int64 granted = 0;
+        bool ok = run_transaction([&] {
+            begin_transaction_unsafe("flint_keys: leasing quota units", kHousekeepingLockTimeout);
+            lease_quota_unsafe(r, &granted);
+            commit_transaction_unsafe();
+        });
+        if (ok)
+            apply_lease(r, granted);
+        else
+            retry_leases_later();
+    }
+}
+
 void worker_loop() {
     worker_context = AllocSetContextCreate(TopMemoryContext, "flint_keys log worker", ALLOCSET_DEFAULT_SIZES);
     bool failing = false;
@@ -320,6 +361,7 @@ void worker_loop() {
             MemoryContextReset(worker_context);
         });
         maintain_if_due(false);
+        serve_leases();
         failing = !drain();
         // flint_flush_log() waits for last_used_at too: write it now if asked.
         uint64 requested = pg_atomic_read_u64(&shared_state->last_used_requested);

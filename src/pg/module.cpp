@@ -4,6 +4,7 @@
 #include "state.hpp"
 #include "auth_context.hpp"
 #include "scrub.hpp"
+#include "traffic.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -22,6 +23,9 @@ int guc_log_queue_wait_ms = 1000;
 int guc_log_flush_interval_ms = 50;
 int guc_log_batch_size = 10000;
 int guc_last_used_interval_ms = 60000;
+int guc_rate_limit_slots = 65536;
+int guc_quota_slots = 16384;
+int guc_quota_lease = 100;
 char *guc_database = nullptr;
 char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
@@ -55,7 +59,8 @@ uint32_t queue_capacity() {
     return cap;
 }
 
-Size shared_size() { return add_size(MAXALIGN(sizeof(SharedState)) + 64, LogQueue::bytes_needed(queue_capacity())); }
+Size queue_bytes() { return add_size(MAXALIGN(sizeof(SharedState)) + 64, LogQueue::bytes_needed(queue_capacity())); }
+Size shared_size() { return add_size(MAXALIGN(queue_bytes()), traffic_shmem_size()); }
 
 void shmem_request() {
     if (prev_shmem_request_hook)
@@ -83,6 +88,7 @@ void shmem_startup() {
         void *aligned = reinterpret_cast<void *>(TYPEALIGN(64, after));
         state->queue = LogQueue::create(aligned, queue_capacity());
     }
+    traffic_shmem_init(reinterpret_cast<char *>(state) + MAXALIGN(queue_bytes()), found);
     LWLockRelease(AddinShmemInitLock);
     shared_state = state;
 }
@@ -94,6 +100,13 @@ void define_gucs() {
         DefineCustomStringVariable("flint.database", "Database whose flint.request_log the log worker writes.",
                                    "Verification in any other database fails: its log rows would have nowhere to go.",
                                    &guc_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable(
+            "flint.rate_limit_slots",
+            "Rate-limit buckets (keys and merchants with a limit) this server keeps in shared memory.",
+            "A bucket that is full again is reused; with none free, calls fail closed.", &guc_rate_limit_slots, 65536,
+            1024, 1 << 24, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+        DefineCustomIntVariable("flint.quota_slots", "Keys with a quota whose leased units this server holds.", nullptr,
+                                &guc_quota_slots, 16384, 1024, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("flint.log_queue_size",
                                 "Request-log records the shared queue holds (rounded up to a power of two).", nullptr,
                                 &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
@@ -121,6 +134,9 @@ void define_gucs() {
         "flint.last_used_interval", "How often the log worker writes last_used_at (its resolution).",
         "At most one UPDATE per key per interval, whatever the traffic.", &guc_last_used_interval_ms, 60000, 100,
         3600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("flint.quota_lease",
+                            "Quota units the log worker leases at a time per key (what a crash can forfeit).", nullptr,
+                            &guc_quota_lease, 100, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -32,6 +32,7 @@ void client_address() {
 }
 
 bool database_checked = false; // this backend's database is flint.database
+bool address_known = false;
 
 void check_database_unsafe() {
     require_preload_unsafe();
@@ -63,15 +64,28 @@ bool looks_like_key(const char *s) { return std::strstr(s, "fk_live_") || std::s
 
 } // namespace
 
+IpAddress connection_address() {
+    if (!address_known) {
+        client_address();
+        address_known = true;
+    }
+    IpAddress ip;
+    ip.family = client_family;
+    std::memcpy(ip.bytes, client_ip, sizeof ip.bytes);
+    return ip;
+}
+
 void emit_log_record(LogRecord &record) {
     if (!database_checked) { // flint.database cannot change without a restart
         pg_guard([] { check_database_unsafe(); });
         database_checked = true;
-        client_address();
+        (void)connection_address();
     }
     record.backend_pid = MyProcPid;
-    record.client_family = client_family;
-    std::memcpy(record.client_ip, client_ip, sizeof client_ip);
+    if (!record.client_given) {
+        record.client_family = client_family;
+        std::memcpy(record.client_ip, client_ip, sizeof client_ip);
+    }
     if (application_name) { // client-supplied: a token placed there keeps only its display prefix
         copy_field(record.application_name, application_name, std::strlen(application_name));
         scrub_tokens(record.application_name);

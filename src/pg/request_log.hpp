@@ -4,6 +4,7 @@
 #pragma once
 #include "pg_includes.hpp"
 
+#include "limits.hpp"
 #include "log_record.hpp"
 
 namespace flint::pg {
@@ -18,6 +19,9 @@ void emit_log_record(LogRecord &record);
 // A record, stamped now, for a check made on the transaction's auth context
 // (if any): the context's key, merchant and display prefix filled in.
 LogRecord context_log_record(LogSource source, Code outcome);
+
+// The connection's client address (family 0 over a Unix socket).
+IpAddress connection_address();
 
 // Waits until every record queued so far is in flint.request_log and
 // last_used_at is written from them.

@@ -7,6 +7,7 @@
 #include "request_log.hpp"
 #include "scopes.hpp"
 #include "state.hpp"
+#include "traffic.hpp"
 
 extern "C" {
 #include "executor/spi.h"
@@ -20,6 +21,8 @@ struct Args {
     std::optional<std::string_view> secret;
     std::optional<std::string_view> scope;
     std::optional<Uuid> merchant;
+    std::optional<IpAddress> client_ip; // the caller's client_ip argument
+    int32 cost = 1;
 };
 
 // The outcome of one verification, with the message it raises when not ok.
@@ -29,7 +32,7 @@ struct Result {
     const KeyRecord *key = nullptr;
     Digest digest{};                  // of the presented token, when it parsed
     bool via_previous_secret = false; // matched the pre-rotation secret
-    std::string message, hint;
+    std::string message, detail, hint;
 };
 
 void describe(Result &r, const ParseError perr, std::string_view presented_prefix, const Args &a) {
@@ -47,7 +50,10 @@ void describe(Result &r, const ParseError perr, std::string_view presented_prefi
     case Code::key_revoked:
     case Code::key_expired:
     case Code::merchant_suspended:
-    case Code::key_disabled: r.message = key_failure_message(r.code, key); break;
+    case Code::key_disabled:
+    case Code::ip_not_allowed:
+    case Code::rate_limited:
+    case Code::usage_exceeded: r.message = key_failure_message(r.code, key); break;
     case Code::wrong_merchant:
         r.message = a.merchant
                         ? "wrong_merchant: key " + key + " does not belong to merchant " + uuid_to_string(*a.merchant)
@@ -94,9 +100,15 @@ Result verify(const Args &a, LogSource source, bool scoped) {
         req.check_merchant_and_scope = scoped;
         req.scope = a.scope;
         req.merchant = a.merchant;
+        req.client = a.client_ip ? *a.client_ip : connection_address();
         Decision d = decide(r.key, parsed.mode, r.digest, req, *catalog, rec.at);
         r.code = d.code;
         r.via_previous_secret = d.via_previous_secret;
+        if (r.code == Code::ok) { // rates and quota last: a refused call consumes neither
+            TrafficVerdict t = check_traffic(*r.key, a.cost, rec.at);
+            r.code = t.code;
+            r.detail = std::move(t.detail);
+        }
         rec.has_key_id = true;
         rec.key_id = parsed.key_id;
         copy_field(rec.display_prefix, presented_prefix.data(), presented_prefix.size());
@@ -111,26 +123,52 @@ Result verify(const Args &a, LogSource source, bool scoped) {
     }
     log_scope(rec, a.scope);
     rec.outcome = r.code;
+    rec.cost = a.cost;
+    if (a.client_ip) { // the address checked is the one logged
+        rec.client_given = true;
+        rec.client_family = a.client_ip->family;
+        std::memcpy(rec.client_ip, a.client_ip->bytes, sizeof rec.client_ip);
+    }
     emit_log_record(rec); // throws log_queue_full: fail closed
     describe(r, perr, presented_prefix, a);
     return r;
 }
 
 [[noreturn]] void raise(const Result &r) {
-    throw FlintError(code_sqlstate(r.code), r.message, "", r.hint, /*hide_statement=*/true);
+    throw FlintError(code_sqlstate(r.code), r.message, r.detail, r.hint, /*hide_statement=*/true);
 }
 
-Args args3(FunctionCallInfo fcinfo) { return {text_arg(fcinfo, 0), text_arg(fcinfo, 1), uuid_arg(fcinfo, 2)}; }
+// The traffic-control arguments at `at`: client_ip inet (NULL: the
+// connection's address) and cost integer (absent: 1).
+void traffic_args(FunctionCallInfo fcinfo, int at, Args &a) {
+    if (PG_NARGS() <= at)
+        return;
+    a.client_ip = inet_arg(fcinfo, at);
+    if (PG_NARGS() > at + 1) {
+        if (PG_ARGISNULL(at + 1))
+            throw FlintError("22004", "cost must not be NULL");
+        a.cost = PG_GETARG_INT32(at + 1);
+        if (a.cost < 0)
+            throw FlintError("22023", "cost must not be negative");
+    }
+}
+
+// verify and check: (secret, scope, merchant [, client_ip, cost])
+Args verify_args(FunctionCallInfo fcinfo) {
+    Args a{text_arg(fcinfo, 0), text_arg(fcinfo, 1), uuid_arg(fcinfo, 2)};
+    traffic_args(fcinfo, 3, a);
+    return a;
+}
 
 Datum verify_key_body(FunctionCallInfo fcinfo) {
-    Result r = verify(args3(fcinfo), LogSource::verify, true);
+    Result r = verify(verify_args(fcinfo), LogSource::verify, true);
     if (r.code != Code::ok)
         raise(r);
     return uuid_datum(*r.key_id);
 }
 
 Datum check_key_body(FunctionCallInfo fcinfo) {
-    Result r = verify(args3(fcinfo), LogSource::check, true);
+    Result r = verify(verify_args(fcinfo), LogSource::check, true);
     Datum values[4];
     bool nulls[4] = {false, !r.key_id.has_value(), r.code == Code::ok, r.code == Code::ok};
     values[0] = BoolGetDatum(r.code == Code::ok);
@@ -167,6 +205,7 @@ bool temp_table_shadows_protected_unsafe(char *name) {
 
 Datum authenticate_body(FunctionCallInfo fcinfo) {
     Args a{text_arg(fcinfo, 0), std::nullopt, std::nullopt};
+    traffic_args(fcinfo, 1, a);
     clear_auth(); // a failed authenticate leaves no context behind
     char shadow[NAMEDATALEN] = {};
     bool shadowed = false;
@@ -190,6 +229,7 @@ Datum authenticate_body(FunctionCallInfo fcinfo) {
     ctx.scopes = r.key->scopes;
     ctx.token_digest = r.digest;
     ctx.via_previous_secret = r.via_previous_secret;
+    ctx.client = a.client_ip ? *a.client_ip : connection_address();
     set_auth(ctx);
 
     Datum values[4] = {uuid_datum(ctx.key_id), uuid_datum(ctx.merchant_id), CStringGetTextDatum(mode_name(ctx.mode)),

@@ -16,7 +16,8 @@ GRANT USAGE ON SCHEMA flint TO flint_app;
 GRANT SELECT ON flint.key_info, flint.key_events, flint.request_log, flint.recent_requests,
     flint.request_summary TO flint_app;
 GRANT SELECT (id, merchant_id, name, mode, display_prefix, scopes, metadata, created_at, created_by, expires_at,
-              revoked_at, revoked_reason, last_used_at, previous_secret_expires_at, disabled_at, disabled_reason)
+              revoked_at, revoked_reason, last_used_at, previous_secret_expires_at, disabled_at, disabled_reason,
+              rate_limit, rate_window, remaining, refill_amount, refill_interval, allowed_ips)
     ON flint.api_keys TO flint_app;
 
 SELECT key_id AS acme_key, secret AS acme_secret FROM flint_create_key(:acme, 'acme full',

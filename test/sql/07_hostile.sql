@@ -16,7 +16,8 @@ GRANT EXECUTE ON FUNCTION flint_verify_key(text, text, uuid), flint_check_key(te
 GRANT USAGE ON SCHEMA flint TO mallory_app;
 GRANT SELECT ON flint.key_info, flint.request_log, flint.key_events TO mallory_app;
 GRANT SELECT (id, merchant_id, name, mode, display_prefix, scopes, metadata, created_at, created_by, expires_at,
-              revoked_at, revoked_reason, last_used_at, previous_secret_expires_at, disabled_at, disabled_reason)
+              revoked_at, revoked_reason, last_used_at, previous_secret_expires_at, disabled_at, disabled_reason,
+              rate_limit, rate_window, remaining, refill_amount, refill_interval, allowed_ips)
     ON flint.api_keys TO mallory_app;
 CREATE SCHEMA evil AUTHORIZATION mallory_app;
 GRANT USAGE, CREATE ON SCHEMA evil TO mallory;

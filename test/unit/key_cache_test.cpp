@@ -44,6 +44,20 @@ KeyRecord key_of(uint32_t n) {
     k.disabled = n % 11 == 0;
     k.merchant_suspended = n % 13 == 0;
     k.scopes = {"payments:read", n % 2 ? "refunds:*" : "keys:write"};
+    if (n % 4 == 0) {
+        k.rate_limit = static_cast<int32_t>(n);
+        k.rate_window_us = 60000000;
+        k.merchant_rate_limit = 7;
+        k.merchant_rate_window_us = 1000000;
+        k.has_quota = true;
+        k.refill = Refill::month;
+        k.quota_version = n * 3;
+        Cidr net;
+        net.family = 4;
+        net.bits = 24;
+        net.bytes[0] = static_cast<uint8_t>(n % 3);
+        k.allowed_ips = {net};
+    }
     return k;
 }
 } // namespace
@@ -70,6 +84,16 @@ TEST(KeyCache, RoundTripsEveryField) {
         EXPECT_EQ(out.disabled, in.disabled);
         EXPECT_EQ(out.merchant_suspended, in.merchant_suspended);
         EXPECT_EQ(out.scopes, in.scopes);
+        EXPECT_EQ(out.rate_limit, in.rate_limit);
+        EXPECT_EQ(out.rate_window_us, in.rate_window_us);
+        EXPECT_EQ(out.merchant_rate_limit, in.merchant_rate_limit);
+        EXPECT_EQ(out.merchant_rate_window_us, in.merchant_rate_window_us);
+        EXPECT_EQ(out.has_quota, in.has_quota);
+        EXPECT_EQ(out.refill, in.refill);
+        EXPECT_EQ(out.quota_version, in.quota_version);
+        ASSERT_EQ(out.allowed_ips.size(), in.allowed_ips.size());
+        for (size_t i = 0; i < in.allowed_ips.size(); ++i)
+            EXPECT_EQ(std::memcmp(&out.allowed_ips[i], &in.allowed_ips[i], sizeof(Cidr)), 0);
     }
 }
 
@@ -139,7 +163,7 @@ TEST(KeyCache, UnderTwoHundredBytesPerKey) {
         KeyRecord k = key_of(n);
         cache.store(k.id, &k);
     }
-    EXPECT_LE(KeyCache::kSlotBytes, 160u);
+    EXPECT_LE(KeyCache::kSlotBytes, 184u);
     EXPECT_LT(cache.bytes() / 100000.0, 200.0);
     // 4-way sets at a load of one key per slot: some sets overflow and evict
     // (about 80% occupancy for random ids), never the whole cache.

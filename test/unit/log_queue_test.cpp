@@ -110,6 +110,7 @@ TEST(LogRecord, BinaryCopyEncoding) {
     r.client_family = 4;
     r.client_ip[0] = 127;
     r.client_ip[3] = 1;
+    r.cost = 3;
     std::string out = encode_copy_binary(&r, 1);
     ASSERT_EQ(out.substr(0, 11), std::string("PGCOPY\n\xff\r\n\0", 11));
     EXPECT_EQ(out.substr(11, 8), std::string(8, '\0'));
@@ -125,7 +126,8 @@ TEST(LogRecord, BinaryCopyEncoding) {
             v = v << 8 | uint8_t(out[pos++]);
         return v;
     };
-    EXPECT_EQ(u16(), 13);
+    EXPECT_EQ(u16(), 14); // columns, in the order of kCopyColumns
+    EXPECT_EQ(std::size(kCopyColumns), 14u);
     EXPECT_EQ(u32(), 8u);            // at
     EXPECT_EQ(uint8_t(out[pos]), 1); // big-endian
     pos += 8;
@@ -153,6 +155,12 @@ TEST(LogRecord, BinaryCopyEncoding) {
     EXPECT_EQ(u32(), 6u);
     EXPECT_EQ(out.substr(pos, 6), "verify");
     pos += 6;
+    EXPECT_EQ(u32(), 4u); // cost
+    EXPECT_EQ(u32(), 3u);
     EXPECT_EQ(u16(), 0xFFFF); // trailer
     EXPECT_EQ(pos, out.size());
+    // Without the cost column (a table still at 1.1): 13 fields.
+    std::string old = encode_copy_binary(&r, 1, false);
+    EXPECT_EQ(uint8_t(old[20]), 13);
+    EXPECT_EQ(old.size(), out.size() - 8);
 }

@@ -1,0 +1,366 @@
+#include "traffic.hpp"
+
+#include "guard.hpp"
+#include "state.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+#include "storage/spin.h"
+}
+
+namespace flint::pg {
+
+namespace {
+
+constexpr int kPartitions = 64;
+
+enum class Kind : uint8 { key = 1, merchant = 2 };
+
+struct RateEntry {
+    Uuid id;
+    Kind kind;       // 0: empty
+    int32 limit;     // the limit and window the bucket was filled for: a
+    int64 window_us; // changed limit starts a fresh (full) bucket
+    BucketState bucket;
+};
+
+struct QuotaEntry {
+    Uuid id;
+    bool used;
+    bool requested;       // the worker is asked for more units
+    bool exhausted;       // the table had no more for this version and period
+    int64 available;      // leased units not yet spent
+    int64 version;        // flint.api_keys.quota_version the units belong to
+    int64 period;         // quota period start (0: no refill)
+    int64 want;           // units the waiting call needs
+    uint64 exhausted_gen; // keys_generation when found exhausted
+};
+
+struct RatePartition {
+    slock_t lock;
+    uint32 size;
+    RateEntry entries[FLEXIBLE_ARRAY_MEMBER];
+};
+
+struct QuotaPartition {
+    slock_t lock;
+    uint32 size;
+    QuotaEntry entries[FLEXIBLE_ARRAY_MEMBER];
+};
+
+struct TrafficShared {
+    pg_atomic_uint32 lease_requests; // entries with requested set, roughly
+    Size rate_partition_bytes, quota_partition_bytes;
+    uint32 rate_per_partition, quota_per_partition;
+};
+
+TrafficShared *traffic = nullptr;
+char *rate_base = nullptr;
+char *quota_base = nullptr;
+
+uint32 per_partition(int total) { return static_cast<uint32>(std::max(16, (total + kPartitions - 1) / kPartitions)); }
+
+uint64 hash_id(const Uuid &id, Kind kind) {
+    uint64 a, b;
+    std::memcpy(&a, id.data(), 8);
+    std::memcpy(&b, id.data() + 8, 8);
+    uint64 h = a ^ (b * 0x9E3779B97F4A7C15ull) ^ static_cast<uint64>(kind);
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    return h;
+}
+
+RatePartition *rate_partition(uint64 h) {
+    return reinterpret_cast<RatePartition *>(rate_base + (h % kPartitions) * traffic->rate_partition_bytes);
+}
+QuotaPartition *quota_partition(uint64 h) {
+    return reinterpret_cast<QuotaPartition *>(quota_base + (h % kPartitions) * traffic->quota_partition_bytes);
+}
+
+// Under the partition lock: the entry for id, claimed if new; nullptr when
+// the partition is full of live buckets.
+RateEntry *rate_entry(RatePartition *p, uint64 h, const Uuid &id, Kind kind, int64 now) {
+    uint32 n = p->size;
+    RateEntry *reusable = nullptr;
+    for (uint32 i = 0, j = static_cast<uint32>((h / kPartitions) % n); i < n; ++i, j = (j + 1) % n) {
+        RateEntry &e = p->entries[j];
+        if (e.kind == kind && e.id == id)
+            return &e;
+        if (e.kind == Kind{}) { // never used: the probe chain ends here
+            e.kind = kind;
+            e.id = id;
+            e.bucket = BucketState{};
+            return &e;
+        }
+        if (!reusable && bucket_full(e.bucket, now, e.limit, e.window_us))
+            reusable = &e;
+    }
+    if (reusable) {
+        reusable->kind = kind;
+        reusable->id = id;
+        reusable->bucket = BucketState{};
+    }
+    return reusable;
+}
+
+// Takes a token for (id, kind); false when refused (retry_ms set) or the
+// table is full (*full set).
+bool take_token(const Uuid &id, Kind kind, int32 limit, int64 window, int64 now, int64 *retry_ms, bool *full) {
+    uint64 h = hash_id(id, kind);
+    RatePartition *p = rate_partition(h);
+    SpinLockAcquire(&p->lock);
+    RateEntry *e = rate_entry(p, h, id, kind, now);
+    bool ok = false;
+    *full = e == nullptr;
+    if (e) {
+        if (e->limit != limit || e->window_us != window) {
+            e->bucket = BucketState{};
+            e->limit = limit;
+            e->window_us = window;
+        }
+        ok = bucket_take(e->bucket, now, limit, window, retry_ms);
+    }
+    SpinLockRelease(&p->lock);
+    return ok;
+}
+
+void refund_token(const Uuid &id, Kind kind, int32 limit, int64 window) {
+    uint64 h = hash_id(id, kind);
+    RatePartition *p = rate_partition(h);
+    SpinLockAcquire(&p->lock);
+    for (uint32 i = 0; i < p->size; ++i)
+        if (p->entries[i].kind == kind && p->entries[i].id == id) {
+            bucket_refund(p->entries[i].bucket, limit, window);
+            break;
+        }
+    SpinLockRelease(&p->lock);
+}
+
+QuotaEntry *quota_entry(QuotaPartition *p, uint64 h, const Uuid &id) {
+    uint32 n = p->size;
+    QuotaEntry *reusable = nullptr;
+    for (uint32 i = 0, j = static_cast<uint32>((h / kPartitions) % n); i < n; ++i, j = (j + 1) % n) {
+        QuotaEntry &e = p->entries[j];
+        if (e.used && e.id == id)
+            return &e;
+        if (!e.used) {
+            if (!reusable)
+                reusable = &e;
+            if (e.version == 0) // never used: the chain ends here
+                break;
+        } else if (!reusable && !e.requested && e.available == 0) {
+            reusable = &e; // an entry holding no units: forgetting it forfeits nothing
+        }
+    }
+    if (reusable) {
+        *reusable = QuotaEntry{};
+        reusable->used = true;
+        reusable->id = id;
+        reusable->version = -1;
+    }
+    return reusable;
+}
+
+enum class Spend { ok, exhausted, ask, full };
+
+// One attempt to spend `cost` units from this server's lease.
+Spend try_spend(const KeyRecord &key, int32 cost, int64 period) {
+    uint64 h = hash_id(key.id, Kind::key);
+    QuotaPartition *p = quota_partition(h);
+    uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation);
+    SpinLockAcquire(&p->lock);
+    QuotaEntry *e = quota_entry(p, h, key.id);
+    Spend result = Spend::full;
+    if (e) {
+        if (e->version != key.quota_version || e->period != period) {
+            // another quota, or a new period: units of the old one are never spent
+            e->version = key.quota_version;
+            e->period = period;
+            e->available = 0;
+            e->exhausted = false;
+            e->requested = false;
+        }
+        if (e->exhausted && e->exhausted_gen != generation)
+            e->exhausted = false; // key data changed since: ask the table again
+        if (e->available >= cost) {
+            e->available -= cost;
+            result = Spend::ok;
+        } else if (e->exhausted && e->want >= cost) {
+            result = Spend::exhausted;
+        } else {
+            e->exhausted = false;
+            e->want = e->requested ? std::max<int64>(e->want, cost) : cost;
+            if (!e->requested) {
+                e->requested = true;
+                pg_atomic_fetch_add_u32(&traffic->lease_requests, 1);
+            }
+            result = Spend::ask;
+        }
+    }
+    SpinLockRelease(&p->lock);
+    return result;
+}
+
+void wake_worker() {
+    if (Latch *latch = shared_state->worker_latch)
+        SetLatch(latch);
+}
+
+} // namespace
+
+Size traffic_shmem_size() {
+    Size size = MAXALIGN(sizeof(TrafficShared));
+    size = add_size(size, mul_size(kPartitions, MAXALIGN(offsetof(RatePartition, entries) +
+                                                         per_partition(guc_rate_limit_slots) * sizeof(RateEntry))));
+    size = add_size(size, mul_size(kPartitions, MAXALIGN(offsetof(QuotaPartition, entries) +
+                                                         per_partition(guc_quota_slots) * sizeof(QuotaEntry))));
+    return size;
+}
+
+void traffic_shmem_init(void *memory, bool found) {
+    traffic = static_cast<TrafficShared *>(memory);
+    Size rate_bytes =
+        MAXALIGN(offsetof(RatePartition, entries) + per_partition(guc_rate_limit_slots) * sizeof(RateEntry));
+    Size quota_bytes =
+        MAXALIGN(offsetof(QuotaPartition, entries) + per_partition(guc_quota_slots) * sizeof(QuotaEntry));
+    rate_base = static_cast<char *>(memory) + MAXALIGN(sizeof(TrafficShared));
+    quota_base = rate_base + kPartitions * rate_bytes;
+    if (found)
+        return;
+    std::memset(memory, 0, traffic_shmem_size());
+    pg_atomic_init_u32(&traffic->lease_requests, 0);
+    traffic->rate_partition_bytes = rate_bytes;
+    traffic->quota_partition_bytes = quota_bytes;
+    traffic->rate_per_partition = per_partition(guc_rate_limit_slots);
+    traffic->quota_per_partition = per_partition(guc_quota_slots);
+    for (int i = 0; i < kPartitions; ++i) {
+        auto *r = reinterpret_cast<RatePartition *>(rate_base + i * rate_bytes);
+        SpinLockInit(&r->lock);
+        r->size = traffic->rate_per_partition;
+        auto *q = reinterpret_cast<QuotaPartition *>(quota_base + i * quota_bytes);
+        SpinLockInit(&q->lock);
+        q->size = traffic->quota_per_partition;
+    }
+}
+
+TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) {
+    TrafficVerdict v;
+    if (key.rate_limit == 0 && key.merchant_rate_limit == 0 && (!key.has_quota || cost == 0))
+        return v; // no limits: no shared state touched
+    bool full = false;
+    bool took_key = false, took_merchant = false;
+    if (key.rate_limit > 0) {
+        if (!take_token(key.id, Kind::key, key.rate_limit, key.rate_window_us, now, &v.retry_after_ms, &full)) {
+            v.code = Code::rate_limited;
+            v.detail = full ? "The rate-limit table of this server is full (flint.rate_limit_slots)."
+                            : "retry after " + std::to_string(v.retry_after_ms) + " ms";
+            return v;
+        }
+        took_key = true;
+    }
+    if (key.merchant_rate_limit > 0) {
+        if (!take_token(key.merchant_id, Kind::merchant, key.merchant_rate_limit, key.merchant_rate_window_us, now,
+                        &v.retry_after_ms, &full)) {
+            if (took_key)
+                refund_token(key.id, Kind::key, key.rate_limit, key.rate_window_us);
+            v.code = Code::rate_limited;
+            v.detail = full ? "The rate-limit table of this server is full (flint.rate_limit_slots)."
+                            : "retry after " + std::to_string(v.retry_after_ms) + " ms (the merchant's rate limit)";
+            return v;
+        }
+        took_merchant = true;
+    }
+    if (key.has_quota && cost > 0) {
+        int64 period = quota_period_start(key.refill, now);
+        TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_log_queue_wait_ms);
+        Spend s;
+        while ((s = try_spend(key, cost, period)) == Spend::ask) {
+            if (GetCurrentTimestamp() >= deadline)
+                break;
+            wake_worker();
+            pg_guard([] {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1, PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+                CHECK_FOR_INTERRUPTS();
+            });
+        }
+        if (s != Spend::ok) {
+            if (took_key)
+                refund_token(key.id, Kind::key, key.rate_limit, key.rate_window_us);
+            if (took_merchant)
+                refund_token(key.merchant_id, Kind::merchant, key.merchant_rate_limit, key.merchant_rate_window_us);
+            v.code = Code::usage_exceeded;
+            v.detail = s == Spend::exhausted
+                           ? "The call costs " + std::to_string(cost) + " and the quota has less left."
+                       : s == Spend::full ? "The quota table of this server is full (flint.quota_slots)."
+                                          : "No quota units could be leased in time (is the log worker running?).";
+        }
+    }
+    return v;
+}
+
+std::vector<LeaseRequest> pending_lease_requests() {
+    std::vector<LeaseRequest> out;
+    if (pg_atomic_exchange_u32(&traffic->lease_requests, 0) == 0)
+        return out;
+    for (int part = 0; part < kPartitions; ++part) {
+        auto *p = reinterpret_cast<QuotaPartition *>(quota_base + part * traffic->quota_partition_bytes);
+        SpinLockAcquire(&p->lock);
+        for (uint32 i = 0; i < p->size; ++i) {
+            const QuotaEntry &e = p->entries[i];
+            if (e.used && e.requested)
+                out.push_back({e.id, e.version, e.period, std::max<int64>(e.want, guc_quota_lease), e.want});
+        }
+        SpinLockRelease(&p->lock);
+    }
+    return out;
+}
+
+void apply_lease(const LeaseRequest &r, int64 granted) {
+    uint64 h = hash_id(r.id, Kind::key);
+    QuotaPartition *p = quota_partition(h);
+    uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation);
+    SpinLockAcquire(&p->lock);
+    for (uint32 i = 0; i < p->size; ++i) {
+        QuotaEntry &e = p->entries[i];
+        if (!e.used || e.id != r.id)
+            continue;
+        if (e.requested && e.version == r.version && e.period == r.period) {
+            e.requested = false;
+            if (granted > 0)
+                e.available += granted;
+            if (e.available < r.needed) { // the table had less than the waiting call needs
+                e.exhausted = true;
+                e.exhausted_gen = generation;
+            }
+        }
+        break;
+    }
+    SpinLockRelease(&p->lock);
+}
+
+void retry_leases_later() { pg_atomic_fetch_add_u32(&traffic->lease_requests, 1); }
+
+void lease_quota_unsafe(const LeaseRequest &r, int64 *granted) {
+    static SPIPlanPtr plan = nullptr;
+    if (!plan) {
+        Oid types[4] = {UUIDOID, INT8OID, TIMESTAMPTZOID, INT8OID};
+        SPIPlanPtr p = SPI_prepare("SELECT flint._lease_quota($1, $2, $3, $4)", 4, types);
+        if (!p)
+            elog(ERROR, "flint_keys: could not prepare the quota lease");
+        SPI_keepplan(p);
+        plan = p;
+    }
+    pg_uuid_t *id = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+    std::memcpy(id->data, r.id.data(), 16);
+    Datum args[4] = {UUIDPGetDatum(id), Int64GetDatum(r.version), TimestampTzGetDatum(r.period), Int64GetDatum(r.want)};
+    char nulls[5] = {' ', ' ', static_cast<char>(r.period ? ' ' : 'n'), ' ', '\0'};
+    if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+        elog(ERROR, "flint_keys: quota lease failed");
+    bool isnull;
+    Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    *granted = isnull ? -1 : DatumGetInt64(d);
+}
+
+} // namespace flint::pg

@@ -1,0 +1,92 @@
+#include "limits.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace flint;
+
+namespace {
+Cidr v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint8_t bits) {
+    Cidr n;
+    n.family = 4;
+    n.bits = bits;
+    n.bytes[0] = a, n.bytes[1] = b, n.bytes[2] = c, n.bytes[3] = d;
+    return n;
+}
+IpAddress ip4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+    IpAddress ip;
+    ip.family = 4;
+    ip.bytes[0] = a, ip.bytes[1] = b, ip.bytes[2] = c, ip.bytes[3] = d;
+    return ip;
+}
+constexpr int64_t kSec = 1000000;
+constexpr int64_t kDay = 86400 * kSec;
+} // namespace
+
+TEST(Limits, CidrMatching) {
+    EXPECT_TRUE(cidr_contains(v4(10, 1, 0, 0, 16), ip4(10, 1, 200, 3)));
+    EXPECT_FALSE(cidr_contains(v4(10, 1, 0, 0, 16), ip4(10, 2, 0, 1)));
+    EXPECT_TRUE(cidr_contains(v4(10, 1, 2, 3, 32), ip4(10, 1, 2, 3)));
+    EXPECT_FALSE(cidr_contains(v4(10, 1, 2, 3, 32), ip4(10, 1, 2, 4)));
+    EXPECT_TRUE(cidr_contains(v4(0, 0, 0, 0, 0), ip4(192, 168, 0, 1))) << "0.0.0.0/0 holds every IPv4 address";
+    EXPECT_TRUE(cidr_contains(v4(192, 168, 0, 128, 25), ip4(192, 168, 0, 200)));
+    EXPECT_FALSE(cidr_contains(v4(192, 168, 0, 128, 25), ip4(192, 168, 0, 100)));
+    Cidr six;
+    six.family = 6;
+    six.bits = 128;
+    six.bytes[15] = 1; // ::1
+    IpAddress loop6;
+    loop6.family = 6;
+    loop6.bytes[15] = 1;
+    EXPECT_TRUE(cidr_contains(six, loop6));
+    EXPECT_FALSE(cidr_contains(six, ip4(127, 0, 0, 1))) << "families never mix";
+    EXPECT_FALSE(ip_allowed({v4(0, 0, 0, 0, 0)}, IpAddress{})) << "no address: refused";
+}
+
+TEST(Limits, BucketAllowsABurstThenRefills) {
+    BucketState b;
+    int64_t retry = 0;
+    int64_t t = 1000 * kSec;
+    for (int i = 0; i < 5; ++i)
+        ASSERT_TRUE(bucket_take(b, t, 5, 10 * kSec, &retry)) << i;
+    EXPECT_FALSE(bucket_take(b, t, 5, 10 * kSec, &retry));
+    EXPECT_EQ(retry, 2000) << "one token every 2 s";
+    EXPECT_FALSE(bucket_take(b, t + 1999 * 1000, 5, 10 * kSec, &retry));
+    EXPECT_EQ(retry, 1);
+    EXPECT_TRUE(bucket_take(b, t + 2 * kSec, 5, 10 * kSec, &retry));
+    EXPECT_FALSE(bucket_take(b, t + 2 * kSec, 5, 10 * kSec, &retry));
+}
+
+TEST(Limits, RefundAndFullness) {
+    BucketState b;
+    int64_t retry;
+    ASSERT_TRUE(bucket_take(b, 0, 1, kSec, &retry));
+    EXPECT_FALSE(bucket_full(b, 0, 1, kSec));
+    bucket_refund(b, 1, kSec);
+    EXPECT_TRUE(bucket_full(b, 0, 1, kSec));
+    EXPECT_TRUE(bucket_take(b, 0, 1, kSec, &retry)) << "a refunded token can be taken again";
+    EXPECT_TRUE(bucket_full(b, kSec, 1, kSec)) << "full again after a window";
+}
+
+TEST(Limits, NoOverflowAtTheLargestLimits) {
+    BucketState b;
+    int64_t retry;
+    for (int i = 0; i < 1000; ++i)
+        ASSERT_TRUE(bucket_take(b, 0, 1000000, kDay, &retry));
+    EXPECT_TRUE(bucket_take(b, 365 * kDay, 1000000, kDay, &retry)) << "a year idle: full, not overflowed";
+}
+
+TEST(Limits, QuotaPeriods) {
+    // 2026-11-28 23:59:59 UTC and 2026-11-29 00:00:01 UTC
+    const int64_t day_2026_11_28 = 9828; // days since 2000-01-01
+    const int64_t late = day_2026_11_28 * kDay + kDay - kSec;
+    const int64_t early = (day_2026_11_28 + 1) * kDay + kSec;
+    EXPECT_EQ(quota_period_start(Refill::day, late), day_2026_11_28 * kDay);
+    EXPECT_EQ(quota_period_start(Refill::day, early), (day_2026_11_28 + 1) * kDay);
+    // months: 2026-11-01 is day 9801, 2026-12-01 is day 9831
+    EXPECT_EQ(quota_period_start(Refill::month, late), 9801 * kDay);
+    EXPECT_EQ(quota_period_start(Refill::month, 9831 * kDay + 5), 9831 * kDay);
+    EXPECT_EQ(quota_period_start(Refill::month, 9831 * kDay - 1), 9801 * kDay);
+    EXPECT_EQ(quota_period_start(Refill::month, 0), 0) << "2000-01-01";
+    EXPECT_EQ(quota_period_start(Refill::month, 60 * kDay), 60 * kDay) << "2000-03-01 (leap year)";
+    EXPECT_EQ(quota_period_start(Refill::none, late), 0);
+}
