@@ -139,11 +139,12 @@ BEGIN
         ELSE
             kind := 'updated';
         END IF;
-        -- Keep only what changed; last_used_at alone is not an event.
+        -- Keep only what changed; the worker's bookkeeping alone is not an event.
         SELECT jsonb_object_agg(o.key, o.value), jsonb_object_agg(o.key, new_row -> o.key)
           INTO old_row, new_row
           FROM jsonb_each(old_row) AS o
-         WHERE o.key <> 'last_used_at' AND (new_row -> o.key) IS DISTINCT FROM o.value;
+         WHERE o.key NOT IN ('last_used_at', 'quota_period_start')
+           AND (new_row -> o.key) IS DISTINCT FROM o.value;
         IF old_row IS NULL AND kind = 'updated' THEN
             RETURN NULL;
         END IF;
@@ -160,12 +161,15 @@ BEGIN
 END
 $$;
 
--- Every column but last_used_at (the log worker's) counts: a column added
--- later is never silently skipped.
+-- Every column but the log worker's bookkeeping (last_used_at, and the
+-- quota units it leases: remaining, quota_period_start) counts: a column
+-- added later is never silently skipped. An admin's quota change moves
+-- quota_version, so it is an event.
 DROP TRIGGER key_events_update ON flint.api_keys;
 CREATE TRIGGER key_events_update AFTER UPDATE ON flint.api_keys
     FOR EACH ROW
-    WHEN ((to_jsonb(OLD) - 'last_used_at') IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at'))
+    WHEN ((to_jsonb(OLD) - 'last_used_at' - 'remaining' - 'quota_period_start')
+          IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at' - 'remaining' - 'quota_period_start'))
     EXECUTE FUNCTION flint._key_events_trigger();
 
 ------------------------------------------------------------------------------

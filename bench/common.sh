@@ -14,6 +14,8 @@ bench_cluster_start() {
     [ "$(id -u)" = 0 ] && chmod 755 "$DIR" && cp "$ROOT"/bench/*.sql "$DIR"/ && chown postgres "$DIR"/*.sql
     SQLDIR="$([ "$(id -u)" = 0 ] && echo "$DIR" || echo "$ROOT/bench")"
     q -c "CREATE EXTENSION flint_keys" -f "$SQLDIR/reference_plpgsql.sql" -f "$SQLDIR/bench.sql" >/dev/null
+    # The log worker retries every 5 s until the database exists: wait for it.
+    until [ "$(q -c "SELECT worker_pid IS NOT NULL FROM flint_log_status()")" = t ]; do sleep 0.5; done
     q -c "INSERT INTO flint.merchants (id, name) VALUES ('$M', 'bench'); INSERT INTO ref.merchants (id) VALUES ('$M')"
     q -c "SELECT bench.grow_keys('$M', 10000); SELECT bench.make_tokens(10000)" >/dev/null
     TOK="$(q -c "SELECT tok FROM bench.keys WHERE n = 1")"

@@ -159,5 +159,24 @@ read -r u_ms w_ms ratio < <(q -F' ' -c "SET flint.key_cache = off" -c "SELECT ro
 say "unknown ids: $(echo "scale=2; $u_ms * 1000 / 20000" | bc) us/call, known ids with a wrong secret: $(echo "scale=2; $w_ms * 1000 / 20000" | bc) us/call: ratio unknown/known = $ratio"
 
 say ""
+say "== 10. the cost of limits: a key with a rate limit, a quota and an allowlist against a key without (same form, client_ip given)"
+LIMITED_TOK="$(q -c "SELECT tok FROM bench.keys WHERE n = 2")"
+q -c "SELECT flint_set_key_limits(id, rate_limit => 1000000, rate_window => '1 second', remaining => 1000000000000,
+                                  allowed_ips => '{10.0.0.0/8, ::/0}') FROM bench.keys WHERE n = 2" >/dev/null
+PLAIN_Q="SELECT count(flint_verify_key('$TOK' || left(g::text, 0), 'payments:read', '$M', '10.0.0.1', 1)) FROM generate_series(1, 20000) g"
+LIMIT_Q="SELECT count(flint_verify_key('$LIMITED_TOK' || left(g::text, 0), 'payments:read', '$M', '10.0.0.1', 1)) FROM generate_series(1, 20000) g"
+q -c "$LIMIT_Q" >/dev/null  # warm: the first lease
+read -r l_ms p_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 2) FROM bench.compare(\$\$$LIMIT_Q\$\$, \$\$$PLAIN_Q\$\$, $REPS)")
+say "in-process, 20,000 calls: with limits $l_ms ms, without $p_ms ms: ratio $ratio  (target <= 1.1)"
+echo "SELECT flint_verify_key(:tok, :scope, :merchant, '10.0.0.1', 1);" >"$DIR/verify_ip.sql"
+[ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
+lt=0; pt=0
+for r in $(seq 1 "$ROUNDS"); do
+    read -r t _ < <(TOK="$LIMITED_TOK" pgb verify_ip); lt=$((lt + t))
+    read -r t _ < <(pgb verify_ip); pt=$((pt + t))
+done
+say "end to end (pgbench, $ROUNDS rounds): with limits $((lt / ROUNDS)) tps, without $((pt / ROUNDS)) tps: ratio $(echo "scale=2; $lt / $pt" | bc)  (target >= 0.91, i.e. cost <= 1.1x)"
+
+say ""
 gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "charts: bench/results/keycount.svg, bench/results/active.svg"
 say "report: $REPORT"

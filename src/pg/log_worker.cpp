@@ -263,6 +263,24 @@ void maintain_if_due(bool have_rows) {
     next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
 }
 
+// Quota units for the backends waiting on them, each lease its own short
+// transaction (README "Traffic controls": leased before spent, so a crash
+// forfeits units and never grants extra).
+void serve_leases() {
+    for (const LeaseRequest &r : pending_lease_requests()) {
+        int64 granted = 0;
+        bool ok = run_transaction([&] {
+            begin_transaction_unsafe("flint_keys: leasing quota units", kHousekeepingLockTimeout);
+            lease_quota_unsafe(r, &granted);
+            commit_transaction_unsafe();
+        });
+        if (ok)
+            apply_lease(r, granted);
+        else
+            retry_leases_later();
+    }
+}
+
 // Drains the queue; false when a batch failed (it stays pending for the next try).
 // Each wake-up inserts what is queued, then keeps going while whole batches
 // are waiting, plus the remainder behind a full batch (a backlog is drained
@@ -275,6 +293,7 @@ bool drain(bool until_empty = false) {
     for (bool first = true;; first = false) {
         if (!first && !until_empty && !last_was_full && pending.empty() && queue->depth() < batch_size)
             return true;
+        serve_leases(); // between batches too: a waiting quota caller never waits for a whole drain
         LogRecord r;
         while (pending.size() < batch_size && queue->try_pop(r))
             pending.push_back(r); // only flint.database verifies: see emit_log_record
@@ -323,24 +342,6 @@ void flush_last_used_if_due(bool force) {
     if (ok)
         last_used.forget_all_but(kept);
     next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
-}
-
-// Quota units for the backends waiting on them, each lease its own short
-// transaction (README "Traffic controls": leased before spent, so a crash
-// forfeits units and never grants extra).
-void serve_leases() {
-    for (const LeaseRequest &r : pending_lease_requests()) {
-        int64 granted = 0;
-        bool ok = run_transaction([&] {
-            begin_transaction_unsafe("flint_keys: leasing quota units", kHousekeepingLockTimeout);
-            lease_quota_unsafe(r, &granted);
-            commit_transaction_unsafe();
-        });
-        if (ok)
-            apply_lease(r, granted);
-        else
-            retry_leases_later();
-    }
 }
 
 void worker_loop() {

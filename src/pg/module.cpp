@@ -25,7 +25,7 @@ int guc_log_batch_size = 10000;
 int guc_last_used_interval_ms = 60000;
 int guc_rate_limit_slots = 65536;
 int guc_quota_slots = 16384;
-int guc_quota_lease = 100;
+int guc_quota_lease = 10000;
 char *guc_database = nullptr;
 char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
@@ -135,8 +135,9 @@ void define_gucs() {
         "At most one UPDATE per key per interval, whatever the traffic.", &guc_last_used_interval_ms, 60000, 100,
         3600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.quota_lease",
-                            "Quota units the log worker leases at a time per key (what a crash can forfeit).", nullptr,
-                            &guc_quota_lease, 100, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+                            "Quota units the log worker leases at a time per key (what a crash can forfeit).",
+                            "The worker tops a lease up when half of it is spent, so callers rarely wait.",
+                            &guc_quota_lease, 10000, 1, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

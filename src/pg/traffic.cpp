@@ -162,7 +162,7 @@ QuotaEntry *quota_entry(QuotaPartition *p, uint64 h, const Uuid &id) {
     return reusable;
 }
 
-enum class Spend { ok, exhausted, ask, full };
+enum class Spend { ok, ok_top_up, exhausted, ask, full };
 
 // One attempt to spend `cost` units from this server's lease.
 Spend try_spend(const KeyRecord &key, int32 cost, int64 period) {
@@ -186,6 +186,13 @@ Spend try_spend(const KeyRecord &key, int32 cost, int64 period) {
         if (e->available >= cost) {
             e->available -= cost;
             result = Spend::ok;
+            // Running low: ask for the next lease now, so that callers rarely wait for one.
+            if (e->available < guc_quota_lease / 2 && !e->requested && !e->exhausted) {
+                e->requested = true;
+                e->want = 1;
+                pg_atomic_fetch_add_u32(&traffic->lease_requests, 1);
+                result = Spend::ok_top_up;
+            }
         } else if (e->exhausted && e->want >= cost) {
             result = Spend::exhausted;
         } else {
@@ -284,6 +291,10 @@ TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) 
                 ResetLatch(MyLatch);
                 CHECK_FOR_INTERRUPTS();
             });
+        }
+        if (s == Spend::ok_top_up) {
+            wake_worker();
+            s = Spend::ok;
         }
         if (s != Spend::ok) {
             if (took_key)

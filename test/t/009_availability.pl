@@ -37,7 +37,7 @@ sub verify_20000 {
         push @runs, [IPC::Run::start(['psql', '-X', '-At', '-d', $node->connstr('postgres'), '-c',
             # the secret depends on i, so the function runs once per row
             "SELECT count(*) FILTER (WHERE c.ok) FROM generate_series(1, 10000) AS i, "
-            . "LATERAL flint_check_key('$bolt_secret' || repeat('', i), 'payments:read', '$bolt') AS c"],
+            . "LATERAL flint_check_key('$bolt_secret' || left(i::text, 0), 'payments:read', '$bolt') AS c"],
             '>', \$out, '2>', \$err), \$out, \$err];
     }
     my $ok = 0;
