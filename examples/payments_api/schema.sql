@@ -10,6 +10,11 @@ SELECT flint_protect_table('payments', 'merchant_id', read_scope => 'payments:re
 
 CREATE ROLE checkout_app LOGIN;  -- no BYPASSRLS: RLS applies
 GRANT EXECUTE ON FUNCTION flint_authenticate(text) TO checkout_app;
+-- The server authenticates with the traffic-control form: the end client's
+-- address (checked against the key's allowlist, written to the request log)
+-- and the request's cost against the key's quota. The one-argument form stays
+-- granted for clients that use it directly (psql, other tools).
+GRANT EXECUTE ON FUNCTION flint_authenticate(text, inet, integer) TO checkout_app;
 GRANT SELECT, INSERT ON payments TO checkout_app;
 GRANT USAGE ON SEQUENCE payments_id_seq TO checkout_app;
 GRANT USAGE ON SCHEMA flint TO checkout_app;

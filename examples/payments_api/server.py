@@ -1,16 +1,53 @@
 #!/usr/bin/python3
 r"""A small payments API on top of flint_keys.
 
-Each request's transaction starts with flint_authenticate(<bearer token>);
-row-level security then confines every query to that key's merchant, and the
-flint error codes map to HTTP statuses. Standard library + psycopg 3 only.
+Each request's transaction starts with flint_authenticate(<bearer token>,
+<client address>, <cost>); row-level security then confines every query to
+that key's merchant, and the flint error codes map to HTTP statuses.
+Standard library + psycopg 3 only.
 
     FLINT_DSN="host=/tmp dbname=payments user=checkout_app" ./server.py --port 8080
 
-    POST /payments      {"amount_cents": 1250, "currency": "EUR"}   needs payments:write
-    GET  /payments                                                  needs payments:read
-    GET  /requests      this key's request-log rows, newest first
-    GET  /dashboard     HTML: the merchant's API keys and logs        needs keys:read
+    POST /payments      {"amount_cents": 1250, "currency": "EUR"}   needs payments:write   cost 1
+    GET  /payments                                                  needs payments:read    cost 0
+    GET  /requests      this key's request-log rows, newest first                          cost 0
+    GET  /dashboard     HTML: the merchant's API keys and logs        needs keys:read        cost 0
+
+Traffic controls (flint_keys 1.2: the key's rate limit, its merchant's rate
+limit, its usage quota, its IP allowlist):
+
+  * The client address checked against the key's allowlist (and written to
+    the request log's client_addr) is the end client's: the HTTP peer address
+    of the request, an IPv4-mapped IPv6 peer (::ffff:a.b.c.d, from a
+    dual-stack socket) taken as the IPv4 address it maps. Behind a reverse
+    proxy that peer is the proxy; start the server with
+
+        ./server.py --trust-forwarded-for
+
+    to use the first entry of X-Forwarded-For instead (the peer address when
+    the header is absent; 400 bad_request when that entry is not an IP
+    address). Only do this when every request reaches the server through a
+    proxy that sets the header itself (overwriting whatever the client sent):
+    otherwise any client picks the address its key's allowlist is checked
+    against. The address is passed explicitly, so the database connection's
+    own address (a Unix socket, PgBouncer) never matters.
+  * Cost: the units a request weighs against the key's usage quota. Creating
+    a payment costs 1; reads (GET) cost 0, so a key whose quota is used up can
+    still list what it made. Every request, whatever its cost, counts against
+    the rate limits. A request that authenticated and then failed (say a
+    refused write) has spent its unit.
+  * Refusals:
+        FK009 rate_limited    429, Retry-After: the seconds until a request can
+                              succeed again (the DETAIL's "retry after N ms"
+                              rounded up, at least 1); the body's error object
+                              also carries "retry_after_seconds" and "limit"
+                              ("key" or "merchant", whose rate limit refused it)
+        FK010 usage_exceeded  429, no Retry-After (a quota refills per UTC day or
+                              month, if at all; the server does not know when)
+        FK011 ip_not_allowed  403
+    with the usual JSON error body, e.g.
+        {"error": {"code": "rate_limited", "message": "rate_limited: key fk_live_ab12 is over its rate limit",
+                   "retry_after_seconds": 1200, "limit": "key"}}
 
 The dashboard is one server-rendered page (no JavaScript, no external assets):
 the merchant's keys (display prefix, name, scopes, status, last used,
@@ -99,9 +136,13 @@ import base64
 import binascii
 import hashlib
 import html
+import ipaddress
 import json
+import math
 import os
 import queue
+import re
+import socket
 import sys
 import threading
 import uuid
@@ -121,9 +162,40 @@ STATUS_BY_SQLSTATE = {
     "FK006": 403,  # wrong_merchant
     "FK007": 403,  # merchant_suspended
     "FK008": 400,  # unknown_scope
+    "FK009": 429,  # rate_limited (1.2): with Retry-After
+    "FK010": 429,  # usage_exceeded (1.2)
+    "FK011": 403,  # ip_not_allowed (1.2)
     "FK012": 401,  # key_disabled (1.2)
     "53000": 503,  # log_queue_full: fail closed, retry later
 }
+
+
+# The DETAIL of a rate_limited error: "retry after N ms", then " (the merchant's
+# rate limit)" when the merchant's limit refused the call. (A full rate-limit
+# table gives another DETAIL and no time: then Retry-After is 1.)
+RETRY_AFTER = re.compile(r"^retry after (\d+) ms")
+
+
+def retry_after_seconds(detail):
+    """Whole seconds for Retry-After: the ms of the DETAIL rounded up, at least 1."""
+    m = RETRY_AFTER.match(detail or "")
+    return max(1, math.ceil(int(m.group(1)) / 1000)) if m else 1
+
+
+def parse_address(text):
+    """An address as a peer or X-Forwarded-For gives it ("a.b.c.d", "a.b.c.d:port",
+    "v6", "[v6]:port", "fe80::1%eth0") -> its text form for inet; an IPv4-mapped
+    IPv6 address becomes the IPv4 address (flint never matches one against an
+    IPv4 network). Raises ValueError for anything else."""
+    t = text.strip()
+    if t.startswith("[") and "]" in t:
+        t = t[1:t.index("]")]
+    elif t.count(":") == 1:
+        t = t.split(":", 1)[0]
+    ip = ipaddress.ip_address(t.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 class Pool:
@@ -312,6 +384,9 @@ OUTCOME_COLOURS = {
     "merchant_suspended": "#455a64",
     "unknown_scope": "#00838f",
     "log_queue_full": "#212121",
+    "rate_limited": "#ff8f00",
+    "usage_exceeded": "#5d4037",
+    "ip_not_allowed": "#b71c1c",
 }
 STATUS_COLOURS = {"active": "#2e7d32", "expired": "#757575", "revoked": "#c62828", "disabled": "#ef6c00"}
 CHART_MINUTES = 61  # (now - 1 hour, now] touches 61 calendar minutes
@@ -521,9 +596,14 @@ def render_dashboard(data):
 
 
 class ApiError(Exception):
-    def __init__(self, status, code, message):
+    def __init__(self, status, code, message, headers=None, extra=None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}  # extra response headers (Retry-After)
+        self.extra = extra or {}      # extra members of the JSON error object
+
+    def body(self):
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -532,6 +612,7 @@ class Handler(BaseHTTPRequestHandler):
     receiver_pool = None  # POST /secret-scanning: connections as the leak_receiver role
     scanner_keys = None  # --scanner-public-keys
     scanner_insecure = False  # --scanner-insecure-no-signature
+    trust_forwarded_for = False  # --trust-forwarded-for
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):  # keep test output quiet; never log headers (they hold keys)
@@ -549,7 +630,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_html(self, status, page):
+    def _send_html(self, status, page, headers=None):
         data = page.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -561,6 +642,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         if status == 401:
             self.send_header("WWW-Authenticate", "Bearer")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -568,9 +651,25 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         return header[7:].strip() if header.startswith("Bearer ") else None
 
-    def _in_transaction(self, work, token=None):
+    def _client_ip(self):
+        """The end client's address, for the key's allowlist and the request
+        log: the peer's, or with --trust-forwarded-for the first entry of
+        X-Forwarded-For when there is one."""
+        if self.trust_forwarded_for:
+            forwarded = self.headers.get_all("X-Forwarded-For") or []
+            first = ",".join(forwarded).split(",", 1)[0].strip()
+            if forwarded:
+                try:
+                    return parse_address(first)
+                except ValueError:
+                    raise ApiError(400, "bad_request", "the first X-Forwarded-For entry is not an IP address") from None
+        return parse_address(self.client_address[0])
+
+    def _in_transaction(self, work, token=None, cost=1):
         """Runs work(cur) in one transaction that starts by authenticating
-        (with the Authorization header's token unless one is given)."""
+        (with the Authorization header's token unless one is given) from the
+        client's address, weighing `cost` against the key's usage quota."""
+        client_ip = self._client_ip()
         conn = self.pool.get()
         try:
             with conn.transaction():
@@ -579,13 +678,21 @@ class Handler(BaseHTTPRequestHandler):
                     if request_id:
                         cur.execute("SELECT set_config('flint.request_id', %s, true)", (request_id,))
                     # The token travels as a bind parameter, never in SQL text.
-                    cur.execute("SELECT merchant_id, scopes FROM flint_authenticate(%s)", (token or self._token(),))
+                    cur.execute("SELECT merchant_id, scopes FROM flint_authenticate(%s, %s::inet, %s)",
+                                (token or self._token(), client_ip, cost))
                     return work(cur)
         except psycopg.Error as e:
             sqlstate = e.sqlstate or ""
             if sqlstate in STATUS_BY_SQLSTATE:
                 message = e.diag.message_primary or ""
-                raise ApiError(STATUS_BY_SQLSTATE[sqlstate], message.split(":", 1)[0], message)
+                code = message.split(":", 1)[0]
+                if sqlstate == "FK009":
+                    detail = e.diag.message_detail or ""
+                    seconds = retry_after_seconds(detail)
+                    raise ApiError(429, code, message, headers={"Retry-After": str(seconds)},
+                                   extra={"retry_after_seconds": seconds,
+                                          "limit": "merchant" if "merchant" in detail else "key"})
+                raise ApiError(STATUS_BY_SQLSTATE[sqlstate], code, message)
             if sqlstate == "22P02":
                 raise ApiError(400, "bad_request", "invalid input")
             raise ApiError(500, "internal_error", "database error")
@@ -598,12 +705,12 @@ class Handler(BaseHTTPRequestHandler):
             if any(name.lower() in ("key", "token", "secret", "api_key") for name in query):
                 raise ApiError(400, "bad_request", "a secret does not belong in a URL: send Authorization: Bearer")
             token = self._token() or self.demo_key
-            self._send_html(200, render_dashboard(self._in_transaction(read_dashboard, token)))
+            self._send_html(200, render_dashboard(self._in_transaction(read_dashboard, token, cost=0)))
         except ApiError as e:
             self._send_html(e.status, '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
                             f'<title>{e.status} {esc(e.code)}</title></head><body>'
                             f'<h1 id="error" data-code="{esc(e.code)}">{e.status} {esc(e.code)}</h1>'
-                            f'<p>{esc(e.message)}</p></body></html>')
+                            f'<p>{esc(e.message)}</p></body></html>', e.headers)
 
     def _read_scanner_body(self):
         try:
@@ -688,7 +795,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._dashboard()
             if method == "GET" and self.path == "/payments":
                 rows = self._in_transaction(lambda cur: cur.execute(
-                    "SELECT id, merchant_id::text, amount_cents, currency FROM payments ORDER BY id").fetchall())
+                    "SELECT id, merchant_id::text, amount_cents, currency FROM payments ORDER BY id").fetchall(), cost=0)
                 self._send(200, {"payments": [
                     {"id": r[0], "merchant_id": r[1], "amount_cents": r[2], "currency": r[3]} for r in rows]})
             elif method == "POST" and self.path == "/payments":
@@ -703,18 +810,18 @@ class Handler(BaseHTTPRequestHandler):
                 row = self._in_transaction(lambda cur: cur.execute(
                     "INSERT INTO payments (merchant_id, amount_cents, currency) "
                     "VALUES (coalesce(%s::uuid, flint_current_merchant()), %s, %s) RETURNING id, merchant_id::text",
-                    (merchant, amount, currency)).fetchone())
+                    (merchant, amount, currency)).fetchone(), cost=1)
                 self._send(201, {"id": row[0], "merchant_id": row[1], "amount_cents": amount, "currency": currency})
             elif method == "GET" and self.path == "/requests":
                 rows = self._in_transaction(lambda cur: cur.execute(
                     "SELECT at::text, scope, outcome, source, request_id FROM flint.request_log "
-                    "WHERE key_id = flint_current_key() ORDER BY at DESC LIMIT 100").fetchall())
+                    "WHERE key_id = flint_current_key() ORDER BY at DESC LIMIT 100").fetchall(), cost=0)
                 self._send(200, {"requests": [
                     {"at": r[0], "scope": r[1], "outcome": r[2], "source": r[3], "request_id": r[4]} for r in rows]})
             else:
                 raise ApiError(404, "not_found", "no such endpoint")
         except ApiError as e:
-            self._send(e.status, {"error": {"code": e.code, "message": e.message}})
+            self._send(e.status, e.body(), e.headers)
 
     def do_GET(self):
         self._handle("GET")
@@ -735,7 +842,11 @@ def main():
                              "public_keys format); enables POST /secret-scanning")
     parser.add_argument("--scanner-insecure-no-signature", action="store_true",
                         help="enable POST /secret-scanning WITHOUT signature verification (local demos only)")
+    parser.add_argument("--trust-forwarded-for", action="store_true",
+                        help="take the client address from the first X-Forwarded-For entry (only behind a proxy "
+                             "that sets it); default: the request's peer address")
     args = parser.parse_args()
+    Handler.trust_forwarded_for = args.trust_forwarded_for
     if args.scanner_public_keys and args.scanner_insecure_no_signature:
         parser.error("--scanner-public-keys and --scanner-insecure-no-signature exclude each other")
     Handler.pool = Pool(os.environ["FLINT_DSN"], args.pool_size)
@@ -760,6 +871,8 @@ def main():
         if args.host not in ("127.0.0.1", "::1", "localhost"):
             print("warning: demo mode shows the merchant's dashboard to anyone who can reach "
                   f"{args.host}:{args.port}", file=sys.stderr, flush=True)
+    if ":" in args.host:  # an IPv6 address (e.g. "::" listens dual-stack: IPv4 peers come as ::ffff:a.b.c.d)
+        ThreadingHTTPServer.address_family = socket.AF_INET6
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     print(f"payments_api listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
