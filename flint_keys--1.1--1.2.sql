@@ -214,6 +214,11 @@ SELECT i.*, m.max_key_lifetime FROM flint.key_info i JOIN flint.merchants m ON m
 CREATE FUNCTION flint._authorize_caller() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'key management is not possible on a standby (this server is in recovery)'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Manage keys on the primary; verification works here.';
+    END IF;
     IF @extschema@.flint_current_key() IS NULL THEN
         IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = flint._actor() AND (r.rolsuper OR r.rolbypassrls)) THEN
             RAISE EXCEPTION 'key management outside an authenticated transaction needs an admin role'

@@ -6,6 +6,7 @@
 
 extern "C" {
 #include "utils/inet.h"
+#include "access/xlog.h"
 #include "utils/inval.h"
 }
 
@@ -59,11 +60,20 @@ bool changed_in_this_transaction = false;
 Relations known_relations;
 bool relations_known = false;
 
+// Set by a relcache invalidation of api_keys, merchants or scopes. Every
+// committed key change sends one (note_keys_changed): the commit's WAL record
+// carries it, so a hot standby drops its backends' caches as soon as it has
+// replayed the change, where the primary's shared generation counter never
+// moves.
+bool invalidated_by_wal = false;
+
 void forget_relations(Datum, Oid relid) {
     if (!OidIsValid(relid) || relid == known_relations.keys || relid == known_relations.keys_pkey ||
         relid == known_relations.merchants || relid == known_relations.merchants_pkey ||
-        relid == known_relations.scopes)
+        relid == known_relations.scopes) {
         relations_known = false;
+        invalidated_by_wal = true;
+    }
 }
 std::optional<KeyRecord> uncached; // the answer when the cache is bypassed
 
@@ -333,10 +343,13 @@ bool sync_cache(Relations &rels) {
     }
     rels = known_relations;
     // Read before any snapshot is taken: a commit we miss now bumps it again for next time.
+    if (RecoveryInProgress()) // a standby: take in what replay has invalidated so far
+        pg_guard([] { AcceptInvalidationMessages(); });
     uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation);
     pg_read_barrier();
     bool usable = guc_key_cache && !changed_in_this_transaction;
-    if (!usable || generation != cache.generation || rels.keys != cache.keys_relid) {
+    if (!usable || generation != cache.generation || rels.keys != cache.keys_relid || invalidated_by_wal) {
+        invalidated_by_wal = false;
         cache.clear();
         cache.generation = generation;
         cache.keys_relid = rels.keys;
@@ -392,9 +405,12 @@ const std::vector<std::string> &scope_catalog() {
     return catalog_after_sync(rels, use_cache);
 }
 
-void note_keys_changed() {
+void note_keys_changed(Oid relid) {
     changed_in_this_transaction = true;
     cache.clear();
+    // At commit every backend, here and on every standby after replay, gets a
+    // relcache invalidation of the changed table: see invalidated_by_wal.
+    pg_guard([relid] { CacheInvalidateRelcacheByRelid(relid); });
 }
 
 void key_store_at_commit() {

@@ -28,7 +28,7 @@ const KeyRecord *find_key(const Uuid &id, const std::vector<std::string> **catal
 const std::vector<std::string> &scope_catalog();
 
 // Called by the invalidation trigger: this transaction changed key data.
-void note_keys_changed();
+void note_keys_changed(Oid relid);
 
 // Transaction end: publish the change (commit) and drop what this transaction saw.
 void key_store_at_commit();

@@ -114,7 +114,7 @@ Datum invalidate_trigger_body(FunctionCallInfo fcinfo) {
     if (!CALLED_AS_TRIGGER(fcinfo))
         throw FlintError("39P01", "flint._invalidate_key_cache() may only be called as a trigger");
     if (!in_log_worker)
-        note_keys_changed();
+        note_keys_changed(RelationGetRelid(reinterpret_cast<TriggerData *>(fcinfo->context)->tg_relation));
     return PointerGetDatum(nullptr);
 }
 
