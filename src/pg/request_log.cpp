@@ -118,6 +118,7 @@ void emit_log_record(LogRecord &record) {
 
 LogRecord context_log_record(LogSource source, Code outcome) {
     LogRecord rec;
+    rec.cost = 0; // checks on a context spend no quota
     rec.at = GetCurrentTimestamp();
     rec.source = source;
     rec.outcome = outcome;

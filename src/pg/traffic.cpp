@@ -320,8 +320,11 @@ std::vector<LeaseRequest> pending_lease_requests() {
         SpinLockAcquire(&p->lock);
         for (uint32 i = 0; i < p->size; ++i) {
             const QuotaEntry &e = p->entries[i];
+            // Never more held than flint.quota_lease (or one call's cost):
+            // a top-up brings the lease back to quota_lease, no further.
             if (e.used && e.requested)
-                out.push_back({e.id, e.version, e.period, std::max<int64>(e.want, guc_quota_lease), e.want});
+                out.push_back({e.id, e.version, e.period,
+                               std::max<int64>(e.want - e.available, guc_quota_lease - e.available), e.want});
         }
         SpinLockRelease(&p->lock);
     }

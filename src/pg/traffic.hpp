@@ -11,8 +11,10 @@
 // Quotas: units are spent only from this server's lease. When the lease is
 // short the backend asks the log worker, which takes more units from the
 // table in a committed transaction (flint._lease_quota) and adds them here;
-// the backend waits for it at most flint.log_queue_wait. A crash forfeits
-// the leased, unspent units (at most flint.quota_lease per key), never more.
+// the backend waits for it at most flint.log_queue_wait. A server holds at
+// most max(flint.quota_lease, one call's cost) units of a key (a top-up,
+// asked for when half is spent, refills to flint.quota_lease): a crash
+// forfeits at most that, plus the cost of the calls in flight, never more.
 #pragma once
 #include "pg_includes.hpp"
 

@@ -282,6 +282,7 @@ Datum leaked_key_body(FunctionCallInfo fcinfo) {
     LogRecord rec;
     rec.at = GetCurrentTimestamp();
     rec.source = LogSource::report_leaked;
+    rec.cost = 0;
     ParsedToken parsed;
     ParseError perr = token ? parse_token(*token, parsed) : ParseError::null_input;
     bool matched = false;

@@ -386,18 +386,11 @@ my $rate_key_c;
     is($crashes, 2, 'two backends were killed mid-run');
     is($left, 0, 'every client made all its calls');
     ok($ok <= $total, "never more successes than the quota ($ok <= $total)");
-    # A crash forfeits what this server held leased, plus what the calls in
-    # flight (one per client: the postmaster ends every backend) had spent.
-    # The server asks for the next lease when fewer than quota_lease / 2 are
-    # left, so it holds less than 1.5 x flint.quota_lease of a key.
-    my $held = $quota_lease + int($quota_lease / 2);
-    my $floor = $total - $crashes * ($held + $clients);
-    ok($ok >= $floor, "less than 1.5 x flint.quota_lease ($held) per crash plus the calls in flight forfeited ($ok >= $floor)");
-    TODO: {
-        local $TODO = 'a top-up lease is asked for while up to quota_lease / 2 units are still held: a crash can forfeit up to 1.5 x flint.quota_lease';
-        my $documented = $total - $crashes * ($quota_lease + $clients);
-        ok($ok >= $documented, "at most flint.quota_lease ($quota_lease) per crash plus the calls in flight forfeited ($ok >= $documented)");
-    }
+    # A crash forfeits what this server held leased (at most flint.quota_lease:
+    # a top-up only refills to it), plus what the calls in flight (one per
+    # client: the postmaster ends every backend) had spent.
+    my $floor = $total - $crashes * ($quota_lease + $clients);
+    ok($ok >= $floor, "at most flint.quota_lease ($quota_lease) per crash plus the calls in flight forfeited ($ok >= $floor)");
     is($tail[-1], 'usage_exceeded', 'the quota ends used up');
     is($node->safe_psql('postgres', "SELECT remaining FROM flint.api_keys WHERE id = '$key'"), '0', 'the table has nothing left');
     ok($min_remaining >= 0, "remaining never went negative (lowest seen $min_remaining)");
