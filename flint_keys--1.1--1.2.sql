@@ -526,6 +526,20 @@ $$;
 -- Traffic controls
 ------------------------------------------------------------------------------
 
+-- A rate limit's bounds (a NULL part is not checked): 1 to 1,000,000 calls
+-- per 1 second to 1 day, judged by where the window lands.
+CREATE FUNCTION flint._check_rate(rate_limit integer, rate_window interval) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF rate_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF now() + rate_window < now() + interval '1 second' OR now() + rate_window > now() + interval '1 day' THEN
+        RAISE EXCEPTION 'rate_window must be between 1 second and 1 day' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 -- Sets a key's limits; a NULL argument leaves that setting unchanged. In a
 -- context: keys:write over a key the caller may manage, and a key never
 -- loosens its own limits.
@@ -543,12 +557,7 @@ BEGIN
         RAISE EXCEPTION 'key % is revoked and cannot be changed', k.display_prefix
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF rate_limit NOT BETWEEN 1 AND 1000000 THEN
-        RAISE EXCEPTION 'rate_limit must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF now() + rate_window < now() + interval '1 second' OR now() + rate_window > now() + interval '1 day' THEN
-        RAISE EXCEPTION 'rate_window must be between 1 second and 1 day' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM flint._check_rate(rate_limit, rate_window);
     IF remaining < 0 OR refill_amount < 0 THEN
         RAISE EXCEPTION 'remaining and refill_amount must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -661,12 +670,7 @@ BEGIN
         RAISE EXCEPTION 'give both rate_limit and rate_window, or neither to remove the limit'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF rate_limit NOT BETWEEN 1 AND 1000000 THEN
-        RAISE EXCEPTION 'rate_limit must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF now() + rate_window < now() + interval '1 second' OR now() + rate_window > now() + interval '1 day' THEN
-        RAISE EXCEPTION 'rate_window must be between 1 second and 1 day' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM flint._check_rate(rate_limit, rate_window);
     UPDATE flint.merchants AS m SET rate_limit = flint_set_merchant_limits.rate_limit,
                                     rate_window = flint_set_merchant_limits.rate_window
      WHERE m.id = merchant;

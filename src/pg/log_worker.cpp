@@ -54,11 +54,11 @@ void forget_latch(int, Datum) {
 // Moves last_used_at forward for the keys it can lock at once; returns the
 // ids it locked (done). Keys locked by another session are skipped, not waited for.
 constexpr const char *kLastUsedSql =
-    "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)), "
-    "locked AS (SELECT k.id FROM flint.api_keys k JOIN u ON k.id = u.id FOR UPDATE OF k SKIP LOCKED), "
-    "moved AS (UPDATE flint.api_keys k SET last_used_at = u.at FROM u "
-    "          WHERE k.id = u.id AND k.id IN (SELECT id FROM locked) "
-    "            AND (k.last_used_at IS NULL OR k.last_used_at < u.at)) "
+    "WITH u AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)), "
+    "locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY ($1::uuid[]) "
+    "                        FOR UPDATE SKIP LOCKED), "
+    "moved AS (UPDATE flint.api_keys k SET last_used_at = u.at FROM locked l JOIN u ON u.id = l.id "
+    "          WHERE k.id = l.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)) "
     "SELECT id FROM locked";
 // Of the skipped ids, those whose key still exists (kept for the next try).
 constexpr const char *kStillThereSql = "SELECT id FROM flint.api_keys WHERE id = ANY($1::uuid[])";
@@ -101,6 +101,14 @@ SPIPlanPtr prepare_unsafe(SPIPlanPtr *plan, const char *sql, int nargs, Oid *typ
         *plan = p;
     }
     return *plan;
+}
+
+// The worker's bookkeeping on flint.api_keys (last_used_at, quota leases) is
+// neither a key event nor a change verification reads: its UPDATEs run
+// with session_replication_role = replica, so no ordinary trigger fires.
+void skip_triggers_unsafe() {
+    (void)set_config_option("session_replication_role", "replica", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+                            false);
 }
 
 // Every worker transaction waits at most `lock_timeout` for any lock.
@@ -190,6 +198,7 @@ Datum uuid_array_unsafe(const Uuid *ids, int n) {
 void flush_last_used_unsafe(const Uuid *ids, const TimestampTz *ats, int n, std::vector<Uuid> *done,
                             std::vector<Uuid> *kept) {
     begin_transaction_unsafe("flint_keys: updating last_used_at", kHousekeepingLockTimeout);
+    skip_triggers_unsafe();
     Datum *at_datums = static_cast<Datum *>(palloc(sizeof(Datum) * std::max(n, 1)));
     for (int i = 0; i < n; ++i)
         at_datums[i] = TimestampTzGetDatum(ats[i]);
@@ -271,6 +280,7 @@ void serve_leases() {
         int64 granted = 0;
         bool ok = run_transaction([&] {
             begin_transaction_unsafe("flint_keys: leasing quota units", kHousekeepingLockTimeout);
+            skip_triggers_unsafe();
             lease_quota_unsafe(r, &granted);
             commit_transaction_unsafe();
         });

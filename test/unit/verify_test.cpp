@@ -111,3 +111,45 @@ TEST_F(Fixture, AuthenticateNeedsNoScopeOrMerchant) {
     req.check_merchant_and_scope = false;
     EXPECT_EQ(decide(&key, Mode::live, sha256(token), req, kCatalog, now).code, Code::ok);
 }
+
+TEST_F(Fixture, AllowlistAfterMerchantBeforeScope) {
+    Cidr office;
+    office.family = 4;
+    office.bits = 16;
+    office.bytes[0] = 10, office.bytes[1] = 1;
+    key.allowed_ips = {office};
+    IpAddress inside, outside;
+    inside.family = outside.family = 4;
+    inside.bytes[0] = 10, inside.bytes[1] = 1, inside.bytes[3] = 9;
+    outside.bytes[0] = 10, outside.bytes[1] = 2;
+    auto with = [&](const IpAddress &ip, std::optional<std::string_view> scope, std::optional<Uuid> m = std::nullopt) {
+        VerifyRequest req;
+        req.scope = scope;
+        req.merchant = m ? m : std::optional<Uuid>(merchant);
+        req.client = ip;
+        return decide(&key, Mode::live, sha256(token), req, kCatalog, now).code;
+    };
+    EXPECT_EQ(with(inside, "payments:read"), Code::ok);
+    EXPECT_EQ(with(outside, "payments:read"), Code::ip_not_allowed);
+    EXPECT_EQ(with(IpAddress{}, "payments:read"), Code::ip_not_allowed) << "no address to check: refused";
+    EXPECT_EQ(with(outside, "refunds:write"), Code::ip_not_allowed) << "the address is checked before the scope";
+    Uuid other{};
+    other[0] = 9;
+    EXPECT_EQ(with(outside, "payments:read", other), Code::wrong_merchant) << "and after the merchant";
+    key.disabled = true;
+    EXPECT_EQ(with(outside, "payments:read"), Code::key_disabled);
+    VerifyRequest auth; // authenticate checks the allowlist too
+    auth.check_merchant_and_scope = false;
+    auth.client = outside;
+    key.disabled = false;
+    EXPECT_EQ(decide(&key, Mode::live, sha256(token), auth, kCatalog, now).code, Code::ip_not_allowed);
+}
+
+TEST_F(Fixture, DisabledAfterRevokedBeforeExpired) {
+    key.disabled = true;
+    key.expires_at = now - 1;
+    EXPECT_EQ(run(token), Code::key_disabled);
+    key.revoked = true;
+    EXPECT_EQ(run(token), Code::key_revoked) << "revocation is final and wins";
+    EXPECT_EQ(run("fk_live_wrong"), Code::invalid_key) << "without the secret nothing more is revealed";
+}
