@@ -69,8 +69,8 @@ BEGIN
               WHERE i.inhparent = 'flint.request_log'::regclass LOOP
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (merchant_id, at)', p.relname || '_merchant_idx',
                        p.relname);
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (merchant_id, key_id, at)',
-                       p.relname || '_merchant_key_idx', p.relname);
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (key_id, merchant_id, at)',
+                       p.relname || '_key_merchant_idx', p.relname);
     END LOOP;
 END
 $$;
@@ -845,15 +845,13 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM flint.request_log_default WHERE at >= lower AND at < upper) THEN
             EXECUTE format('CREATE TABLE flint.%I PARTITION OF flint.request_log FOR VALUES FROM (%L) TO (%L)',
                            part, lower, upper);
-            -- "rows of one key, newest first", "rows of one merchant, newest
-            -- first" (what RLS readers ask) and "failures of one merchant"
-            EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, at)', part || '_key_idx', part);
+            -- Two indexes (each costs the worker on every row):
+            -- "one merchant's newest rows" (what an RLS reader asks, and
+            -- failures of one merchant), and "one key's newest rows" with the
+            -- key's merchant (RLS readers give it; admins add
+            -- merchant_id = the key's, or get a sort of the key's rows).
             EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at)', part || '_merchant_idx', part);
-            -- "one key's newest rows" as an RLS reader asks it (merchant_id =
-            -- the context's AND key_id = ...): in order, never a sort of the
-            -- key's rows (the planner cannot know that a key's rows are all
-            -- of its merchant, and would otherwise sort them)
-            EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, key_id, at)', part || '_merchant_key_idx', part);
+            EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, merchant_id, at)', part || '_key_merchant_idx', part);
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN

@@ -86,14 +86,14 @@ void put_inet(std::string &out, uint8_t family, const uint8_t *ip) {
 }
 } // namespace
 
-std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost) {
+std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost, const uint32_t *order) {
     std::string out;
     out.reserve(19 + count * 260 + 2);
     out.append("PGCOPY\n\xff\r\n\0", 11);
     put32(out, 0); // flags
     put32(out, 0); // header extension length
     for (size_t i = 0; i < count; ++i) {
-        const LogRecord &r = rows[i];
+        const LogRecord &r = rows[order ? order[i] : i];
         put16(out, with_cost ? 14 : 13);
         put32(out, 8);
         put64(out, static_cast<uint64_t>(r.at));

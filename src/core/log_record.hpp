@@ -52,6 +52,8 @@ void log_scope(LogRecord &record, std::optional<std::string_view> scope);
 inline constexpr const char *kCopyColumns[] = {
     "at",       "key_id",      "display_prefix",   "merchant_id", "requested_merchant", "scope",  "outcome",
     "sqlstate", "client_addr", "application_name", "request_id",  "backend_pid",        "source", "cost"};
-std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost = true);
+// `order`, when given, lists the rows' indexes in the order to encode them.
+std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost = true,
+                               const uint32_t *order = nullptr);
 
 } // namespace flint

@@ -311,14 +311,19 @@ bool drain(bool until_empty = false) {
             return true;
         last_was_full = pending.size() == batch_size;
         maintain_if_due(true);
-        // In key order, the (key_id, at) index takes the batch leaf after
+        // In key order, the (key_id, ...) index takes the batch leaf after
         // leaf instead of at random: flat cost whatever the number of keys.
-        std::sort(pending.begin(), pending.end(),
-                  [](const LogRecord &x, const LogRecord &y) { return x.key_id < y.key_id; });
+        // (An order of indexes: the 300-byte records stay where they are.)
+        std::vector<uint32_t> order(pending.size());
+        for (uint32_t i = 0; i < order.size(); ++i)
+            order[i] = i;
+        std::sort(order.begin(), order.end(),
+                  [](uint32_t x, uint32_t y) { return pending[x].key_id < pending[y].key_id; });
         bool inserted = false, reencode = false, ok = true;
         for (int attempt = 0; attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
             reencode = false;
-            const std::string copy_data = encode_copy_binary(pending.data(), pending.size(), copy_with_cost);
+            const std::string copy_data =
+                encode_copy_binary(pending.data(), pending.size(), copy_with_cost, order.data());
             ok =
                 run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode); });
         }
