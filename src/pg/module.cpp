@@ -23,7 +23,7 @@ int guc_log_queue_wait_ms = 1000;
 int guc_log_flush_interval_ms = 50;
 int guc_log_batch_size = 10000;
 int guc_last_used_interval_ms = 60000;
-int guc_rate_limit_slots = 65536;
+int guc_rate_limit_slots = 131072;
 int guc_quota_slots = 16384;
 int guc_quota_lease = 10000;
 char *guc_database = nullptr;
@@ -103,7 +103,7 @@ void define_gucs() {
         DefineCustomIntVariable(
             "flint.rate_limit_slots",
             "Rate-limit buckets (keys and merchants with a limit) this server keeps in shared memory.",
-            "A bucket that is full again is reused; with none free, calls fail closed.", &guc_rate_limit_slots, 65536,
+            "A bucket that is full again is reused; with none free, calls fail closed.", &guc_rate_limit_slots, 131072,
             1024, 1 << 24, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
         DefineCustomIntVariable("flint.quota_slots", "Keys with a quota whose leased units this server holds.", nullptr,
                                 &guc_quota_slots, 16384, 1024, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
