@@ -88,6 +88,12 @@ CREATE FUNCTION flint_current_mode() RETURNS text
 CREATE FUNCTION flint._context_via_grace() RETURNS boolean
     AS 'MODULE_PATHNAME', 'flint_context_via_grace' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
+-- A new token for a key: the secret (returned once, never stored), its
+-- display prefix and the SHA-256 digest verification compares, made in one
+-- place (the C token format) so SQL never slices or hashes it itself.
+CREATE FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea)
+    AS 'MODULE_PATHNAME', 'flint_mint_token' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
 -- Client text on its way into a table: any flint token in it masked after
 -- its display prefix (the scrubber the server log uses).
 CREATE FUNCTION flint._scrub(t text) RETURNS text
@@ -355,7 +361,7 @@ CREATE OR REPLACE FUNCTION flint_create_key(merchant uuid, name text, scopes tex
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET check_function_bodies = on AS $$
 DECLARE
     new_id     uuid := gen_random_uuid();
-    token      text;
+    minted     record;
     key_scopes text[];
     expiry     timestamptz;
 BEGIN
@@ -382,14 +388,14 @@ BEGIN
     END IF;
     expiry := flint._checked_expiry(expires_at);
     PERFORM flint._check_lifetime(merchant, expiry);
-    token := flint._new_token(mode, new_id);
+    SELECT * INTO minted FROM flint._mint_token(mode, new_id);
     INSERT INTO flint.api_keys AS k (id, merchant_id, name, mode, scopes, metadata, display_prefix,
                                      secret_hash, created_by, expires_at)
-    VALUES (new_id, merchant, flint._scrub(name), mode, key_scopes, metadata, left(token, 16),
-            sha256(convert_to(token, 'UTF8')), flint._actor(), expiry);
+    VALUES (new_id, merchant, flint._scrub(name), mode, key_scopes, metadata, minted.display_prefix,
+            minted.secret_hash, flint._actor(), expiry);
     key_id := new_id;
-    secret := token;
-    display_prefix := left(token, 16);
+    secret := minted.secret;
+    display_prefix := minted.display_prefix;
     RETURN NEXT;
 END
 $$;
@@ -490,8 +496,8 @@ CREATE OR REPLACE FUNCTION flint._rotate_key(target uuid, grace interval)
     RETURNS TABLE (key_id uuid, secret text, display_prefix text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    k     flint.api_keys := flint._key_for_update(target, 'keys:write');
-    token text;
+    k      flint.api_keys := flint._key_for_update(target, 'keys:write');
+    minted record;
 BEGIN
     -- Bound the resulting moment, not the interval's parts: '1 month -29 days'
     -- and '-1 day 100 years' are judged by where they land.
@@ -507,17 +513,17 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Create a new key.';
     END IF;
     PERFORM flint._check_lifetime(k.merchant_id, k.expires_at);
-    token := flint._new_token(k.mode, k.id);
+    SELECT * INTO minted FROM flint._mint_token(k.mode, k.id);
     -- Only the secret just replaced stays valid for the grace; an older one ends now.
     UPDATE flint.api_keys AS a
        SET previous_secret_hash = a.secret_hash,
            previous_secret_expires_at = now() + grace,
-           secret_hash = sha256(convert_to(token, 'UTF8')),
-           display_prefix = left(token, 16)
+           secret_hash = minted.secret_hash,
+           display_prefix = minted.display_prefix
      WHERE a.id = k.id;
     key_id := k.id;
-    secret := token;
-    display_prefix := left(token, 16);
+    secret := minted.secret;
+    display_prefix := minted.display_prefix;
     RETURN NEXT;
 END
 $$;

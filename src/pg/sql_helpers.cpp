@@ -50,6 +50,38 @@ Datum new_token_body(FunctionCallInfo fcinfo) {
     return result;
 }
 
+// _mint_token(mode text, key_id uuid) -> (secret, display_prefix,
+// secret_hash): the token, the prefix and the digest verification compares,
+// all made here once, so no SQL slices or hashes the token a second way.
+Datum mint_token_body(FunctionCallInfo fcinfo) {
+    auto mode_text = text_arg(fcinfo, 0);
+    auto id = uuid_arg(fcinfo, 1);
+    if (!mode_text || !id)
+        throw FlintError("22004", "mode and key id must not be NULL");
+    auto mode = parse_mode(*mode_text);
+    if (!mode)
+        throw FlintError("22023", "unknown key mode; use 'live' or 'test'");
+    SecretBytes secret;
+    random_bytes(secret.data(), secret.size());
+    std::string token = format_token(*mode, *id, secret);
+    std::fill(secret.begin(), secret.end(), 0);
+    const std::string prefix = display_prefix(token);
+    const Digest digest = sha256(token);
+    Datum values[3];
+    bool nulls[3] = {false, false, false};
+    // palloc only (no C++ object is created in here): the copies Postgres owns.
+    pg_guard([&] {
+        values[0] = PointerGetDatum(cstring_to_text_with_len(token.data(), static_cast<int>(token.size())));
+        values[1] = PointerGetDatum(cstring_to_text_with_len(prefix.data(), static_cast<int>(prefix.size())));
+        bytea *hash = static_cast<bytea *>(palloc(VARHDRSZ + digest.size()));
+        SET_VARSIZE(hash, VARHDRSZ + digest.size());
+        std::memcpy(VARDATA(hash), digest.data(), digest.size());
+        values[2] = PointerGetDatum(hash);
+    });
+    std::fill(token.begin(), token.end(), '\0');
+    return composite_result(fcinfo, values, nulls);
+}
+
 // _check_scopes(scopes text[]) -> text[]: validated against the catalog,
 // sorted and without duplicates; unknown_scope (FK008) with a suggestion otherwise.
 Datum check_scopes_body(FunctionCallInfo fcinfo) {
@@ -123,6 +155,7 @@ Datum invalidate_trigger_body(FunctionCallInfo fcinfo) {
 
 using namespace flint::pg;
 FLINT_SQL_FUNCTION(flint_new_token, new_token_body)
+FLINT_SQL_FUNCTION(flint_mint_token, mint_token_body)
 FLINT_SQL_FUNCTION(flint_check_scopes, check_scopes_body)
 FLINT_SQL_FUNCTION(flint_uncovered_scope, uncovered_scope_body)
 FLINT_SQL_FUNCTION(flint_actor, actor_body)
