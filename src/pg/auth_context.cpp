@@ -1,7 +1,9 @@
 #include "auth_context.hpp"
 
-#include "guard.hpp"
+#include "datums.hpp"
+#include "error_boundary.hpp"
 #include "key_store.hpp"
+#include "scopes.hpp"
 
 namespace flint::pg {
 
@@ -12,16 +14,9 @@ void on_xact(XactEvent event, void *) {
     switch (event) {
     case XACT_EVENT_COMMIT:
     case XACT_EVENT_PARALLEL_COMMIT:
-        context.reset();
-        key_store_at_commit();
-        break;
     case XACT_EVENT_ABORT:
     case XACT_EVENT_PARALLEL_ABORT:
-    case XACT_EVENT_PREPARE:
-        context.reset();
-        key_store_at_abort();
-        break;
-    case XACT_EVENT_PRE_PREPARE: key_store_before_prepare(); break;
+    case XACT_EVENT_PREPARE: context.reset(); break;
     default: break;
     }
 }
@@ -74,9 +69,63 @@ void set_auth(AuthContext c) {
 
 void clear_auth() { context.reset(); }
 
-void register_xact_callbacks() {
+void auth_context_init() {
     RegisterXactCallback(on_xact, nullptr);
     RegisterSubXactCallback(on_subxact, nullptr);
 }
 
+// The context readers: what RLS policies and applications ask of the
+// context, each after re-checking its key (live_auth).
+namespace {
+
+Datum current_merchant_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return uuid_datum(ctx->merchant_id);
+}
+
+Datum current_key_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return uuid_datum(ctx->key_id);
+}
+
+Datum current_scopes_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return text_array_datum(ctx->scopes);
+}
+
+Datum current_mode_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return CStringGetTextDatum(mode_name(ctx->mode));
+}
+
+Datum context_via_grace_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return BoolGetDatum(ctx->via_previous_secret);
+}
+
+Datum has_scope_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = live_auth();
+    auto scope = text_arg(fcinfo, 0);
+    return BoolGetDatum(ctx && scope && scope_grants(ctx->scopes, *scope));
+}
+
+} // namespace
 } // namespace flint::pg
+
+using namespace flint::pg;
+FLINT_SQL_FUNCTION(flint_current_merchant, current_merchant_body)
+FLINT_SQL_FUNCTION(flint_current_key, current_key_body)
+FLINT_SQL_FUNCTION(flint_current_scopes, current_scopes_body)
+FLINT_SQL_FUNCTION(flint_current_mode, current_mode_body)
+FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
+FLINT_SQL_FUNCTION(flint_context_via_grace, context_via_grace_body)

@@ -47,6 +47,7 @@ Code recheck_auth();
 void set_auth(AuthContext context);
 void clear_auth();
 
-void register_xact_callbacks();
+// _PG_init: the transaction callbacks that end the context.
+void auth_context_init();
 
 } // namespace flint::pg

@@ -4,7 +4,7 @@ extern "C" {
 #include "utils/inet.h"
 }
 
-#include "guard.hpp"
+#include "error_boundary.hpp"
 
 namespace flint::pg {
 

@@ -3,7 +3,7 @@
 // codes (missing_scope, wrong_merchant) instead of a generic RLS violation,
 // and logs every guarded write, allowed or refused.
 #include "auth_context.hpp"
-#include "guard.hpp"
+#include "error_boundary.hpp"
 #include "request_log.hpp"
 #include "scopes.hpp"
 

@@ -1,6 +1,6 @@
 #include "key_store.hpp"
 
-#include "guard.hpp"
+#include "error_boundary.hpp"
 #include "key_cache.hpp"
 #include "state.hpp"
 
@@ -412,6 +412,23 @@ void note_keys_changed(Oid relid) {
     // relcache invalidation of the changed table: see invalidated_by_wal.
     pg_guard([relid] { CacheInvalidateRelcacheByRelid(relid); });
 }
+
+namespace {
+// Transaction end: publish a change at commit, forget what this transaction saw.
+void on_xact(XactEvent event, void *) {
+    switch (event) {
+    case XACT_EVENT_COMMIT:
+    case XACT_EVENT_PARALLEL_COMMIT: key_store_at_commit(); break;
+    case XACT_EVENT_ABORT:
+    case XACT_EVENT_PARALLEL_ABORT:
+    case XACT_EVENT_PREPARE: key_store_at_abort(); break;
+    case XACT_EVENT_PRE_PREPARE: key_store_before_prepare(); break;
+    default: break;
+    }
+}
+} // namespace
+
+void key_store_init() { RegisterXactCallback(on_xact, nullptr); }
 
 void key_store_at_commit() {
     if (!changed_in_this_transaction)

@@ -30,6 +30,9 @@ const std::vector<std::string> &scope_catalog();
 // Called by the invalidation trigger: this transaction changed key data.
 void note_keys_changed(Oid relid);
 
+// _PG_init: registers the key store's transaction callbacks.
+void key_store_init();
+
 // Transaction end: publish the change (commit) and drop what this transaction saw.
 void key_store_at_commit();
 void key_store_at_abort();

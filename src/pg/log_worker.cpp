@@ -13,7 +13,8 @@
 // Table statistics are reported after every transaction, so autovacuum and
 // autoanalyze see the log partitions and api_keys.
 #include "datums.hpp"
-#include "guard.hpp"
+#include "error_boundary.hpp"
+#include "log_worker.hpp"
 #include "last_used.hpp"
 #include "request_log.hpp"
 #include "state.hpp"
@@ -402,9 +403,8 @@ void worker_loop() {
 }
 
 } // namespace
-} // namespace flint::pg
 
-void register_log_worker() {
+void log_worker_register() {
     BackgroundWorker worker;
     std::memset(&worker, 0, sizeof worker);
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -416,6 +416,8 @@ void register_log_worker() {
     strlcpy(worker.bgw_type, "flint_keys log worker", BGW_MAXLEN);
     RegisterBackgroundWorker(&worker);
 }
+
+} // namespace flint::pg
 
 extern "C" void flint_log_worker_main(Datum) {
     using namespace flint::pg;
@@ -430,18 +432,11 @@ extern "C" void flint_log_worker_main(Datum) {
     pgstat_report_appname("flint_keys log worker");
 
     // Errors inside are caught per transaction; anything escaping is a bug
-    // and ends the worker (the postmaster restarts it after bgw_restart_time).
-    PendingError pending_error;
-    bool failed = false;
-    try {
+    // and ends the worker through the one error boundary (the postmaster
+    // restarts it after bgw_restart_time).
+    call_cpp([] {
         worker_loop();
-    } catch (...) {
-        capture_exception(pending_error);
-        failed = true;
-    }
-    if (failed) {
-        pending_error.hide_statement = false;
-        raise_pending(pending_error);
-    }
+        return (Datum)0;
+    });
     proc_exit(0);
 }

@@ -1,9 +1,10 @@
 // _PG_init: GUCs, shared memory (as pg_stat_statements does), the log worker.
-#include "guard.hpp"
+#include "error_boundary.hpp"
 #include "key_store.hpp"
 #include "state.hpp"
 #include "auth_context.hpp"
 #include "scrub.hpp"
+#include "log_worker.hpp"
 #include "traffic.hpp"
 
 extern "C" {
@@ -93,6 +94,19 @@ void shmem_startup() {
     shared_state = state;
 }
 
+void server_log_scrubber_init() {
+    prev_emit_log_hook = emit_log_hook;
+    emit_log_hook = scrub_log_message;
+}
+
+// As pg_stat_statements does: ask for the segment, attach it at startup.
+void shared_memory_init() {
+    prev_shmem_request_hook = shmem_request_hook;
+    shmem_request_hook = shmem_request;
+    prev_shmem_startup_hook = shmem_startup_hook;
+    shmem_startup_hook = shmem_startup;
+}
+
 void define_gucs() {
     // PGC_POSTMASTER settings can only be defined while preloading; without
     // preload nothing uses them (every function that would asks for it).
@@ -156,19 +170,16 @@ void require_preload_unsafe() {
 
 } // namespace flint::pg
 
-void register_log_worker();
-
+// Loaded on demand (no preload), only the GUCs, callbacks and the log
+// scrubber are set up: functions that need shared memory say how to fix it.
 extern "C" void _PG_init(void) {
     using namespace flint::pg;
     define_gucs();
-    register_xact_callbacks();
-    prev_emit_log_hook = emit_log_hook;
-    emit_log_hook = scrub_log_message;
+    key_store_init();
+    auth_context_init();
+    server_log_scrubber_init();
     if (!process_shared_preload_libraries_in_progress)
-        return; // loaded on demand: functions that need shared memory say how to fix it
-    prev_shmem_request_hook = shmem_request_hook;
-    shmem_request_hook = shmem_request;
-    prev_shmem_startup_hook = shmem_startup_hook;
-    shmem_startup_hook = shmem_startup;
-    register_log_worker();
+        return;
+    shared_memory_init();
+    log_worker_register();
 }

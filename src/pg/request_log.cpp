@@ -1,7 +1,8 @@
 #include "request_log.hpp"
 
 #include "auth_context.hpp"
-#include "guard.hpp"
+#include "datums.hpp"
+#include "error_boundary.hpp"
 #include "scrub.hpp"
 #include "state.hpp"
 
@@ -150,4 +151,53 @@ void flush_log() {
     }
 }
 
+// flint_log_status(), flint._counters() and flint_flush_log(): the queue and
+// its counters, for support and monitoring.
+namespace {
+
+// flint_log_status(): the queue's counters, for support and monitoring.
+Datum log_status_body(FunctionCallInfo fcinfo) {
+    pg_guard([] { require_preload_unsafe(); });
+    LogQueue *queue = shared_state->queue;
+    Datum values[7] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
+                       Int64GetDatum(static_cast<int64>(queue->completed.load())),
+                       Int64GetDatum(static_cast<int64>(queue->depth())),
+                       Int64GetDatum(static_cast<int64>(queue->refused.load())),
+                       Int32GetDatum(static_cast<int32>(queue->capacity())),
+                       Int32GetDatum(static_cast<int32>(shared_state->worker_pid)),
+                       Int64GetDatum(static_cast<int64>(queue->batches.load()))};
+    bool nulls[7] = {false, false, false, false, false, shared_state->worker_pid == 0, false};
+    return composite_result(fcinfo, values, nulls);
+}
+
+// flint._counters(): (name, value) rows for flint.metrics, from shared memory.
+Datum counters_body(FunctionCallInfo fcinfo) {
+    pg_guard([] { require_preload_unsafe(); });
+    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+    pg_guard([&] { InitMaterializedSRF(fcinfo, 0); });
+    auto put = [&](const char *name, uint64 value) {
+        Datum values[2] = {CStringGetTextDatum(name), Int64GetDatum(static_cast<int64>(value))};
+        bool nulls[2] = {false, false};
+        pg_guard([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
+    };
+    for (int c = 0; c <= static_cast<int>(Code::key_disabled); ++c)
+        put(code_name(static_cast<Code>(c)), pg_atomic_read_u64(&shared_state->outcome_counts[c]));
+    put("cache_hits", pg_atomic_read_u64(&shared_state->cache_hits));
+    put("cache_misses", pg_atomic_read_u64(&shared_state->cache_misses));
+    int64 oldest = shared_state->queue->oldest_at();
+    put("worker_lag_us", oldest ? static_cast<uint64>(std::max<int64>(0, GetCurrentTimestamp() - oldest)) : 0);
+    return (Datum)0;
+}
+
+Datum flush_log_body(FunctionCallInfo) {
+    flush_log();
+    PG_RETURN_VOID();
+}
+
+} // namespace
 } // namespace flint::pg
+
+using namespace flint::pg;
+FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)
+FLINT_SQL_FUNCTION(flint_log_status, log_status_body)
+FLINT_SQL_FUNCTION(flint_counters, counters_body)

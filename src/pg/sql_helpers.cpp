@@ -1,7 +1,7 @@
 // Internal helpers the install script's management functions call:
 // token minting, scope validation, the actor name, cache invalidation.
 #include "datums.hpp"
-#include "guard.hpp"
+#include "error_boundary.hpp"
 #include "key_store.hpp"
 #include "scopes.hpp"
 #include "scrub.hpp"

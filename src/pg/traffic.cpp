@@ -1,6 +1,6 @@
 #include "traffic.hpp"
 
-#include "guard.hpp"
+#include "error_boundary.hpp"
 #include "state.hpp"
 
 extern "C" {

@@ -1,8 +1,10 @@
-// flint_verify_key, flint_check_key, flint_authenticate and the auth-context
-// functions: parse, hash, look up, decide, log, and only then raise.
+// flint_verify_key, flint_check_key, flint_authenticate, flint_require_scope
+// and the leak-report matcher: parse, hash, look up, decide, apply the
+// traffic controls, log, and only then raise. (The context readers live in
+// auth_context.cpp, the log's status and flush in request_log.cpp.)
 #include "auth_context.hpp"
 #include "datums.hpp"
-#include "guard.hpp"
+#include "error_boundary.hpp"
 #include "key_store.hpp"
 #include "request_log.hpp"
 #include "scopes.hpp"
@@ -238,41 +240,6 @@ Datum authenticate_body(FunctionCallInfo fcinfo) {
     return composite_result(fcinfo, values, nulls);
 }
 
-Datum current_merchant_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return uuid_datum(ctx->merchant_id);
-}
-
-Datum current_key_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return uuid_datum(ctx->key_id);
-}
-
-Datum current_scopes_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return text_array_datum(ctx->scopes);
-}
-
-Datum current_mode_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return CStringGetTextDatum(mode_name(ctx->mode));
-}
-
-Datum context_via_grace_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return BoolGetDatum(ctx->via_previous_secret);
-}
-
 // flint._leaked_key(token) -> (key_id, display_prefix): the key whose current
 // secret, or pre-rotation secret still in its grace, the token is. The same
 // parse, CRC, SHA-256 and constant-time comparisons as verification; one
@@ -315,12 +282,6 @@ Datum leaked_key_body(FunctionCallInfo fcinfo) {
     return composite_result(fcinfo, values, nulls);
 }
 
-Datum has_scope_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    auto scope = text_arg(fcinfo, 0);
-    return BoolGetDatum(ctx && scope && scope_grants(ctx->scopes, *scope));
-}
-
 // Raises missing_scope (logged) unless the context holds the scope. Outside
 // any context it is missing_scope too: there is no key to hold anything.
 Datum require_scope_body(FunctionCallInfo fcinfo) {
@@ -357,45 +318,6 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
     PG_RETURN_VOID();
 }
 
-// flint_log_status(): the queue's counters, for support and monitoring.
-Datum log_status_body(FunctionCallInfo fcinfo) {
-    pg_guard([] { require_preload_unsafe(); });
-    LogQueue *queue = shared_state->queue;
-    Datum values[7] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
-                       Int64GetDatum(static_cast<int64>(queue->completed.load())),
-                       Int64GetDatum(static_cast<int64>(queue->depth())),
-                       Int64GetDatum(static_cast<int64>(queue->refused.load())),
-                       Int32GetDatum(static_cast<int32>(queue->capacity())),
-                       Int32GetDatum(static_cast<int32>(shared_state->worker_pid)),
-                       Int64GetDatum(static_cast<int64>(queue->batches.load()))};
-    bool nulls[7] = {false, false, false, false, false, shared_state->worker_pid == 0, false};
-    return composite_result(fcinfo, values, nulls);
-}
-
-// flint._counters(): (name, value) rows for flint.metrics, from shared memory.
-Datum counters_body(FunctionCallInfo fcinfo) {
-    pg_guard([] { require_preload_unsafe(); });
-    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
-    pg_guard([&] { InitMaterializedSRF(fcinfo, 0); });
-    auto put = [&](const char *name, uint64 value) {
-        Datum values[2] = {CStringGetTextDatum(name), Int64GetDatum(static_cast<int64>(value))};
-        bool nulls[2] = {false, false};
-        pg_guard([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
-    };
-    for (int c = 0; c <= static_cast<int>(Code::key_disabled); ++c)
-        put(code_name(static_cast<Code>(c)), pg_atomic_read_u64(&shared_state->outcome_counts[c]));
-    put("cache_hits", pg_atomic_read_u64(&shared_state->cache_hits));
-    put("cache_misses", pg_atomic_read_u64(&shared_state->cache_misses));
-    int64 oldest = shared_state->queue->oldest_at();
-    put("worker_lag_us", oldest ? static_cast<uint64>(std::max<int64>(0, GetCurrentTimestamp() - oldest)) : 0);
-    return (Datum)0;
-}
-
-Datum flush_log_body(FunctionCallInfo) {
-    flush_log();
-    PG_RETURN_VOID();
-}
-
 } // namespace
 } // namespace flint::pg
 
@@ -403,14 +325,5 @@ using namespace flint::pg;
 FLINT_SQL_FUNCTION(flint_verify_key, verify_key_body)
 FLINT_SQL_FUNCTION(flint_check_key, check_key_body)
 FLINT_SQL_FUNCTION(flint_authenticate, authenticate_body)
-FLINT_SQL_FUNCTION(flint_current_merchant, current_merchant_body)
-FLINT_SQL_FUNCTION(flint_current_key, current_key_body)
-FLINT_SQL_FUNCTION(flint_current_scopes, current_scopes_body)
-FLINT_SQL_FUNCTION(flint_current_mode, current_mode_body)
-FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
-FLINT_SQL_FUNCTION(flint_context_via_grace, context_via_grace_body)
 FLINT_SQL_FUNCTION(flint_leaked_key, leaked_key_body)
 FLINT_SQL_FUNCTION(flint_require_scope, require_scope_body)
-FLINT_SQL_FUNCTION(flint_flush_log, flush_log_body)
-FLINT_SQL_FUNCTION(flint_counters, counters_body)
-FLINT_SQL_FUNCTION(flint_log_status, log_status_body)

@@ -1,4 +1,4 @@
-#include "guard.hpp"
+#include "error_boundary.hpp"
 
 namespace flint::pg {
 
