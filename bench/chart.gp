@@ -14,6 +14,7 @@ plot "bench/results/keycount.dat" using 1:3 with linespoints lw 2 pt 7 title "ke
 
 # Active keys: tps and worker drain against the number of distinct keys in use
 set output "bench/results/active.svg"
+set terminal svg size 860,560 font "sans,12"
 set title "verification tps and log-worker drain against active keys (pgbench -c 2, logging on)"
 set xlabel "distinct keys in use"
 set ylabel "transactions per second"
@@ -22,8 +23,11 @@ set ytics nomirror
 set y2tics
 set y2range [0:*]
 set xtics ("10" 10, "1k" 1000, "10k" 10000, "100k" 100000)
-plot "bench/results/active.dat" using 1:2 with linespoints lw 2 pt 7 title "flint_verify_key, 1.2 (tps)", \
+set xrange [6:160000]
+set yrange [0:120000]
+set key top right font ",10" opaque
+plot "bench/results/active.dat" using 1:2 with linespoints lw 2 pt 7 title "flint\\_verify\\_key 1.2 (tps)", \
      "bench/results/active.dat" using 1:3 with linespoints lw 2 pt 5 title "same lookup + sha256() (tps)", \
      "bench/results/active.dat" using 1:4 axes x1y2 with linespoints lw 2 pt 9 title "worker drain, 1.2 (rows/s)", \
-     "bench/results/active_before.dat" using 1:2 with linespoints lw 1 dt 2 pt 7 title "flint_verify_key, 1.1 (tps)", \
-     "bench/results/active_before.dat" using 1:4 axes x1y2 with linespoints lw 1 dt 2 pt 9 title "worker drain, 1.1 (rows/s)"
+     "bench/results/active_before.dat" using 1:2 with linespoints lw 1 pt 6 title "flint\\_verify\\_key 1.1 (tps)", \
+     "bench/results/active_before.dat" using 1:4 axes x1y2 with linespoints lw 1 pt 8 title "worker drain, 1.1 (rows/s)"

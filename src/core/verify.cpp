@@ -14,6 +14,48 @@ const Digest kDummyDigest = [] {
 }();
 } // namespace
 
+FailureText describe_failure(Code code, ParseError parse_error, std::string_view shown_key,
+                             std::optional<std::string_view> scope, const std::optional<Uuid> &merchant,
+                             const std::vector<std::string> &catalog) {
+    FailureText t;
+    const std::string key(shown_key);
+    switch (code) {
+    case Code::ok:
+    case Code::log_queue_full: break;
+    case Code::malformed_key:
+        t.message = std::string("malformed_key: ") + parse_error_text(parse_error);
+        t.hint = "A flint key is fk_live_ or fk_test_ followed by 61 letters and digits.";
+        break;
+    case Code::invalid_key:
+    case Code::key_revoked:
+    case Code::key_expired:
+    case Code::merchant_suspended:
+    case Code::key_disabled:
+    case Code::ip_not_allowed:
+    case Code::rate_limited:
+    case Code::usage_exceeded: t.message = key_failure_message(code, key); break;
+    case Code::wrong_merchant:
+        t.message = merchant
+                        ? "wrong_merchant: key " + key + " does not belong to merchant " + uuid_to_string(*merchant)
+                        : "wrong_merchant: no merchant was given for key " + key;
+        break;
+    case Code::missing_scope: t.message = missing_scope_message("key " + key, scope.value_or("")); break;
+    case Code::unknown_scope: {
+        ScopeName parsed;
+        if (!scope) {
+            t.message = "unknown_scope: no scope was given";
+        } else if (!parse_scope(*scope, parsed)) {
+            t.message = "unknown_scope: the scope is not of the form resource:action";
+        } else {
+            t.message = "unknown_scope: scope \"" + std::string(*scope) + "\" is not in the catalog";
+            t.hint = scope_suggestion(catalog, *scope);
+        }
+        break;
+    }
+    }
+    return t;
+}
+
 Decision decide(const KeyRecord *key, Mode token_mode, const Digest &token_digest, const VerifyRequest &request,
                 const std::vector<std::string> &catalog, Micros now) {
     const Digest &current = key ? key->secret_hash : kDummyDigest;

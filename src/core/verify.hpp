@@ -56,6 +56,17 @@ struct Decision {
     bool via_previous_secret = false; // matched the pre-rotation secret in its grace
 };
 
+// The message (and hint) a refused verification raises. `shown_key` is the
+// key as messages show it ("fk_live_3xQabcde…"); `scope` and `merchant` are
+// what the caller asked for; `catalog` is only read for unknown_scope's
+// suggestion. Nothing for ok (the hot path builds no strings).
+struct FailureText {
+    std::string message, hint;
+};
+FailureText describe_failure(Code code, ParseError parse_error, std::string_view shown_key,
+                             std::optional<std::string_view> scope, const std::optional<Uuid> &merchant,
+                             const std::vector<std::string> &catalog);
+
 // Runs, in order: hash match (current and previous secret, always both, in
 // equal time), revoked, disabled, expired, merchant suspended, wrong
 // merchant, IP allowlist, scope. (Rate limits and quotas follow, in shared

@@ -40,41 +40,12 @@ struct Result {
 void describe(Result &r, const ParseError perr, std::string_view presented_prefix, const Args &a) {
     if (r.code == Code::ok || r.code == Code::log_queue_full)
         return; // the hot path builds no strings
-    const std::string key = shown_prefix(r.key ? std::string_view(r.key->display_prefix) : presented_prefix);
-    switch (r.code) {
-    case Code::ok:
-    case Code::log_queue_full: break;
-    case Code::malformed_key:
-        r.message = std::string("malformed_key: ") + parse_error_text(perr);
-        r.hint = "A flint key is fk_live_ or fk_test_ followed by 61 letters and digits.";
-        break;
-    case Code::invalid_key:
-    case Code::key_revoked:
-    case Code::key_expired:
-    case Code::merchant_suspended:
-    case Code::key_disabled:
-    case Code::ip_not_allowed:
-    case Code::rate_limited:
-    case Code::usage_exceeded: r.message = key_failure_message(r.code, key); break;
-    case Code::wrong_merchant:
-        r.message = a.merchant
-                        ? "wrong_merchant: key " + key + " does not belong to merchant " + uuid_to_string(*a.merchant)
-                        : "wrong_merchant: no merchant was given for key " + key;
-        break;
-    case Code::missing_scope: r.message = missing_scope_message("key " + key, *a.scope); break;
-    case Code::unknown_scope: {
-        ScopeName parsed;
-        if (!a.scope) {
-            r.message = "unknown_scope: no scope was given";
-        } else if (!parse_scope(*a.scope, parsed)) {
-            r.message = "unknown_scope: the scope is not of the form resource:action";
-        } else {
-            r.message = "unknown_scope: scope \"" + std::string(*a.scope) + "\" is not in the catalog";
-            r.hint = scope_suggestion(scope_catalog(), *a.scope);
-        }
-        break;
-    }
-    }
+    static const std::vector<std::string> no_catalog;
+    FailureText t =
+        describe_failure(r.code, perr, shown_prefix(r.key ? std::string_view(r.key->display_prefix) : presented_prefix),
+                         a.scope, a.merchant, r.code == Code::unknown_scope ? scope_catalog() : no_catalog);
+    r.message = std::move(t.message);
+    r.hint = std::move(t.hint);
 }
 
 // Everything verification does, for any entry point; never raises on a

@@ -153,3 +153,33 @@ TEST_F(Fixture, DisabledAfterRevokedBeforeExpired) {
     EXPECT_EQ(run(token), Code::key_revoked) << "revocation is final and wins";
     EXPECT_EQ(run("fk_live_wrong"), Code::invalid_key) << "without the secret nothing more is revealed";
 }
+
+TEST(DescribeFailure, EveryCodeHasItsMessage) {
+    const std::string key = "fk_live_3xQabcde\xE2\x80\xA6";
+    Uuid m{};
+    m[15] = 2;
+    auto text = [&](Code c, std::optional<std::string_view> scope = std::nullopt,
+                    std::optional<Uuid> merchant = std::nullopt) {
+        return describe_failure(c, ParseError::bad_checksum, key, scope, merchant, kCatalog);
+    };
+    EXPECT_EQ(text(Code::ok).message, "") << "the hot path builds no strings";
+    EXPECT_EQ(text(Code::malformed_key).message.rfind("malformed_key: ", 0), 0u);
+    EXPECT_NE(text(Code::malformed_key).hint, "");
+    EXPECT_EQ(text(Code::invalid_key).message, "invalid_key: key " + key + " is not valid");
+    EXPECT_EQ(text(Code::key_revoked).message, "key_revoked: key " + key + " has been revoked");
+    EXPECT_EQ(text(Code::key_disabled).message, "key_disabled: key " + key + " is disabled");
+    EXPECT_EQ(text(Code::ip_not_allowed).message.rfind("ip_not_allowed: key " + key, 0), 0u);
+    EXPECT_EQ(text(Code::rate_limited).message.rfind("rate_limited: key " + key, 0), 0u);
+    EXPECT_EQ(text(Code::usage_exceeded).message.rfind("usage_exceeded: key " + key, 0), 0u);
+    EXPECT_EQ(text(Code::wrong_merchant).message, "wrong_merchant: no merchant was given for key " + key);
+    EXPECT_EQ(text(Code::wrong_merchant, std::nullopt, m).message,
+              "wrong_merchant: key " + key + " does not belong to merchant 00000000-0000-0000-0000-000000000002");
+    EXPECT_EQ(text(Code::missing_scope, "refunds:write").message,
+              "missing_scope: key " + key + " lacks scope \"refunds:write\"");
+    EXPECT_EQ(text(Code::unknown_scope).message, "unknown_scope: no scope was given");
+    EXPECT_EQ(text(Code::unknown_scope, "not a scope").message,
+              "unknown_scope: the scope is not of the form resource:action");
+    FailureText typo = text(Code::unknown_scope, "refunds:wirte");
+    EXPECT_EQ(typo.message, "unknown_scope: scope \"refunds:wirte\" is not in the catalog");
+    EXPECT_EQ(typo.hint, "Did you mean \"refunds:write\"?");
+}
