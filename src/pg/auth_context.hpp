@@ -31,9 +31,6 @@ struct AuthContext {
     SubTransactionId set_in = InvalidSubTransactionId;
 };
 
-// The hint of an error raised because the transaction has no auth context.
-inline constexpr const char *kAuthenticateFirstHint = "Call flint_authenticate(secret) first in this transaction.";
-
 // nullptr when this transaction has not authenticated. The context as it was
 // set, unchecked: only for filling log rows.
 const AuthContext *current_auth();

@@ -3,6 +3,7 @@
 // codes (missing_scope, wrong_merchant) instead of a generic RLS violation,
 // and logs every guarded write, allowed or refused.
 #include "auth_context.hpp"
+#include "context_checks.hpp"
 #include "error_boundary.hpp"
 #include "request_log.hpp"
 #include "scopes.hpp"
@@ -16,14 +17,7 @@ namespace flint::pg {
 
 namespace {
 
-// The merchant column of a row the write touches (untouched: the old row of
-// an INSERT, the new row of a DELETE).
-struct RowMerchant {
-    bool touched = false;
-    bool present = false; // touched and not NULL
-    Uuid id{};
-};
-
+// The merchant column of a row the write touches.
 RowMerchant merchant_of(HeapTuple tuple, TupleDesc desc, int attnum) {
     RowMerchant m;
     m.touched = true;
@@ -71,34 +65,18 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
     }
 
     const AuthContext *ctx = current_auth();
-    Code code = recheck_auth(); // a context whose key died fails with the key's code
-    std::string message;
-    if (code != Code::ok) {
-        message = key_failure_message(code, shown_prefix(ctx->display_prefix));
-    } else if (!ctx) {
-        code = Code::missing_scope;
-        message = "missing_scope: this transaction is not authenticated; writes to " +
-                  std::string(RelationGetRelationName(trig->tg_relation)) + " need a key";
-    } else if (ctx->mode != Mode::live) {
-        // Protected tables hold live data: a test key neither writes nor (by
-        // the read policy) reads them.
-        code = Code::missing_scope;
-        message = "missing_scope: test key " + shown_prefix(ctx->display_prefix) + " cannot write live data in " +
-                  std::string(RelationGetRelationName(trig->tg_relation));
-    } else if (!write_scope.empty() && !scope_grants(ctx->scopes, write_scope)) {
-        code = Code::missing_scope;
-        message = missing_scope_message("key " + shown_prefix(ctx->display_prefix), write_scope);
+    CheckResult check;
+    check.code = recheck_auth(); // a context whose key died fails with the key's code
+    if (check.code != Code::ok) {
+        check.message = key_failure_message(check.code, shown_prefix(ctx->display_prefix));
     } else {
-        for (const RowMerchant *row : {&old_row, &new_row}) {
-            if (row->touched && (!row->present || row->id != ctx->merchant_id)) {
-                code = Code::wrong_merchant;
-                message = "wrong_merchant: key " + shown_prefix(ctx->display_prefix) + " acts for merchant " +
-                          uuid_to_string(ctx->merchant_id) + ", not " +
-                          (row->present ? uuid_to_string(row->id) : std::string("NULL"));
-                break;
-            }
-        }
+        ContextView view;
+        if (ctx)
+            view = {ctx->display_prefix, ctx->mode, ctx->merchant_id, &ctx->scopes};
+        check = check_guarded_write(ctx ? &view : nullptr, write_scope, RelationGetRelationName(trig->tg_relation),
+                                    old_row, new_row);
     }
+    Code code = check.code;
 
     LogRecord rec = context_log_record(LogSource::guarded_write, code);
     const RowMerchant &target = new_row.present ? new_row : old_row;
@@ -110,7 +88,7 @@ Datum guard_write_body(FunctionCallInfo fcinfo) {
     emit_log_record(rec);
 
     if (code != Code::ok)
-        throw FlintError(code_sqlstate(code), message, "", ctx ? "" : kAuthenticateFirstHint);
+        throw FlintError(code_sqlstate(code), check.message, "", check.hint);
     return PointerGetDatum(result);
 }
 

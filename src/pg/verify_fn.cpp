@@ -3,6 +3,7 @@
 // traffic controls, log, and only then raise. (The context readers live in
 // auth_context.cpp, the log's status and flush in request_log.cpp.)
 #include "auth_context.hpp"
+#include "context_checks.hpp"
 #include "datums.hpp"
 #include "error_boundary.hpp"
 #include "key_store.hpp"
@@ -265,27 +266,16 @@ Datum require_scope_body(FunctionCallInfo fcinfo) {
         emit_log_record(rec);
         raise_dead_context(code);
     }
-    if (!scope || !requestable_scope(scope_catalog(), *scope))
-        code = Code::unknown_scope;
-    else if (!ctx || !scope_grants(ctx->scopes, *scope))
-        code = Code::missing_scope;
+    ContextView view;
+    if (ctx)
+        view = {ctx->display_prefix, ctx->mode, ctx->merchant_id, &ctx->scopes};
+    CheckResult check = check_required_scope(ctx ? &view : nullptr, scope, scope_catalog());
 
-    LogRecord rec = context_log_record(LogSource::require_scope, code);
+    LogRecord rec = context_log_record(LogSource::require_scope, check.code);
     log_scope(rec, scope);
     emit_log_record(rec);
-
-    if (code == Code::unknown_scope) {
-        Result r;
-        r.code = code;
-        Args a{std::nullopt, scope, std::nullopt};
-        describe(r, ParseError::none, "", a);
-        raise(r);
-    }
-    if (code == Code::missing_scope) {
-        std::string who = ctx ? "key " + shown_prefix(ctx->display_prefix) : "this transaction (not authenticated)";
-        throw FlintError(code_sqlstate(code), missing_scope_message(who, *scope), "", ctx ? "" : kAuthenticateFirstHint,
-                         true);
-    }
+    if (check.code != Code::ok)
+        throw FlintError(code_sqlstate(check.code), check.message, "", check.hint, true);
     PG_RETURN_VOID();
 }
 
