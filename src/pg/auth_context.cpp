@@ -103,7 +103,7 @@ Datum current_mode_body(FunctionCallInfo fcinfo) {
     const AuthContext *ctx = live_auth();
     if (!ctx)
         PG_RETURN_NULL();
-    return CStringGetTextDatum(mode_name(ctx->mode));
+    return text_datum(mode_name(ctx->mode));
 }
 
 Datum context_via_grace_body(FunctionCallInfo fcinfo) {

@@ -6,20 +6,32 @@ extern "C" {
 
 #include "error_boundary.hpp"
 
+// Every helper here may run with C++ objects alive in its caller, so every
+// Postgres call that can raise (allocation, detoasting) runs in pg_guard.
 namespace flint::pg {
 
 Datum uuid_datum(const Uuid &id) {
-    auto *out = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
-    std::memcpy(out->data, id.data(), id.size());
-    return UUIDPGetDatum(out);
+    Datum d = (Datum)0;
+    pg_guard([&] {
+        auto *out = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+        std::memcpy(out->data, id.data(), id.size());
+        d = UUIDPGetDatum(out);
+    });
+    return d;
+}
+
+Datum text_datum(std::string_view s) {
+    Datum d = (Datum)0;
+    pg_guard([&] { d = PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))); });
+    return d;
 }
 
 Datum text_array_datum(const std::vector<std::string> &items) {
     ArrayType *array = nullptr;
-    std::vector<Datum> elems;
-    for (const std::string &s : items)
-        elems.push_back(PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))));
+    std::vector<Datum> elems(items.size());
     pg_guard([&] {
+        for (size_t i = 0; i < items.size(); ++i)
+            elems[i] = PointerGetDatum(cstring_to_text_with_len(items[i].data(), static_cast<int>(items[i].size())));
         array = construct_array(elems.data(), static_cast<int>(elems.size()), TEXTOID, -1, false, TYPALIGN_INT);
     });
     return PointerGetDatum(array);
@@ -39,15 +51,16 @@ Datum composite_result(FunctionCallInfo fcinfo, Datum *values, bool *nulls) {
 std::optional<std::string_view> text_arg(FunctionCallInfo fcinfo, int n) {
     if (PG_NARGS() <= n || PG_ARGISNULL(n))
         return std::nullopt;
-    text *t = PG_GETARG_TEXT_PP(n);
+    text *t = nullptr;
+    pg_guard([&] { t = PG_GETARG_TEXT_PP(n); }); // detoasting may raise
     return std::string_view(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 std::optional<IpAddress> inet_arg(FunctionCallInfo fcinfo, int n) {
     if (PG_NARGS() <= n || PG_ARGISNULL(n))
         return std::nullopt;
-    // Detoasting may raise (out of memory) only before the IpAddress exists.
-    inet *ip = PG_GETARG_INET_PP(n);
+    inet *ip = nullptr;
+    pg_guard([&] { ip = PG_GETARG_INET_PP(n); }); // detoasting may raise
     IpAddress out;
     out.family = ip_family(ip) == PGSQL_AF_INET ? 4 : 6;
     std::memcpy(out.bytes, ip_addr(ip), out.family == 4 ? 4 : 16);
@@ -57,7 +70,7 @@ std::optional<IpAddress> inet_arg(FunctionCallInfo fcinfo, int n) {
 std::optional<Uuid> uuid_arg(FunctionCallInfo fcinfo, int n) {
     if (PG_NARGS() <= n || PG_ARGISNULL(n))
         return std::nullopt;
-    Uuid id;
+    Uuid id; // a uuid is passed by reference, never toasted: PG_GETARG_UUID_P cannot raise
     std::memcpy(id.data(), PG_GETARG_UUID_P(n)->data, id.size());
     return id;
 }

@@ -10,6 +10,9 @@ namespace flint::pg {
 // A palloc'd uuid. Only palloc: safe inside pg_guard, no C++ objects.
 Datum uuid_datum(const Uuid &id);
 
+// A text datum of the string.
+Datum text_datum(std::string_view s);
+
 // A text[] of the strings.
 Datum text_array_datum(const std::vector<std::string> &items);
 

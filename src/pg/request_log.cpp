@@ -176,7 +176,7 @@ Datum counters_body(FunctionCallInfo fcinfo) {
     ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
     pg_guard([&] { InitMaterializedSRF(fcinfo, 0); });
     auto put = [&](const char *name, uint64 value) {
-        Datum values[2] = {CStringGetTextDatum(name), Int64GetDatum(static_cast<int64>(value))};
+        Datum values[2] = {text_datum(name), Int64GetDatum(static_cast<int64>(value))};
         bool nulls[2] = {false, false};
         pg_guard([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
     };

@@ -45,7 +45,7 @@ Datum new_token_body(FunctionCallInfo fcinfo) {
     random_bytes(secret.data(), secret.size());
     std::string token = format_token(*mode, *id, secret);
     std::fill(secret.begin(), secret.end(), 0);
-    Datum result = PointerGetDatum(cstring_to_text_with_len(token.data(), static_cast<int>(token.size())));
+    Datum result = text_datum(token);
     std::fill(token.begin(), token.end(), '\0');
     return result;
 }
@@ -115,7 +115,7 @@ Datum uncovered_scope_body(FunctionCallInfo fcinfo) {
     std::vector<std::string> wanted = text_array_arg(fcinfo, 1, &had_null);
     for (const std::string &w : wanted)
         if (!scopes_cover(held, w))
-            return PointerGetDatum(cstring_to_text_with_len(w.data(), static_cast<int>(w.size())));
+            return text_datum(w);
     PG_RETURN_NULL();
 }
 
@@ -124,7 +124,7 @@ Datum uncovered_scope_body(FunctionCallInfo fcinfo) {
 Datum actor_body(FunctionCallInfo) {
     char *name = nullptr;
     pg_guard([&] { name = GetUserNameFromId(GetOuterUserId(), true); });
-    return CStringGetTextDatum(name ? name : "unknown");
+    return text_datum(name ? name : "unknown");
 }
 
 // _scrub(text) -> text: flint tokens masked after their display prefix.

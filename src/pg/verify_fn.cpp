@@ -147,8 +147,8 @@ Datum check_key_body(FunctionCallInfo fcinfo) {
     bool nulls[4] = {false, !r.key_id.has_value(), r.code == Code::ok, r.code == Code::ok};
     values[0] = BoolGetDatum(r.code == Code::ok);
     values[1] = r.key_id ? uuid_datum(*r.key_id) : (Datum)0;
-    values[2] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_name(r.code));
-    values[3] = r.code == Code::ok ? (Datum)0 : CStringGetTextDatum(code_sqlstate(r.code));
+    values[2] = r.code == Code::ok ? (Datum)0 : text_datum(code_name(r.code));
+    values[3] = r.code == Code::ok ? (Datum)0 : text_datum(code_sqlstate(r.code));
     return composite_result(fcinfo, values, nulls);
 }
 
@@ -206,7 +206,7 @@ Datum authenticate_body(FunctionCallInfo fcinfo) {
     ctx.client = a.client_ip ? *a.client_ip : connection_address();
     set_auth(ctx);
 
-    Datum values[4] = {uuid_datum(ctx.key_id), uuid_datum(ctx.merchant_id), CStringGetTextDatum(mode_name(ctx.mode)),
+    Datum values[4] = {uuid_datum(ctx.key_id), uuid_datum(ctx.merchant_id), text_datum(mode_name(ctx.mode)),
                        text_array_datum(ctx.scopes)};
     bool nulls[4] = {false, false, false, false};
     return composite_result(fcinfo, values, nulls);
@@ -249,7 +249,7 @@ Datum leaked_key_body(FunctionCallInfo fcinfo) {
     }
     emit_log_record(rec);
     Datum values[2] = {matched ? uuid_datum(key->id) : (Datum)0,
-                       perr == ParseError::none ? CStringGetTextDatum(rec.display_prefix) : (Datum)0};
+                       perr == ParseError::none ? text_datum(rec.display_prefix) : (Datum)0};
     bool nulls[2] = {!matched, perr != ParseError::none};
     return composite_result(fcinfo, values, nulls);
 }
