@@ -32,8 +32,9 @@ std::vector<std::string> text_array_arg(FunctionCallInfo fcinfo, int n, bool *ha
     return out;
 }
 
-// _new_token(mode text, key_id uuid) -> text: a fresh token for that key id.
-Datum new_token_body(FunctionCallInfo fcinfo) {
+// A fresh token for the (mode text, key_id uuid) arguments: 192 CSPRNG bits
+// in the token format; the secret bytes are wiped once formatted.
+std::string fresh_token(FunctionCallInfo fcinfo) {
     auto mode_text = text_arg(fcinfo, 0);
     auto id = uuid_arg(fcinfo, 1);
     if (!mode_text || !id)
@@ -45,6 +46,12 @@ Datum new_token_body(FunctionCallInfo fcinfo) {
     random_bytes(secret.data(), secret.size());
     std::string token = format_token(*mode, *id, secret);
     std::fill(secret.begin(), secret.end(), 0);
+    return token;
+}
+
+// _new_token(mode text, key_id uuid) -> text: a fresh token for that key id.
+Datum new_token_body(FunctionCallInfo fcinfo) {
+    std::string token = fresh_token(fcinfo);
     Datum result = text_datum(token);
     std::fill(token.begin(), token.end(), '\0');
     return result;
@@ -54,17 +61,7 @@ Datum new_token_body(FunctionCallInfo fcinfo) {
 // secret_hash): the token, the prefix and the digest verification compares,
 // all made here once, so no SQL slices or hashes the token a second way.
 Datum mint_token_body(FunctionCallInfo fcinfo) {
-    auto mode_text = text_arg(fcinfo, 0);
-    auto id = uuid_arg(fcinfo, 1);
-    if (!mode_text || !id)
-        throw FlintError("22004", "mode and key id must not be NULL");
-    auto mode = parse_mode(*mode_text);
-    if (!mode)
-        throw FlintError("22023", "unknown key mode; use 'live' or 'test'");
-    SecretBytes secret;
-    random_bytes(secret.data(), secret.size());
-    std::string token = format_token(*mode, *id, secret);
-    std::fill(secret.begin(), secret.end(), 0);
+    std::string token = fresh_token(fcinfo);
     const std::string prefix = display_prefix(token);
     const Digest digest = sha256(token);
     Datum values[3];
