@@ -250,7 +250,7 @@ SELECT k.id AS key_id, k.merchant_id, k.name, k.mode, k.display_prefix, k.scopes
 ------------------------------------------------------------------------------
 
 -- Inside an authenticated transaction, management acts only for the
--- context's merchant and needs keys:read / keys:write (SPEC section 8).
+-- context's merchant and needs keys:read / keys:write (README: "Auth context and row-level security").
 CREATE FUNCTION flint._authorize(merchant uuid, needed text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -500,7 +500,7 @@ BEGIN
 END
 $$;
 
--- SQL, not PL/pgSQL: the SPEC's signature names an input and an output key_id.
+-- SQL, not PL/pgSQL: the documented signature names an input and an output key_id.
 CREATE FUNCTION flint_rotate_key(key_id uuid, grace interval DEFAULT '0')
     RETURNS TABLE (key_id uuid, secret text, display_prefix text)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
