@@ -557,7 +557,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
     n    flint.api_keys;
-    info flint.key_info;
 BEGIN
     IF k.revoked_at IS NOT NULL THEN
         RAISE EXCEPTION 'key % is revoked and cannot be changed', k.display_prefix
@@ -591,20 +590,7 @@ BEGIN
     IF n.refill_amount IS NOT NULL AND n.remaining IS NULL THEN
         n.remaining := n.refill_amount;  -- a refilling quota starts full
     END IF;
-    PERFORM flint._check_not_looser(k, n);
-    UPDATE flint.api_keys AS a
-       SET rate_limit = n.rate_limit, rate_window = n.rate_window, remaining = n.remaining,
-           refill_amount = n.refill_amount, refill_interval = n.refill_interval, allowed_ips = n.allowed_ips,
-           -- a new quota: units leased from the old one are never spent
-           quota_version = a.quota_version + CASE WHEN n.remaining IS DISTINCT FROM k.remaining
-                                                    OR n.refill_amount IS DISTINCT FROM k.refill_amount
-                                                    OR n.refill_interval IS DISTINCT FROM k.refill_interval
-                                                  THEN 1 ELSE 0 END,
-           quota_period_start = CASE WHEN n.refill_interval IS NULL THEN NULL
-                                     ELSE flint._quota_period_start(n.refill_interval, now()) END
-     WHERE a.id = k.id;
-    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
-    RETURN info;
+    RETURN flint._store_limits(k, n);
 END
 $$;
 
@@ -615,7 +601,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
     n    flint.api_keys;
-    info flint.key_info;
 BEGIN
     IF kinds IS NULL OR cardinality(kinds) = 0 OR array_position(kinds, NULL) IS NOT NULL
        OR NOT kinds <@ ARRAY['rate', 'quota', 'ips'] THEN
@@ -625,14 +610,31 @@ BEGIN
     IF 'rate' = ANY (kinds) THEN n.rate_limit := NULL; n.rate_window := NULL; END IF;
     IF 'quota' = ANY (kinds) THEN n.remaining := NULL; n.refill_amount := NULL; n.refill_interval := NULL; END IF;
     IF 'ips' = ANY (kinds) THEN n.allowed_ips := NULL; END IF;
-    PERFORM flint._check_not_looser(k, n);
+    RETURN flint._store_limits(k, n);
+END
+$$;
+
+-- Stores a key's new limits (after _check_not_looser) and returns the key.
+-- A changed quota gets a new quota_version (units leased from the old one
+-- are never spent) and starts in the current period; an unchanged one keeps
+-- its period, so a refill that is due still happens.
+CREATE FUNCTION flint._store_limits(old flint.api_keys, new flint.api_keys) RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    quota_changed boolean := (new.remaining, new.refill_amount, new.refill_interval)
+                             IS DISTINCT FROM (old.remaining, old.refill_amount, old.refill_interval);
+    info          flint.key_info;
+BEGIN
+    PERFORM flint._check_not_looser(old, new);
     UPDATE flint.api_keys AS a
-       SET rate_limit = n.rate_limit, rate_window = n.rate_window, remaining = n.remaining,
-           refill_amount = n.refill_amount, refill_interval = n.refill_interval, allowed_ips = n.allowed_ips,
-           quota_version = a.quota_version + CASE WHEN 'quota' = ANY (kinds) THEN 1 ELSE 0 END,
-           quota_period_start = CASE WHEN 'quota' = ANY (kinds) THEN NULL ELSE a.quota_period_start END
-     WHERE a.id = k.id;
-    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+       SET rate_limit = new.rate_limit, rate_window = new.rate_window, remaining = new.remaining,
+           refill_amount = new.refill_amount, refill_interval = new.refill_interval, allowed_ips = new.allowed_ips,
+           quota_version = a.quota_version + CASE WHEN quota_changed THEN 1 ELSE 0 END,
+           quota_period_start = CASE WHEN new.refill_interval IS NULL THEN NULL
+                                     WHEN quota_changed THEN flint._quota_period_start(new.refill_interval, now())
+                                     ELSE a.quota_period_start END
+     WHERE a.id = old.id;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = old.id;
     RETURN info;
 END
 $$;

@@ -78,39 +78,28 @@ void auth_context_init() {
 // context, each after re-checking its key (live_auth).
 namespace {
 
+// NULL outside a context; else what `read` takes from the live context.
+template <class Read> Datum read_context(FunctionCallInfo fcinfo, Read read) {
+    const AuthContext *ctx = live_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return read(*ctx);
+}
+
 Datum current_merchant_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return uuid_datum(ctx->merchant_id);
+    return read_context(fcinfo, [](const AuthContext &c) { return uuid_datum(c.merchant_id); });
 }
-
 Datum current_key_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return uuid_datum(ctx->key_id);
+    return read_context(fcinfo, [](const AuthContext &c) { return uuid_datum(c.key_id); });
 }
-
 Datum current_scopes_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return text_array_datum(ctx->scopes);
+    return read_context(fcinfo, [](const AuthContext &c) { return text_array_datum(c.scopes); });
 }
-
 Datum current_mode_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return text_datum(mode_name(ctx->mode));
+    return read_context(fcinfo, [](const AuthContext &c) { return text_datum(mode_name(c.mode)); });
 }
-
 Datum context_via_grace_body(FunctionCallInfo fcinfo) {
-    const AuthContext *ctx = live_auth();
-    if (!ctx)
-        PG_RETURN_NULL();
-    return BoolGetDatum(ctx->via_previous_secret);
+    return read_context(fcinfo, [](const AuthContext &c) { return BoolGetDatum(c.via_previous_secret); });
 }
 
 Datum has_scope_body(FunctionCallInfo fcinfo) {

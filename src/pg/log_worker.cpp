@@ -304,7 +304,7 @@ bool drain(bool until_empty = false) {
     for (bool first = true;; first = false) {
         if (!first && !until_empty && !last_was_full && pending.empty() && queue->depth() < batch_size)
             return true;
-        serve_leases(); // between batches too: a waiting quota caller never waits for a whole drain
+        serve_leases(); // before every batch: a waiting quota caller never waits for a whole drain
         LogRecord r;
         while (pending.size() < batch_size && queue->try_pop(r))
             pending.push_back(r); // only flint.database verifies: see emit_log_record
@@ -378,8 +378,7 @@ void worker_loop() {
             MemoryContextReset(worker_context);
         });
         maintain_if_due(false);
-        serve_leases();
-        failing = !drain();
+        failing = !drain(); // serves waiting quota leases first, and between batches
         // flint_flush_log() waits for last_used_at too: write it now if asked.
         uint64 requested = pg_atomic_read_u64(&shared_state->last_used_requested);
         bool asked = requested != pg_atomic_read_u64(&shared_state->last_used_written);

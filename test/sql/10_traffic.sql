@@ -66,6 +66,11 @@ SELECT code FROM flint_check_key(:'qs', 'payments:read', :acme);
 UPDATE flint.api_keys SET quota_period_start = quota_period_start - interval '1 day' WHERE id = :'qk';  -- "yesterday"
 SELECT code, count(*) FROM generate_series(1, 4) g,
        LATERAL flint_check_key(:'qs' || repeat('', g), 'payments:read', :acme) GROUP BY code ORDER BY code NULLS FIRST;
+-- a refill that is due survives an unrelated limit change (the period is kept)
+UPDATE flint.api_keys SET quota_period_start = quota_period_start - interval '1 day' WHERE id = :'qk';
+SELECT rate_limit FROM flint_set_key_limits(:'qk', rate_limit => 100, rate_window => '1 minute');
+SELECT code, count(*) FROM generate_series(1, 4) g,
+       LATERAL flint_check_key(:'qs' || left(g::text, 0), 'payments:read', :acme) GROUP BY code ORDER BY code NULLS FIRST;
 SET TIME ZONE 'UTC';
 SELECT flint._quota_period_start('day', '2026-11-28 23:59:59+00') AS day_late, flint._quota_period_start('day', '2026-11-29 00:00:01+00') AS day_early,
        flint._quota_period_start('month', '2026-11-29 00:00:01+00') AS month;
