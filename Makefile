@@ -12,9 +12,10 @@ OBJS = $(CORE_SRCS:.cpp=.o) $(PG_SRCS:.cpp=.o)
 PG_CONFIG ?= pg_config
 # Postgres's server headers as system headers: their old-C idioms must not
 # trip -Wextra -Werror in our C++17.
-PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -Isrc/core
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -isystem $(shell $(PG_CONFIG) --includedir) -Isrc/core
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers
-SHLIB_LINK += -lstdc++ -lcrypto
+# libpq: a standby's forwarder sends its log rows to the primary.
+SHLIB_LINK += -lstdc++ -lcrypto -lpq
 
 # Tests, the PGXS way. `make installcheck`, as a non-root user after `sudo
 # make install`, runs the regression suite (test/sql -> test/expected), the

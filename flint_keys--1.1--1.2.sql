@@ -29,6 +29,9 @@ ALTER TABLE flint.api_keys
                                                 AND (refill_amount IS NULL OR remaining IS NOT NULL));
 -- The units a call weighed against its key's quota (1 for the forms without cost).
 ALTER TABLE flint.request_log ADD COLUMN cost integer;
+-- The server that verified (its cluster_name, or the system identifier):
+-- standbys forward their rows here (README "Read replicas").
+ALTER TABLE flint.request_log ADD COLUMN server text;
 ALTER TABLE flint.merchants
     ADD COLUMN rate_limit integer CHECK (rate_limit BETWEEN 1 AND 1000000),
     ADD COLUMN rate_window interval CHECK (rate_window BETWEEN interval '1 second' AND interval '1 day'),
@@ -1025,6 +1028,88 @@ $$;
 -- Metrics (for postgres_exporter: contrib/postgres_exporter/queries.yaml)
 ------------------------------------------------------------------------------
 
+-- Read replicas (README "Read replicas"). A standby's log worker spools its
+-- rows; its forwarder sends each batch here. origin: one run of a standby's
+-- log worker; last_batch: the highest batch id of that origin inserted, in
+-- the same transaction as the batch's rows, so a batch sent again after a
+-- crash is refused and nothing is inserted twice.
+CREATE TABLE flint.log_origins (
+    origin        uuid PRIMARY KEY,
+    server        text NOT NULL,
+    last_batch    bigint NOT NULL,
+    rows_received bigint NOT NULL DEFAULT 0,
+    first_at      timestamptz NOT NULL,
+    last_at       timestamptz NOT NULL
+);
+REVOKE ALL ON flint.log_origins FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('flint.log_origins', '');
+
+-- One forwarded batch (binary COPY of the request-log columns, server
+-- last): the rows inserted, 0 when this server already has the batch. Only
+-- for the role a standby's forwarder connects as (README "Read replicas").
+CREATE FUNCTION flint._receive_log_batch(origin uuid, batch_id bigint, server text, copy_rows bytea)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'flint_receive_log_batch'
+    LANGUAGE C VOLATILE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- last_used_at from a standby's forwarded rows (microseconds since
+-- 2000-01-01 UTC, as the log records carry them): keys locked by someone
+-- else are skipped, the next interval brings a newer use anyway.
+CREATE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) RETURNS void
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp SET session_replication_role = replica SET lock_timeout = '100ms'
+AS $$
+    WITH u AS MATERIALIZED (
+            SELECT u.id, timestamptz '2000-01-01 00:00:00+00' + u.at_us * interval '1 microsecond' AS at
+              FROM unnest(ids, used_at) AS u(id, at_us)),
+         locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY (ids) FOR UPDATE SKIP LOCKED)
+    UPDATE flint.api_keys k SET last_used_at = u.at
+      FROM locked l JOIN u ON u.id = l.id
+     WHERE k.id = l.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)
+$$;
+REVOKE ALL ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea),
+                       flint._receive_last_used(uuid[], bigint[]) FROM PUBLIC;
+
+-- flint_log_status() now shows every server: this one first (a standby
+-- adds what it has spooled and forwarded, and its connection to the
+-- primary), then each standby that forwarded rows here. Its columns change,
+-- so it is dropped and created again, keeping its GRANTs.
+CREATE FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bigint, OUT pending bigint,
+                                       OUT refused bigint, OUT capacity integer, OUT worker_pid integer,
+                                       OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint,
+                                       OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text)
+    AS 'MODULE_PATHNAME', 'flint_log_status' LANGUAGE C VOLATILE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION flint._log_status_here() FROM PUBLIC;
+DO $do$
+DECLARE
+    grantees text[];
+    grantee text;
+BEGIN
+    SELECT array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END)
+      INTO grantees
+      FROM pg_proc p, aclexplode(p.proacl) a
+     WHERE p.oid = '@extschema@.flint_log_status()'::regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner;
+    DROP FUNCTION @extschema@.flint_log_status();
+    CREATE FUNCTION @extschema@.flint_log_status(
+        OUT queued bigint, OUT inserted bigint, OUT pending bigint, OUT refused bigint, OUT capacity integer,
+        OUT worker_pid integer, OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint,
+        OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text,
+        OUT last_forwarded_at timestamptz)
+        RETURNS SETOF record LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+        SELECT h.*, NULL::timestamptz FROM flint._log_status_here() h
+        UNION ALL
+        (SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.server, 'forwarding', sum(o.rows_received)::bigint,
+                NULL, NULL, NULL, max(o.last_at)
+           FROM flint.log_origins o GROUP BY o.server ORDER BY o.server)
+    $$;
+    REVOKE ALL ON FUNCTION @extschema@.flint_log_status() FROM PUBLIC;
+    FOREACH grantee IN ARRAY coalesce(grantees, '{}') LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.flint_log_status() TO %s', grantee);
+    END LOOP;
+END
+$do$;
+
 -- (name, value): log rows by outcome since the server started, key-cache
 -- hits and misses of every backend, the age of the oldest queued row.
 CREATE FUNCTION flint._counters(OUT name text, OUT value bigint) RETURNS SETOF record
@@ -1044,7 +1129,7 @@ SELECT s.pending AS queue_depth, s.capacity::bigint AS queue_capacity, s.queued 
        (SELECT c.value FROM flint._counters() c WHERE c.name = 'cache_hits') AS cache_hits_total,
        (SELECT c.value FROM flint._counters() c WHERE c.name = 'cache_misses') AS cache_misses_total,
        k.active AS keys_active, k.expired AS keys_expired, k.revoked AS keys_revoked, k.disabled AS keys_disabled
-  FROM @extschema@.flint_log_status() s,
+  FROM (SELECT * FROM @extschema@.flint_log_status() LIMIT 1) s, -- this server's row
        -- From the table, as the view's owner: key_info is security_invoker and
        -- a pg_monitor role reads no key columns. Same order as key_info's status.
        (SELECT count(*) FILTER (WHERE a.revoked_at IS NULL AND NOT coalesce(a.expires_at <= now(), false)

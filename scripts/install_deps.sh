@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
     build-essential cmake pkg-config
-    postgresql-15 postgresql-client-15 postgresql-server-dev-15
+    postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev
     libssl-dev libkrb5-dev
     libgtest-dev libbenchmark-dev
     libipc-run-perl

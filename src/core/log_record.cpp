@@ -86,7 +86,8 @@ void put_inet(std::string &out, uint8_t family, const uint8_t *ip) {
 }
 } // namespace
 
-std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost, const uint32_t *order) {
+std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost, const uint32_t *order,
+                               const char *server) {
     std::string out;
     out.reserve(19 + count * 260 + 2);
     out.append("PGCOPY\n\xff\r\n\0", 11);
@@ -94,7 +95,7 @@ std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_co
     put32(out, 0); // header extension length
     for (size_t i = 0; i < count; ++i) {
         const LogRecord &r = rows[order ? order[i] : i];
-        put16(out, with_cost ? 14 : 13);
+        put16(out, static_cast<uint16_t>(13 + (with_cost ? 1 : 0) + (server ? 1 : 0)));
         put32(out, 8);
         put64(out, static_cast<uint64_t>(r.at));
         put_uuid(out, r.has_key_id, r.key_id);
@@ -114,6 +115,8 @@ std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_co
             put32(out, 4);
             put32(out, static_cast<uint32_t>(r.cost));
         }
+        if (server)
+            put_text(out, server);
     }
     put16(out, 0xFFFF); // trailer
     return out;

@@ -53,7 +53,10 @@ inline constexpr const char *kCopyColumns[] = {
     "at",       "key_id",      "display_prefix",   "merchant_id", "requested_merchant", "scope",  "outcome",
     "sqlstate", "client_addr", "application_name", "request_id",  "backend_pid",        "source", "cost"};
 // `order`, when given, lists the rows' indexes in the order to encode them.
+// `server`, when given, is one more column after them (kServerColumn): the
+// server that verified the rows (1.2 tables have it).
+inline constexpr const char *kServerColumn = "server";
 std::string encode_copy_binary(const LogRecord *rows, size_t count, bool with_cost = true,
-                               const uint32_t *order = nullptr);
+                               const uint32_t *order = nullptr, const char *server = nullptr);
 
 } // namespace flint

@@ -13,6 +13,8 @@
 // Table statistics are reported after every transaction, so autovacuum and
 // autoanalyze see the log partitions and api_keys.
 #include "datums.hpp"
+#include "log_insert.hpp"
+#include "spool.hpp"
 #include "error_boundary.hpp"
 #include "log_worker.hpp"
 #include "last_used.hpp"
@@ -24,10 +26,7 @@ extern "C" {
 #include "executor/spi.h"
 #include "postmaster/interrupt.h"
 #include "tcop/tcopprot.h"
-#include "commands/copy.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_node.h"
-#include "parser/parse_relation.h"
+#include "access/xlog.h"
 
 PGDLLEXPORT void flint_log_worker_main(Datum);
 }
@@ -70,28 +69,10 @@ constexpr const char *kHousekeepingLockTimeout = "100ms";
 SPIPlanPtr last_used_plan = nullptr;
 SPIPlanPtr still_there_plan = nullptr;
 
-// The batch in binary COPY format, read by COPY FROM through this callback.
-struct CopySource {
-    const char *data;
-    size_t len;
-    size_t pos;
-};
-CopySource copy_source;
-
-int read_copy_source(void *outbuf, int, int maxread) {
-    size_t n = std::min(static_cast<size_t>(maxread), copy_source.len - copy_source.pos);
-    std::memcpy(outbuf, copy_source.data + copy_source.pos, n);
-    copy_source.pos += n;
-    return static_cast<int>(n);
-}
-
 LastUsedTracker last_used; // newest successful use per key since the last flush
 TimestampTz next_last_used_flush = 0;
 
-bool log_table_exists_unsafe() {
-    Oid nsp = get_namespace_oid("flint", true);
-    return OidIsValid(nsp) && OidIsValid(get_relname_relid("request_log", nsp));
-}
+bool log_table_exists_unsafe() { return OidIsValid(log_table_unsafe().relid); }
 
 SPIPlanPtr prepare_unsafe(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types) {
     if (!*plan) {
@@ -136,42 +117,33 @@ void commit_transaction_unsafe() {
     pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
-bool copy_with_cost = true; // flint.request_log has the cost column (1.2); the batch is encoded to match
+// How batches are encoded: as flint.request_log's columns were last seen (a
+// 1.1 table has neither cost nor server).
+bool encode_cost = true, encode_server = true;
 
-// Inserts one batch (binary COPY into flint.request_log, naming its columns:
-// tuple routing to the day's partition, multi-row inserts).
-// False when flint.request_log does not exist (the rows are dropped). When
-// the table's columns differ from how the batch was encoded, sets
-// *reencode and inserts nothing.
+std::string encode_batch(const LogRecord *rows, size_t n, const uint32_t *order, const std::string &server) {
+    return encode_copy_binary(rows, n, encode_cost, order, encode_server ? server.c_str() : nullptr);
+}
+
+// Inserts one batch (binary COPY into flint.request_log: tuple routing to
+// the day's partition, multi-row inserts). False when flint.request_log
+// does not exist (the rows are dropped). When the table's columns differ
+// from how the batch was encoded, sets *reencode and inserts nothing.
 bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode) {
     begin_transaction_unsafe("flint_keys: inserting request-log rows", kInsertLockTimeout);
-    if (!log_table_exists_unsafe()) {
+    LogTable table = log_table_unsafe();
+    if (!OidIsValid(table.relid)) {
         commit_transaction_unsafe();
         return false;
     }
-    Oid relid = get_relname_relid("request_log", get_namespace_oid("flint", false));
-    bool has_cost = get_attnum(relid, "cost") != InvalidAttrNumber;
-    if (has_cost != copy_with_cost) {
-        copy_with_cost = has_cost;
+    if (table.has_cost != encode_cost || table.has_server != encode_server) {
+        encode_cost = table.has_cost;
+        encode_server = table.has_server;
         *reencode = true;
         commit_transaction_unsafe();
         return true;
     }
-    Relation rel = table_open(relid, RowExclusiveLock);
-    ParseState *pstate = make_parsestate(nullptr);
-    // CopyFrom finds its target as range-table entry 1, as DoCopy sets it up.
-    ParseNamespaceItem *nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, nullptr, false, false);
-    nsitem->p_rte->requiredPerms = ACL_INSERT;
-    List *options = list_make1(makeDefElem(pstrdup("format"), (Node *)makeString(pstrdup("binary")), -1));
-    copy_source = {copy_data, copy_len, 0};
-    List *columns = NIL;
-    for (const char *name : kCopyColumns)
-        if (has_cost || std::strcmp(name, "cost") != 0)
-            columns = lappend(columns, makeString(pstrdup(name)));
-    CopyFromState cstate = BeginCopyFrom(pstate, rel, nullptr, nullptr, false, read_copy_source, columns, options);
-    CopyFrom(cstate);
-    EndCopyFrom(cstate);
-    table_close(rel, NoLock);
+    (void)copy_into_log_unsafe(table, copy_data, copy_len);
     commit_transaction_unsafe();
     return true;
 }
@@ -292,57 +264,162 @@ void serve_leases() {
     }
 }
 
+// Inserts `pending` (a primary); false when the transaction failed.
+bool insert_pending() {
+    maintain_if_due(true);
+    // In key order, the (key_id, ...) index takes the batch leaf after
+    // leaf instead of at random: flat cost whatever the number of keys.
+    // (An order of indexes: the 300-byte records stay where they are.)
+    std::vector<uint32_t> order(pending.size());
+    for (uint32_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    std::sort(order.begin(), order.end(), [](uint32_t x, uint32_t y) { return pending[x].key_id < pending[y].key_id; });
+    bool inserted = false, reencode = false, ok = true;
+    for (int attempt = 0; attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
+        reencode = false;
+        const std::string copy_data = encode_batch(pending.data(), pending.size(), order.data(), server_name());
+        ok = run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode); });
+    }
+    if (ok && reencode)
+        ok = false; // the table changed twice in a row: try again on the next wake-up
+    if (!ok)
+        return false;
+    if (!inserted)
+        pg_guard([&] {
+            ereport(WARNING, (errmsg("flint_keys: flint.request_log does not exist; dropped %d log rows",
+                                     static_cast<int>(pending.size()))));
+        });
+    else
+        last_used.note(pending.data(), pending.size());
+    return true;
+}
+
+// A standby's spool: this worker run's origin, and the last batch spooled.
+Uuid spool_origin{};
+uint64_t spool_batch_id = 0;
+
+// Durably spools `pending` (a standby) for the forwarder; false on an I/O error.
+bool spool_pending() {
+    ForwardState &f = shared_state->forward;
+    const std::string bytes =
+        encode_spool_batch(spool_origin, spool_batch_id + 1, server_name(), pending.data(), pending.size());
+    uint64_t seq =
+        next_spool_sequence(pg_atomic_read_u64(&f.spooled_seq), static_cast<uint64_t>(GetCurrentTimestamp()));
+    try {
+        spool_write(seq, bytes);
+    } catch (const FlintError &e) {
+        std::string message = e.what();
+        pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()), errhint("%s", e.hint().c_str()))); });
+        return false;
+    }
+    ++spool_batch_id;
+    pg_atomic_fetch_add_u64(&f.spool_bytes, bytes.size());
+    pg_atomic_fetch_add_u64(&f.spool_rows, pending.size());
+    pg_atomic_write_u64(&f.spooled_seq, seq);
+    if (Latch *latch = f.forwarder_latch)
+        SetLatch(latch);
+    return true;
+}
+
+// Rows the spool can still take under flint.log_spool_size.
+size_t spool_room() {
+    uint64_t limit = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024;
+    uint64_t used = pg_atomic_read_u64(&shared_state->forward.spool_bytes) + kSpoolHeaderSize;
+    return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
+}
+
 // Drains the queue; false when a batch failed (it stays pending for the next try).
-// Each wake-up inserts what is queued, then keeps going while whole batches
+// Each wake-up stores what is queued, then keeps going while whole batches
 // are waiting, plus the remainder behind a full batch (a backlog is drained
 // at once): under load, rows gather for the flush interval instead of
 // trickling into tiny transactions that each pay a commit.
+// A primary inserts the rows; a standby spools them for the forwarder, and
+// past flint.log_spool_size leaves them queued (the queue then fills and
+// verifications fail closed), except at shutdown, when the queue is spooled
+// whatever its size rather than lost.
 bool drain(bool until_empty = false) {
     LogQueue *queue = shared_state->queue;
     const size_t batch_size = static_cast<size_t>(guc_log_batch_size);
+    const bool standby = RecoveryInProgress();
     bool last_was_full = false;
     for (bool first = true;; first = false) {
         if (!first && !until_empty && !last_was_full && pending.empty() && queue->depth() < batch_size)
             return true;
-        serve_leases(); // before every batch: a waiting quota caller never waits for a whole drain
+        size_t take = batch_size;
+        if (standby && !shutdown_requested) {
+            take = std::min(take, spool_room());
+            pg_atomic_write_u32(&shared_state->forward.spool_full, take == 0 && queue->depth() > 0);
+            if (take == 0 && pending.empty())
+                return true;
+        } else if (!standby) {
+            serve_leases(); // before every batch: a waiting quota caller never waits for a whole drain
+        }
         LogRecord r;
-        while (pending.size() < batch_size && queue->try_pop(r))
+        while (pending.size() < take && queue->try_pop(r))
             pending.push_back(r); // only flint.database verifies: see emit_log_record
         if (pending.empty())
             return true;
         last_was_full = pending.size() == batch_size;
-        maintain_if_due(true);
-        // In key order, the (key_id, ...) index takes the batch leaf after
-        // leaf instead of at random: flat cost whatever the number of keys.
-        // (An order of indexes: the 300-byte records stay where they are.)
-        std::vector<uint32_t> order(pending.size());
-        for (uint32_t i = 0; i < order.size(); ++i)
-            order[i] = i;
-        std::sort(order.begin(), order.end(),
-                  [](uint32_t x, uint32_t y) { return pending[x].key_id < pending[y].key_id; });
-        bool inserted = false, reencode = false, ok = true;
-        for (int attempt = 0; attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
-            reencode = false;
-            const std::string copy_data =
-                encode_copy_binary(pending.data(), pending.size(), copy_with_cost, order.data());
-            ok =
-                run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode); });
-        }
-        if (ok && reencode)
-            ok = false; // the table changed twice in a row: try again on the next wake-up
-        if (!ok)
+        if (!(standby ? spool_pending() : insert_pending()))
             return false;
-        if (!inserted)
-            pg_guard([&] {
-                ereport(WARNING, (errmsg("flint_keys: flint.request_log does not exist; dropped %d log rows",
-                                         static_cast<int>(pending.size()))));
-            });
-        if (inserted)
-            last_used.note(pending.data(), pending.size());
         queue->completed.fetch_add(pending.size());
         queue->batches.fetch_add(1);
         pending.clear();
     }
+}
+
+// A primary inserts what is left in the spool (after a promotion, or a
+// standby's data directory started as a primary), oldest first, each batch
+// once: the same origin check as forwarded batches, so a batch the old
+// primary had already received (and replay brought here) is skipped.
+// False while a batch fails (retried on the next pass).
+bool insert_spool() {
+    std::string bytes, copy_data;
+    for (uint64_t seq : spool_sequences()) {
+        SpoolBatch batch;
+        SpoolRead read = SpoolRead::ok;
+        try {
+            if (!spool_read(seq, &bytes))
+                continue;
+        } catch (const FlintError &) {
+            return false;
+        }
+        if ((read = decode_spool_batch(bytes.data(), bytes.size(), &batch)) != SpoolRead::ok) {
+            const char *why = spool_read_name(read);
+            pg_guard([&] {
+                ereport(WARNING, (errmsg("flint_keys: spool batch %s is damaged (%s); set aside as %s.damaged",
+                                         spool_file_name(seq).c_str(), why, spool_file_name(seq).c_str())));
+            });
+            try {
+                spool_set_aside(seq);
+            } catch (const FlintError &) {
+                return false;
+            }
+            continue;
+        }
+        bool fresh = false;
+        uint64 rows = 0;
+        bool ok = run_transaction([&] {
+            begin_transaction_unsafe("flint_keys: inserting spooled request-log rows", kInsertLockTimeout);
+            LogTable table = log_table_unsafe();
+            encode_cost = table.has_cost;
+            encode_server = table.has_server;
+            copy_data = encode_batch(batch.rows.data(), batch.rows.size(), nullptr, batch.server);
+            fresh = receive_batch_unsafe(batch.origin, static_cast<int64>(batch.batch_id), batch.server.c_str(),
+                                         copy_data.data(), copy_data.size(), &rows);
+            commit_transaction_unsafe();
+        });
+        if (!ok)
+            return false;
+        if (fresh)
+            last_used.note(batch.rows.data(), batch.rows.size());
+        try {
+            spool_remove(seq, bytes.size(), batch.rows.size());
+        } catch (const FlintError &) {
+            return false;
+        }
+    }
+    return true;
 }
 
 // Writes last_used_at once per flint.last_used_interval (and at shutdown):
@@ -362,7 +439,13 @@ void flush_last_used_if_due(bool force) {
 
 void worker_loop() {
     worker_context = AllocSetContextCreate(TopMemoryContext, "flint_keys log worker", ALLOCSET_DEFAULT_SIZES);
+    pg_guard([] {
+        if (!pg_strong_random(spool_origin.data(), spool_origin.size()))
+            elog(ERROR, "flint_keys: no random bytes for the spool's origin");
+    });
+    spool_account_at_start();
     bool failing = false;
+    bool spool_to_insert = true; // checked at start, and again after a promotion
     for (;;) {
         pg_guard([&] {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -377,7 +460,24 @@ void worker_loop() {
             MemoryContextSwitchTo(worker_context);
             MemoryContextReset(worker_context);
         });
+        if (RecoveryInProgress()) {
+            // A standby: rows go to the spool; the forwarder does the rest.
+            spool_to_insert = true;
+            failing = !drain();
+            if (shutdown_requested) {
+                for (int quiet = 0; quiet < 5 && !failing;) {
+                    bool had = shared_state->queue->depth() > 0;
+                    failing = !drain(true);
+                    quiet = had ? 0 : quiet + 1;
+                    pg_usleep(20 * 1000);
+                }
+                break;
+            }
+            continue;
+        }
         maintain_if_due(false);
+        if (spool_to_insert)
+            spool_to_insert = !insert_spool();
         failing = !drain(); // serves waiting quota leases first, and between batches
         // flint_flush_log() waits for last_used_at too: write it now if asked.
         uint64 requested = pg_atomic_read_u64(&shared_state->last_used_requested);
@@ -407,7 +507,7 @@ void log_worker_register() {
     BackgroundWorker worker;
     std::memset(&worker, 0, sizeof worker);
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_start_time = BgWorkerStart_ConsistentState; // a hot standby spools its rows
     worker.bgw_restart_time = 5; // seconds; also the retry while flint.database does not exist yet
     strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
     strlcpy(worker.bgw_function_name, "flint_log_worker_main", BGW_MAXLEN);

@@ -5,6 +5,7 @@
 #include "auth_context.hpp"
 #include "scrub.hpp"
 #include "log_worker.hpp"
+#include "forwarder.hpp"
 #include "traffic.hpp"
 
 extern "C" {
@@ -30,6 +31,8 @@ int guc_quota_lease = 10000;
 char *guc_database = nullptr;
 char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
+char *guc_primary_conninfo = nullptr;
+int guc_log_spool_size_mb = 1024;
 
 namespace {
 
@@ -85,6 +88,16 @@ void shmem_startup() {
         pg_atomic_init_u64(&state->cache_misses, 0);
         state->worker_latch = nullptr;
         state->worker_pid = 0;
+        ForwardState &f = state->forward;
+        for (pg_atomic_uint64 *v :
+             {&f.spooled_seq, &f.forwarded_seq, &f.spool_bytes, &f.spool_rows, &f.forwarded_rows})
+            pg_atomic_init_u64(v, 0);
+        pg_atomic_init_u32(&f.spool_ready, 0);
+        pg_atomic_init_u32(&f.spool_full, 0);
+        f.forwarder_latch = nullptr;
+        f.forwarder_pid = 0;
+        SpinLockInit(&f.lock);
+        f.connection[0] = '\0';
         char *after = reinterpret_cast<char *>(state) + MAXALIGN(sizeof(SharedState));
         void *aligned = reinterpret_cast<void *>(TYPEALIGN(64, after));
         state->queue = LogQueue::create(aligned, queue_capacity());
@@ -155,6 +168,14 @@ void define_gucs() {
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "flint.primary_conninfo", "How a standby's forwarder connects to the primary ('' : primary_conninfo).",
+        "Empty: the standby's own primary_conninfo with dbname = flint.database.", &guc_primary_conninfo, "",
+        PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("flint.log_spool_size",
+                            "Most log data a standby keeps in its spool while the primary is unreachable.",
+                            "Past it the standby fails closed (log_queue_full).", &guc_log_spool_size_mb, 1024, 1,
+                            1024 * 1024, PGC_SIGHUP, GUC_UNIT_MB, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("flint");
 }
 
@@ -182,4 +203,5 @@ extern "C" void _PG_init(void) {
         return;
     shared_memory_init();
     log_worker_register();
+    forwarder_register();
 }

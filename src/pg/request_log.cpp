@@ -4,9 +4,11 @@
 #include "datums.hpp"
 #include "error_boundary.hpp"
 #include "scrub.hpp"
+#include "spool.hpp"
 #include "state.hpp"
 
 extern "C" {
+#include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include <netinet/in.h>
 }
@@ -48,6 +50,19 @@ void check_database_unsafe() {
 void wake_worker() {
     if (Latch *latch = shared_state->worker_latch)
         SetLatch(latch);
+    if (Latch *latch = shared_state->forward.forwarder_latch)
+        SetLatch(latch);
+}
+
+// The state of a standby's connection to the primary ("" on a primary).
+std::string primary_connection() {
+    ForwardState &f = shared_state->forward;
+    char state[sizeof f.connection];
+    SpinLockAcquire(&f.lock);
+    std::memcpy(state, f.connection, sizeof state);
+    SpinLockRelease(&f.lock);
+    state[sizeof state - 1] = '\0';
+    return state;
 }
 
 // Wakes the worker, then sleeps up to `ms` on our own latch (interruptible).
@@ -110,6 +125,15 @@ void emit_log_record(LogRecord &record) {
     }
     if (!pushed) {
         queue->refused.fetch_add(1);
+        if (pg_atomic_read_u32(&shared_state->forward.spool_full))
+            throw FlintError(
+                "53000", "log_queue_full: the request log queue is full; the verification was refused",
+                "This standby's log spool holds flint.log_spool_size (" + std::to_string(guc_log_spool_size_mb) +
+                    " MB) of rows not yet forwarded to the primary; connection to the primary: " +
+                    primary_connection() + ".",
+                "The primary is unreachable or refusing the standby's rows: bring it back, or raise "
+                "flint.log_spool_size (flint_log_status() shows the spool and the connection).",
+                true);
         throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
                          "The log worker has not drained the queue for " + std::to_string(guc_log_queue_wait_ms) +
                              " ms; check that it is running (pg_stat_activity, backend_type 'flint_keys log worker').",
@@ -135,18 +159,34 @@ LogRecord context_log_record(LogSource source, Code outcome) {
 void flush_log() {
     pg_guard([] { require_preload_unsafe(); });
     LogQueue *queue = shared_state->queue;
+    ForwardState &f = shared_state->forward;
+    const bool standby = RecoveryInProgress();
     uint64_t target = queue->pushed();
     uint64_t last_used_target = pg_atomic_add_fetch_u64(&shared_state->last_used_requested, 1);
-    // Bounded: a worker that is down (restarting, or its database missing)
-    // must not hang the caller forever.
+    uint64_t forward_target = 0; // a standby: the last batch holding our rows, once spooled
+    // Bounded: a worker that is down (restarting, or its database missing),
+    // or a primary that is away, must not hang the caller forever.
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
-    while (queue->completed.load() < target ||
-           pg_atomic_read_u64(&shared_state->last_used_written) < last_used_target) {
-        if (GetCurrentTimestamp() >= deadline)
+    for (;;) {
+        bool stored = queue->completed.load() >= target;
+        if (stored && standby && forward_target == 0)
+            forward_target = std::max<uint64_t>(pg_atomic_read_u64(&f.spooled_seq), 1);
+        bool forwarded = !standby || (stored && (pg_atomic_read_u64(&f.forwarded_seq) >= forward_target ||
+                                                 pg_atomic_read_u64(&f.spool_rows) == 0));
+        if (stored && forwarded && pg_atomic_read_u64(&shared_state->last_used_written) >= last_used_target)
+            return;
+        if (GetCurrentTimestamp() >= deadline) {
+            if (standby && stored)
+                throw FlintError("57014",
+                                 "flint_flush_log: the primary did not receive this standby's rows within 30 s",
+                                 "Connection to the primary: " + primary_connection() + "; " +
+                                     std::to_string(pg_atomic_read_u64(&f.spool_rows)) + " rows are spooled.",
+                                 "They are kept in the spool and forwarded when the primary is back.");
             throw FlintError(
                 "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
                 std::to_string(target - queue->completed.load()) + " rows are still queued.",
                 "Check that the flint_keys log worker is running and that flint.database names this database.");
+        }
         nudge_worker_and_wait(5);
     }
 }
@@ -155,18 +195,30 @@ void flush_log() {
 // its counters, for support and monitoring.
 namespace {
 
-// flint_log_status(): the queue's counters, for support and monitoring.
+// flint._log_status_here(): this server's queue, spool and forwarding
+// counters, for support and monitoring (flint_log_status() adds the
+// standbys that forwarded rows here).
 Datum log_status_body(FunctionCallInfo fcinfo) {
     pg_guard([] { require_preload_unsafe(); });
     LogQueue *queue = shared_state->queue;
-    Datum values[7] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
-                       Int64GetDatum(static_cast<int64>(queue->completed.load())),
-                       Int64GetDatum(static_cast<int64>(queue->depth())),
-                       Int64GetDatum(static_cast<int64>(queue->refused.load())),
-                       Int32GetDatum(static_cast<int32>(queue->capacity())),
-                       Int32GetDatum(static_cast<int32>(shared_state->worker_pid)),
-                       Int64GetDatum(static_cast<int64>(queue->batches.load()))};
-    bool nulls[7] = {false, false, false, false, false, shared_state->worker_pid == 0, false};
+    ForwardState &f = shared_state->forward;
+    const bool standby = RecoveryInProgress();
+    const std::string connection = primary_connection();
+    Datum values[13] = {Int64GetDatum(static_cast<int64>(queue->pushed())),
+                        Int64GetDatum(static_cast<int64>(queue->completed.load())),
+                        Int64GetDatum(static_cast<int64>(queue->depth())),
+                        Int64GetDatum(static_cast<int64>(queue->refused.load())),
+                        Int32GetDatum(static_cast<int32>(queue->capacity())),
+                        Int32GetDatum(static_cast<int32>(shared_state->worker_pid)),
+                        Int64GetDatum(static_cast<int64>(queue->batches.load())),
+                        text_datum(server_name()),
+                        text_datum(standby ? "standby" : "primary"),
+                        Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&f.forwarded_rows))),
+                        Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&f.spool_rows))),
+                        Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&f.spool_bytes))),
+                        text_datum(connection)};
+    bool nulls[13] = {false, false, false, false, false, shared_state->worker_pid == 0, false, false, false,
+                      false, false, false, connection.empty()};
     return composite_result(fcinfo, values, nulls);
 }
 

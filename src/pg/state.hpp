@@ -4,9 +4,29 @@
 
 #include "log_queue.hpp"
 
+extern "C" {
+#include "storage/spin.h"
+}
+
 namespace flint::pg {
 
 inline constexpr int kOutcomeSlots = 16; // > the number of flint::Code values
+
+// A standby's log forwarding (spool.cpp, forwarder.cpp): the log worker
+// writes the queue's rows to the spool, the forwarder sends them on.
+struct ForwardState {
+    pg_atomic_uint64 spooled_seq;   // newest batch written to the spool (its file sequence)
+    pg_atomic_uint64 forwarded_seq; // newest batch the primary has (or already had)
+    pg_atomic_uint64 spool_bytes;   // in the spool now
+    pg_atomic_uint64 spool_rows;
+    pg_atomic_uint64 forwarded_rows; // since the server started
+    pg_atomic_uint32 spool_ready;    // the worker has sized the spool: the forwarder may begin
+    pg_atomic_uint32 spool_full;     // the worker stopped taking rows: flint.log_spool_size reached
+    Latch *volatile forwarder_latch;
+    volatile pid_t forwarder_pid;
+    slock_t lock;         // guards connection
+    char connection[256]; // the state of the connection to the primary, for flint_log_status()
+};
 
 struct SharedState {
     // Bumped after every commit that changed keys, merchants or scopes, so
@@ -24,6 +44,7 @@ struct SharedState {
     pg_atomic_uint64 outcome_counts[kOutcomeSlots];
     pg_atomic_uint64 cache_hits;
     pg_atomic_uint64 cache_misses;
+    ForwardState forward;
     LogQueue *queue;
 };
 
@@ -44,6 +65,8 @@ extern int guc_quota_lease;
 extern char *guc_database;
 extern char *guc_request_id;
 extern char *guc_log_retention;
+extern char *guc_primary_conninfo;
+extern int guc_log_spool_size_mb;
 
 // Raises a clear error, with the fix, when the library was not preloaded.
 void require_preload_unsafe();

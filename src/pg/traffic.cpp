@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "executor/spi.h"
+#include "access/xlog.h"
 #include "storage/spin.h"
 }
 
@@ -277,6 +278,16 @@ TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) 
             return v;
         }
         took_merchant = true;
+    }
+    if (key.has_quota && cost > 0 && RecoveryInProgress()) {
+        // Leasing writes to flint.api_keys: a standby cannot, so it never spends a quota.
+        if (took_key)
+            refund_token(key.id, Kind::key, key.rate_limit, key.rate_window_us);
+        if (took_merchant)
+            refund_token(key.merchant_id, Kind::merchant, key.merchant_rate_limit, key.merchant_rate_window_us);
+        v.code = Code::usage_exceeded;
+        v.detail = "A key with a quota is verified on the primary only: this server is a standby.";
+        return v;
     }
     if (key.has_quota && cost > 0) {
         int64 period = quota_period_start(key.refill, now);

@@ -163,4 +163,9 @@ TEST(LogRecord, BinaryCopyEncoding) {
     std::string old = encode_copy_binary(&r, 1, false);
     EXPECT_EQ(uint8_t(old[20]), 13);
     EXPECT_EQ(old.size(), out.size() - 8);
+    // With the server column (1.2): 15 fields, the name last in each row.
+    std::string named = encode_copy_binary(&r, 1, true, nullptr, "standby1");
+    EXPECT_EQ(uint8_t(named[20]), 15);
+    EXPECT_EQ(named.size(), out.size() + 4 + 8);
+    EXPECT_EQ(named.substr(named.size() - 2 - 8, 8), "standby1");
 }

@@ -1,0 +1,286 @@
+// The standby's log forwarder: a background worker, connected to no
+// database of its own, that sends the spool's batches (spool.hpp) to the
+// primary's flint.request_log over a libpq connection, oldest first, one
+// call of flint._receive_log_batch per batch (the rows as binary COPY). The
+// primary remembers each origin's highest batch id in the same transaction
+// as the rows, so a batch sent twice (the forwarder died between the
+// primary's commit and removing the file) is inserted once. It also moves
+// last_used_at on the primary from the forwarded rows, once per
+// flint.last_used_interval. On a primary it does nothing.
+//
+// A separate process from the log worker, so that a slow or unreachable
+// primary (connect and statement timeouts) never delays spooling: the
+// standby keeps verifying while the primary is away.
+#include "error_boundary.hpp"
+#include "forwarder.hpp"
+#include "last_used.hpp"
+#include "spool.hpp"
+#include "state.hpp"
+
+extern "C" {
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
+#include "postmaster/interrupt.h"
+#include "libpq-fe.h"
+
+PGDLLEXPORT void flint_forwarder_main(Datum);
+}
+
+namespace flint::pg {
+
+namespace {
+
+volatile sig_atomic_t stop_requested = false;
+
+void handle_sigterm(SIGNAL_ARGS) {
+    int save_errno = errno;
+    stop_requested = true;
+    SetLatch(MyLatch);
+    errno = save_errno;
+}
+
+void forget_latch(int, Datum) {
+    if (shared_state) {
+        shared_state->forward.forwarder_latch = nullptr;
+        shared_state->forward.forwarder_pid = 0;
+    }
+}
+
+PGconn *conn = nullptr;
+LastUsedTracker last_used; // newest forwarded use per key, not yet sent
+TimestampTz next_last_used = 0;
+
+void set_connection_state(const std::string &state) {
+    ForwardState &f = shared_state->forward;
+    SpinLockAcquire(&f.lock);
+    strlcpy(f.connection, state.c_str(), sizeof f.connection);
+    SpinLockRelease(&f.lock);
+}
+
+std::string last_error() {
+    std::string m = conn ? PQerrorMessage(conn) : "";
+    while (!m.empty() && (m.back() == '\n' || m.back() == ' '))
+        m.pop_back();
+    for (char &c : m)
+        if (c == '\n')
+            c = ' ';
+    return m;
+}
+
+void disconnect() {
+    if (conn)
+        PQfinish(conn);
+    conn = nullptr;
+}
+
+// flint.primary_conninfo, or the standby's own primary_conninfo; either way
+// to the database flint.database names (the primary's, by replication).
+bool connect_to_primary() {
+    if (conn && PQstatus(conn) == CONNECTION_OK)
+        return true;
+    disconnect();
+    std::string info = guc_primary_conninfo && guc_primary_conninfo[0] ? guc_primary_conninfo
+                       : PrimaryConnInfo                                ? PrimaryConnInfo
+                                                                        : "";
+    if (info.empty()) {
+        set_connection_state("not configured: set primary_conninfo or flint.primary_conninfo");
+        return false;
+    }
+    set_connection_state("connecting");
+    // The first dbname is the whole connection string; the later keywords
+    // override what it says.
+    const char *keywords[] = {"dbname", "dbname", "application_name", "connect_timeout", "options", nullptr};
+    const char *values[] = {info.c_str(), guc_database, "flint_keys forwarder", "5",
+                            "-c lock_timeout=5s -c statement_timeout=120s", nullptr};
+    conn = PQconnectdbParams(keywords, values, 1);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        set_connection_state("unreachable: " + last_error());
+        disconnect();
+        return false;
+    }
+    set_connection_state("connected");
+    return true;
+}
+
+std::string uuid_text(const Uuid &id) {
+    static const char *hex = "0123456789abcdef";
+    std::string out;
+    for (size_t i = 0; i < id.size(); ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out += '-';
+        out += hex[id[i] >> 4];
+        out += hex[id[i] & 15];
+    }
+    return out;
+}
+
+// One query; false (and the connection state says why) when it failed.
+bool run(const char *sql, int nparams, const char *const *values, const int *lengths, const int *formats,
+         std::string *first_value = nullptr) {
+    PGresult *res = PQexecParams(conn, sql, nparams, nullptr, values, lengths, formats, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (ok && first_value && PQntuples(res) == 1)
+        *first_value = PQgetvalue(res, 0, 0);
+    if (!ok) {
+        const char *msg = PQresultErrorMessage(res);
+        std::string why = msg && msg[0] ? msg : last_error();
+        while (!why.empty() && why.back() == '\n')
+            why.pop_back();
+        if (PQstatus(conn) != CONNECTION_OK) {
+            set_connection_state("unreachable: " + why);
+            disconnect();
+        } else {
+            set_connection_state("error: " + why);
+        }
+    }
+    PQclear(res);
+    return ok;
+}
+
+// Sends one batch; true when the primary has it (now or already).
+bool forward_batch(uint64_t seq) {
+    ForwardState &f = shared_state->forward;
+    std::string bytes;
+    if (!spool_read(seq, &bytes)) // removed by the worker after a promotion
+        return true;
+    SpoolBatch batch;
+    SpoolRead read = decode_spool_batch(bytes.data(), bytes.size(), &batch);
+    if (read != SpoolRead::ok) {
+        std::string message = "flint_keys: spool batch " + spool_file_name(seq) + " is damaged (" +
+                              spool_read_name(read) + "); set aside as " + spool_file_name(seq) + ".damaged";
+        pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
+        spool_set_aside(seq);
+        pg_atomic_write_u64(&f.forwarded_seq, seq);
+        return true;
+    }
+    const std::string copy = encode_copy_binary(batch.rows.data(), batch.rows.size(), true, nullptr,
+                                                batch.server.c_str());
+    const std::string origin = uuid_text(batch.origin), id = std::to_string(batch.batch_id);
+    const char *values[4] = {origin.c_str(), id.c_str(), batch.server.c_str(), copy.data()};
+    int lengths[4] = {0, 0, 0, static_cast<int>(copy.size())};
+    int formats[4] = {0, 0, 0, 1};
+    if (!run("SELECT flint._receive_log_batch($1::uuid, $2::bigint, $3::text, $4::bytea)", 4, values, lengths,
+             formats))
+        return false;
+    set_connection_state("connected");
+    last_used.note(batch.rows.data(), batch.rows.size());
+    spool_remove(seq, bytes.size(), batch.rows.size());
+    pg_atomic_fetch_add_u64(&f.forwarded_rows, batch.rows.size());
+    pg_atomic_write_u64(&f.forwarded_seq, seq);
+    return true;
+}
+
+// Everything in the spool, oldest first; false when the primary could not
+// take a batch (it stays, and is retried).
+bool forward_spool() {
+    for (uint64_t seq : spool_sequences()) {
+        if (stop_requested || !connect_to_primary())
+            return false;
+        if (!forward_batch(seq))
+            return false;
+    }
+    return true;
+}
+
+// last_used_at on the primary, from the forwarded rows (keys locked there
+// are skipped: the next interval brings a newer use anyway).
+bool send_last_used() {
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    last_used.snapshot(&ids, &ats);
+    if (ids.empty())
+        return true;
+    if (!connect_to_primary())
+        return false;
+    std::string id_list = "{", at_list = "{";
+    for (size_t i = 0; i < ids.size(); ++i) {
+        id_list += (i ? "," : "") + uuid_text(ids[i]);
+        at_list += (i ? "," : "") + std::to_string(ats[i]);
+    }
+    id_list += "}";
+    at_list += "}";
+    const char *values[2] = {id_list.c_str(), at_list.c_str()};
+    if (!run("SELECT flint._receive_last_used($1::uuid[], $2::bigint[])", 2, values, nullptr, nullptr))
+        return false;
+    last_used.forget_all_but({});
+    return true;
+}
+
+void forwarder_loop() {
+    bool failing = false;
+    while (!stop_requested) {
+        pg_guard([&] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, failing ? 1000 : 5000,
+                            PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            if (ConfigReloadPending) {
+                ConfigReloadPending = false;
+                ProcessConfigFile(PGC_SIGHUP);
+                disconnect(); // flint.primary_conninfo may have changed
+            }
+        });
+        if (stop_requested)
+            break;
+        if (!RecoveryInProgress()) { // a primary (or promoted): the log worker inserts the spool itself
+            disconnect();
+            set_connection_state("");
+            failing = false;
+            continue;
+        }
+        if (pg_atomic_read_u32(&shared_state->forward.spool_ready) == 0)
+            continue;
+        uint64 requested = pg_atomic_read_u64(&shared_state->last_used_requested);
+        bool asked = requested != pg_atomic_read_u64(&shared_state->last_used_written);
+        try {
+            failing = !forward_spool();
+        } catch (const FlintError &e) { // the spool's files: reported, retried
+            std::string message = e.what();
+            pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
+            failing = true;
+        }
+        if (failing)
+            continue;
+        if (asked || GetCurrentTimestamp() >= next_last_used) {
+            failing = !send_last_used();
+            next_last_used = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
+        }
+        if (asked && !failing)
+            pg_atomic_write_u64(&shared_state->last_used_written, requested);
+    }
+    disconnect();
+}
+
+} // namespace
+
+void forwarder_register() {
+    BackgroundWorker worker;
+    std::memset(&worker, 0, sizeof worker);
+    // A connection to no database: visible in pg_stat_activity, reads no table.
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_ConsistentState;
+    worker.bgw_restart_time = 5;
+    strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, "flint_forwarder_main", BGW_MAXLEN);
+    strlcpy(worker.bgw_name, "flint_keys log forwarder", BGW_MAXLEN);
+    strlcpy(worker.bgw_type, "flint_keys log forwarder", BGW_MAXLEN);
+    RegisterBackgroundWorker(&worker);
+}
+
+} // namespace flint::pg
+
+extern "C" void flint_forwarder_main(Datum) {
+    using namespace flint::pg;
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, handle_sigterm);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+    pgstat_report_appname("flint_keys log forwarder");
+    shared_state->forward.forwarder_pid = MyProcPid;
+    shared_state->forward.forwarder_latch = &MyProc->procLatch;
+    before_shmem_exit(forget_latch, 0);
+    call_cpp([] {
+        forwarder_loop();
+        return (Datum)0;
+    });
+    proc_exit(0);
+}

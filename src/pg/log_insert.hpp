@@ -1,0 +1,32 @@
+// Inserting rows into flint.request_log with a binary COPY from memory: the
+// log worker's batches, a standby's forwarded batches
+// (flint._receive_log_batch, on the primary) and, after a promotion, the
+// batches still in the spool. Every function here may raise: call them
+// inside pg_guard, in a transaction.
+#pragma once
+#include "pg_includes.hpp"
+
+#include "token.hpp"
+
+namespace flint::pg {
+
+// flint.request_log as it is now (relid invalid when it does not exist): a
+// 1.1 table has neither cost nor server.
+struct LogTable {
+    Oid relid = InvalidOid;
+    bool has_cost = false;
+    bool has_server = false;
+};
+LogTable log_table_unsafe();
+
+// Binary COPY of `data` (encode_copy_binary's columns, as `table` has them)
+// into flint.request_log; returns the rows inserted.
+uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len);
+
+// A standby's batch, exactly once: the primary remembers the highest batch id
+// of each origin (flint.log_origins) in the same transaction as the rows.
+// Returns false, inserting nothing, when that batch is already there.
+bool receive_batch_unsafe(const Uuid &origin, int64 batch_id, const char *server, const char *data, size_t len,
+                          uint64 *rows);
+
+} // namespace flint::pg

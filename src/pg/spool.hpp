@@ -1,0 +1,35 @@
+// A standby's durable log spool: one file per batch in flint_keys_spool/
+// under the data directory, written by the log worker and removed by the
+// forwarder once the primary has the batch (or by the worker itself, after
+// promotion, once it has inserted it). Plain POSIX file calls: nothing here
+// raises a Postgres error; failures come back as FlintError.
+//
+// A batch file appears whole or not at all (written to a temporary name,
+// fsynced, renamed, the directory fsynced), so a crash leaves either the
+// complete batch or nothing; every read checks the CRC before use.
+#pragma once
+#include "pg_includes.hpp"
+
+#include "spool_batch.hpp"
+
+namespace flint::pg {
+
+inline constexpr const char *kSpoolDir = "flint_keys_spool";
+
+// The batches in the spool, oldest first (by file sequence).
+std::vector<uint64_t> spool_sequences();
+// Durably adds a batch; throws FlintError on an I/O error (nothing is left behind).
+void spool_write(uint64_t sequence, const std::string &bytes);
+// The file's bytes; false when it is gone.
+bool spool_read(uint64_t sequence, std::string *bytes);
+// Durably removes a batch the primary has; also keeps the spool's accounting.
+void spool_remove(uint64_t sequence, uint64_t bytes, uint64_t rows);
+// Moves a damaged batch out of the way (kept for inspection, never sent).
+void spool_set_aside(uint64_t sequence);
+// At the worker's start: counts what the spool holds, then lets the forwarder begin.
+void spool_account_at_start();
+
+// The name this server logs under: cluster_name, or the system identifier.
+const std::string &server_name();
+
+} // namespace flint::pg
