@@ -47,8 +47,8 @@ const char *spool_read_name(SpoolRead r) {
     return "?";
 }
 
-std::string encode_spool_batch(const Uuid &origin, uint64_t batch_id, const std::string &server,
-                               const LogRecord *rows, size_t count) {
+std::string encode_spool_batch(const Uuid &origin, uint64_t batch_id, const std::string &server, const LogRecord *rows,
+                               size_t count) {
     Header h{};
     std::memcpy(h.magic, kMagic, sizeof kMagic);
     h.record_size = sizeof(LogRecord);

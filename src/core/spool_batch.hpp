@@ -28,8 +28,8 @@ enum class SpoolRead { ok, not_a_batch, other_layout, truncated, bad_checksum };
 const char *spool_read_name(SpoolRead r);
 
 // The file's bytes.
-std::string encode_spool_batch(const Uuid &origin, uint64_t batch_id, const std::string &server,
-                               const LogRecord *rows, size_t count);
+std::string encode_spool_batch(const Uuid &origin, uint64_t batch_id, const std::string &server, const LogRecord *rows,
+                               size_t count);
 // Checks magic, layout, length and checksum before trusting a byte of it.
 SpoolRead decode_spool_batch(const char *data, size_t len, SpoolBatch *out);
 // The header alone (for sizing the spool at start): rows in the file, or -1.

@@ -80,8 +80,8 @@ bool connect_to_primary() {
         return true;
     disconnect();
     std::string info = guc_primary_conninfo && guc_primary_conninfo[0] ? guc_primary_conninfo
-                       : PrimaryConnInfo                                ? PrimaryConnInfo
-                                                                        : "";
+                       : PrimaryConnInfo                               ? PrimaryConnInfo
+                                                                       : "";
     if (info.empty()) {
         set_connection_state("not configured: set primary_conninfo or flint.primary_conninfo");
         return false;
@@ -90,8 +90,9 @@ bool connect_to_primary() {
     // The first dbname is the whole connection string; the later keywords
     // override what it says.
     const char *keywords[] = {"dbname", "dbname", "application_name", "connect_timeout", "options", nullptr};
-    const char *values[] = {info.c_str(), guc_database, "flint_keys forwarder", "5",
-                            "-c lock_timeout=5s -c statement_timeout=120s", nullptr};
+    const char *values[] = {
+        info.c_str(), guc_database, "flint_keys forwarder", "5", "-c lock_timeout=5s -c statement_timeout=120s",
+        nullptr};
     conn = PQconnectdbParams(keywords, values, 1);
     if (PQstatus(conn) != CONNECTION_OK) {
         set_connection_state("unreachable: " + last_error());
@@ -153,14 +154,13 @@ bool forward_batch(uint64_t seq) {
         pg_atomic_write_u64(&f.forwarded_seq, seq);
         return true;
     }
-    const std::string copy = encode_copy_binary(batch.rows.data(), batch.rows.size(), true, nullptr,
-                                                batch.server.c_str());
+    const std::string copy =
+        encode_copy_binary(batch.rows.data(), batch.rows.size(), true, nullptr, batch.server.c_str());
     const std::string origin = uuid_text(batch.origin), id = std::to_string(batch.batch_id);
     const char *values[4] = {origin.c_str(), id.c_str(), batch.server.c_str(), copy.data()};
     int lengths[4] = {0, 0, 0, static_cast<int>(copy.size())};
     int formats[4] = {0, 0, 0, 1};
-    if (!run("SELECT flint._receive_log_batch($1::uuid, $2::bigint, $3::text, $4::bytea)", 4, values, lengths,
-             formats))
+    if (!run("SELECT flint._receive_log_batch($1::uuid, $2::bigint, $3::text, $4::bytea)", 4, values, lengths, formats))
         return false;
     set_connection_state("connected");
     last_used.note(batch.rows.data(), batch.rows.size());

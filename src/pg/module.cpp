@@ -89,8 +89,7 @@ void shmem_startup() {
         state->worker_latch = nullptr;
         state->worker_pid = 0;
         ForwardState &f = state->forward;
-        for (pg_atomic_uint64 *v :
-             {&f.spooled_seq, &f.forwarded_seq, &f.spool_bytes, &f.spool_rows, &f.forwarded_rows})
+        for (pg_atomic_uint64 *v : {&f.spooled_seq, &f.forwarded_seq, &f.spool_bytes, &f.spool_rows, &f.forwarded_rows})
             pg_atomic_init_u64(v, 0);
         pg_atomic_init_u32(&f.spool_ready, 0);
         pg_atomic_init_u32(&f.spool_full, 0);
@@ -168,10 +167,10 @@ void define_gucs() {
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-    DefineCustomStringVariable(
-        "flint.primary_conninfo", "How a standby's forwarder connects to the primary ('' : primary_conninfo).",
-        "Empty: the standby's own primary_conninfo with dbname = flint.database.", &guc_primary_conninfo, "",
-        PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("flint.primary_conninfo",
+                               "How a standby's forwarder connects to the primary ('' : primary_conninfo).",
+                               "Empty: the standby's own primary_conninfo with dbname = flint.database.",
+                               &guc_primary_conninfo, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.log_spool_size",
                             "Most log data a standby keeps in its spool while the primary is unreachable.",
                             "Past it the standby fails closed (log_queue_full).", &guc_log_spool_size_mb, 1024, 1,

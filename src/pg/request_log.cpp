@@ -126,14 +126,14 @@ void emit_log_record(LogRecord &record) {
     if (!pushed) {
         queue->refused.fetch_add(1);
         if (pg_atomic_read_u32(&shared_state->forward.spool_full))
-            throw FlintError(
-                "53000", "log_queue_full: the request log queue is full; the verification was refused",
-                "This standby's log spool holds flint.log_spool_size (" + std::to_string(guc_log_spool_size_mb) +
-                    " MB) of rows not yet forwarded to the primary; connection to the primary: " +
-                    primary_connection() + ".",
-                "The primary is unreachable or refusing the standby's rows: bring it back, or raise "
-                "flint.log_spool_size (flint_log_status() shows the spool and the connection).",
-                true);
+            throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
+                             "This standby's log spool holds flint.log_spool_size (" +
+                                 std::to_string(guc_log_spool_size_mb) +
+                                 " MB) of rows not yet forwarded to the primary; connection to the primary: " +
+                                 primary_connection() + ".",
+                             "The primary is unreachable or refusing the standby's rows: bring it back, or raise "
+                             "flint.log_spool_size (flint_log_status() shows the spool and the connection).",
+                             true);
         throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
                          "The log worker has not drained the queue for " + std::to_string(guc_log_queue_wait_ms) +
                              " ms; check that it is running (pg_stat_activity, backend_type 'flint_keys log worker').",
@@ -217,8 +217,19 @@ Datum log_status_body(FunctionCallInfo fcinfo) {
                         Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&f.spool_rows))),
                         Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&f.spool_bytes))),
                         text_datum(connection)};
-    bool nulls[13] = {false, false, false, false, false, shared_state->worker_pid == 0, false, false, false,
-                      false, false, false, connection.empty()};
+    bool nulls[13] = {false,
+                      false,
+                      false,
+                      false,
+                      false,
+                      shared_state->worker_pid == 0,
+                      false,
+                      false,
+                      false,
+                      false,
+                      false,
+                      false,
+                      connection.empty()};
     return composite_result(fcinfo, values, nulls);
 }
 

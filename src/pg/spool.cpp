@@ -137,7 +137,25 @@ void spool_set_aside(uint64_t sequence) {
     pg_atomic_fetch_sub_u64(&f.spool_bytes, std::min(size, pg_atomic_read_u64(&f.spool_bytes)));
 }
 
+namespace {
+
+// A batch a crash interrupted before its rename: never complete, never counted.
+void remove_unfinished() {
+    DIR *dir = ::opendir(kSpoolDir);
+    if (!dir)
+        return;
+    while (struct dirent *e = ::readdir(dir)) {
+        size_t len = std::strlen(e->d_name);
+        if (len > 4 && std::strcmp(e->d_name + len - 4, ".tmp") == 0)
+            (void)::unlink((std::string(kSpoolDir) + "/" + e->d_name).c_str());
+    }
+    ::closedir(dir);
+}
+
+} // namespace
+
 void spool_account_at_start() {
+    remove_unfinished();
     uint64_t bytes = 0, rows = 0, last = 0;
     for (uint64_t seq : spool_sequences()) {
         // The header alone: the row count; the file's size from stat.

@@ -92,10 +92,16 @@ my @files = glob($standby->data_dir . '/flint_keys_spool/*.batch');
 ok(@files > 0, 'the rows are in spool files under the data directory (' . scalar(@files) . ')');
 my ($rc, $out, $err) = $standby->psql('postgres', "SET statement_timeout = '40s'; SELECT flint_flush_log()");
 like($err, qr/primary did not receive this standby's rows/, 'flint_flush_log() on the standby says the primary is away');
+# Damage the spool as a disk might: a batch that is not one (first in line),
+# and a batch a crash cut off before its rename.
+my $spool = $standby->data_dir . '/flint_keys_spool';
+PostgreSQL::Test::Utils::append_to_file("$spool/0000000000000001.batch", 'not a batch at all' x 10);
+PostgreSQL::Test::Utils::append_to_file("$spool/00000000000000ff.batch.tmp", 'half a batch');
 $standby->restart;
 $standby->poll_query_until('postgres', "SELECT spooled >= 5000 FROM flint_log_status() WHERE role = 'standby'")
   or die 'spool lost';
 pass('a clean standby restart keeps the spool');
+ok(!-e "$spool/00000000000000ff.batch.tmp", 'an unfinished batch file is removed at start');
 $primary->start;
 $standby->poll_query_until('postgres', "SELECT primary_connection = 'connected' FROM flint_log_status() WHERE role = 'standby'")
   or die 'the forwarder did not reconnect';
@@ -104,6 +110,9 @@ $standby->safe_psql('postgres', 'SELECT flint_flush_log()');
 is($rows, 5000, 'the primary is back: all 5,000 rows arrive');
 is($distinct, 5000, 'none twice');
 is($standby_status->('spooled'), 0, 'the spool is empty again');
+ok(-e "$spool/0000000000000001.batch.damaged", 'the damaged batch was set aside, not sent');
+like(PostgreSQL::Test::Utils::slurp_file($standby->logfile), qr/spool batch 0000000000000001.batch is damaged \(not a spool batch\)/,
+    'with a WARNING in the server log');
 
 # 6. kill -9 of the forwarder mid-forward: batches the primary committed are
 # not inserted again, the others are sent after the restart.
