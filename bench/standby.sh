@@ -25,7 +25,7 @@ trap 'standby_stop; cluster_stop; rm -rf "$DIR"' EXIT
 bench_cluster_start "$DIR"
 sq() { "${CLUSTER_USER[@]}" "$PGBIN/psql" -h "$DIR" -p "$SPORT" -U postgres -d flint -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-"${CLUSTER_USER[@]}" "$PGBIN/pg_basebackup" -h "$DIR" -p "$CLUSTER_PORT" -U postgres -D "$STANDBY" -R -X stream
+"${CLUSTER_USER[@]}" "$PGBIN/pg_basebackup" -h "$DIR" -p "$CLUSTER_PORT" -U postgres -D "$STANDBY" -R -X stream -c fast
 printf "port = %s\ncluster_name = 'bench_standby'\n" "$SPORT" | "${CLUSTER_USER[@]}" tee -a "$STANDBY/postgresql.auto.conf" >/dev/null
 "${CLUSTER_USER[@]}" "$PGBIN/pg_ctl" -D "$STANDBY" -l "$DIR/standby.log" -w start >/dev/null
 until [ "$(sq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'flint_keys log forwarder'" 2>/dev/null)" = 1 ]; do sleep 0.5; done

@@ -25,6 +25,16 @@ $primary->append_conf('postgresql.conf', join("\n",
     "flint.log_flush_interval = 20ms", "restart_after_crash = on", ''));
 $primary->start;
 $primary->safe_psql('postgres', "CREATE EXTENSION flint_keys; INSERT INTO flint.merchants (id, name) VALUES ('$acme', 'Acme')");
+# The forwarder connects as a role with the README's two GRANTs and nothing else.
+$primary->safe_psql('postgres', q{
+    CREATE ROLE flint_forwarder LOGIN;
+    GRANT USAGE ON SCHEMA flint TO flint_forwarder;
+    GRANT EXECUTE ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea),
+                              flint._receive_last_used(uuid[], bigint[]) TO flint_forwarder;});
+my ($rc, $out, $err) = $primary->psql('postgres', 'SELECT count(*) FROM flint.request_log', extra_params => ['-U', 'flint_forwarder']);
+like($err, qr/permission denied/, 'the forwarding role cannot read the log');
+($rc, $out, $err) = $primary->psql('postgres', 'SELECT count(*) FROM flint.api_keys', extra_params => ['-U', 'flint_forwarder']);
+like($err, qr/permission denied/, 'nor the keys');
 my ($key_id, $secret) = split /\|/, $primary->safe_psql('postgres',
     "SELECT key_id || '|' || secret FROM flint_create_key('$acme', 'standby traffic', '{payments:write}')");
 $primary->backup('base');
@@ -32,7 +42,8 @@ my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'base', has_streaming => 1);
 # A small queue, a short wait and small batches: the bound and the kill are quick to reach.
 $standby->append_conf('postgresql.conf', join("\n",
-    'flint.log_queue_size = 1024', 'flint.log_queue_wait = 200ms', 'flint.log_batch_size = 500', ''));
+    'flint.log_queue_size = 1024', 'flint.log_queue_wait = 200ms', 'flint.log_batch_size = 500',
+    "flint.primary_conninfo = '" . ($primary->connstr('postgres') . ' user=flint_forwarder') =~ s/'/''/gr . "'", ''));
 $standby->start;
 $primary->wait_for_catchup($standby);
 
@@ -72,6 +83,8 @@ is($rows, 20000, 'flint_flush_log() on the standby returns once all 20,000 rows 
 is($distinct, 20000, 'each exactly once');
 is($standby_status->('refused'), 0, 'none refused');
 is($standby_status->('primary_connection'), 'connected', 'flint_log_status() on the standby: connected to the primary');
+is($primary->safe_psql('postgres', "SELECT usename FROM pg_stat_activity WHERE application_name = 'flint_keys forwarder'"),
+    'flint_forwarder', 'as the role flint.primary_conninfo names');
 cmp_ok($standby_status->('forwarded'), '>=', 20000, 'and counts the forwarded rows');
 is($primary->safe_psql('postgres',
     "SELECT role || ' ' || (forwarded >= 20000) FROM flint_log_status() WHERE server = 'standby'"),
@@ -90,7 +103,7 @@ $standby->poll_query_until('postgres',
 like($standby_status->('primary_connection'), qr/^unreachable/, 'the status says the primary is unreachable');
 my @files = glob($standby->data_dir . '/flint_keys_spool/*.batch');
 ok(@files > 0, 'the rows are in spool files under the data directory (' . scalar(@files) . ')');
-my ($rc, $out, $err) = $standby->psql('postgres', "SET statement_timeout = '40s'; SELECT flint_flush_log()");
+($rc, $out, $err) = $standby->psql('postgres', "SET statement_timeout = '40s'; SELECT flint_flush_log()");
 like($err, qr/primary did not receive this standby's rows/, 'flint_flush_log() on the standby says the primary is away');
 # Damage the spool as a disk might: a batch that is not one (first in line),
 # and a batch a crash cut off before its rename.
