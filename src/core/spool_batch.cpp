@@ -57,7 +57,8 @@ std::string encode_spool_batch(const Uuid &origin, uint64_t batch_id, const std:
     std::memcpy(h.origin, origin.data(), 16);
     copy_field(h.server, server.data(), server.size());
     std::string out(reinterpret_cast<const char *>(&h), sizeof h);
-    out.append(reinterpret_cast<const char *>(rows), count * sizeof(LogRecord));
+    if (count > 0)
+        out.append(reinterpret_cast<const char *>(rows), count * sizeof(LogRecord));
     uint32_t crc = file_crc(out.data(), out.size());
     std::memcpy(&out[offsetof(Header, crc)], &crc, sizeof crc);
     return out;
@@ -91,7 +92,8 @@ SpoolRead decode_spool_batch(const char *data, size_t len, SpoolBatch *out) {
     h.server[kServerField - 1] = '\0';
     out->server = h.server;
     out->rows.resize(h.count);
-    std::memcpy(static_cast<void *>(out->rows.data()), data + sizeof h, h.count * sizeof(LogRecord));
+    if (h.count > 0)
+        std::memcpy(static_cast<void *>(out->rows.data()), data + sizeof h, h.count * sizeof(LogRecord));
     return SpoolRead::ok;
 }
 

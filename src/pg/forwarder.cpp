@@ -16,6 +16,7 @@
 #include "last_used.hpp"
 #include "spool.hpp"
 #include "state.hpp"
+#include "worker_process.hpp"
 
 extern "C" {
 #include "access/xlog.h"
@@ -29,22 +30,6 @@ PGDLLEXPORT void flint_forwarder_main(Datum);
 namespace flint::pg {
 
 namespace {
-
-volatile sig_atomic_t stop_requested = false;
-
-void handle_sigterm(SIGNAL_ARGS) {
-    int save_errno = errno;
-    stop_requested = true;
-    SetLatch(MyLatch);
-    errno = save_errno;
-}
-
-void forget_latch(int, Datum) {
-    if (shared_state) {
-        shared_state->forward.forwarder_latch = nullptr;
-        shared_state->forward.forwarder_pid = 0;
-    }
-}
 
 PGconn *conn = nullptr;
 LastUsedTracker last_used; // newest forwarded use per key, not yet sent
@@ -174,7 +159,7 @@ bool forward_batch(uint64_t seq) {
 // take a batch (it stays, and is retried).
 bool forward_spool() {
     for (uint64_t seq : spool_sequences()) {
-        if (stop_requested || !connect_to_primary())
+        if (worker_stop_requested || !connect_to_primary())
             return false;
         if (!forward_batch(seq))
             return false;
@@ -208,7 +193,7 @@ bool send_last_used() {
 
 void forwarder_loop() {
     bool failing = false;
-    while (!stop_requested) {
+    while (!worker_stop_requested) {
         pg_guard([&] {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, failing ? 1000 : 5000,
                             PG_WAIT_EXTENSION);
@@ -219,7 +204,7 @@ void forwarder_loop() {
                 disconnect(); // flint.primary_conninfo may have changed
             }
         });
-        if (stop_requested)
+        if (worker_stop_requested)
             break;
         if (!RecoveryInProgress()) { // a primary (or promoted): the log worker inserts the spool itself
             disconnect();
@@ -270,14 +255,10 @@ void forwarder_register() {
 
 extern "C" void flint_forwarder_main(Datum) {
     using namespace flint::pg;
-    pqsignal(SIGHUP, SignalHandlerForConfigReload);
-    pqsignal(SIGTERM, handle_sigterm);
-    BackgroundWorkerUnblockSignals();
+    worker_signals_init();
     BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
     pgstat_report_appname("flint_keys log forwarder");
-    shared_state->forward.forwarder_pid = MyProcPid;
-    shared_state->forward.forwarder_latch = &MyProc->procLatch;
-    before_shmem_exit(forget_latch, 0);
+    worker_publish(&shared_state->forward.forwarder_latch, &shared_state->forward.forwarder_pid);
     call_cpp([] {
         forwarder_loop();
         return (Datum)0;

@@ -21,6 +21,7 @@
 #include "request_log.hpp"
 #include "state.hpp"
 #include "traffic.hpp"
+#include "worker_process.hpp"
 
 extern "C" {
 #include "executor/spi.h"
@@ -34,22 +35,6 @@ PGDLLEXPORT void flint_log_worker_main(Datum);
 namespace flint::pg {
 
 namespace {
-
-volatile sig_atomic_t shutdown_requested = false;
-
-void handle_sigterm(SIGNAL_ARGS) {
-    int save_errno = errno;
-    shutdown_requested = true;
-    SetLatch(MyLatch);
-    errno = save_errno;
-}
-
-void forget_latch(int, Datum) {
-    if (shared_state) {
-        shared_state->worker_latch = nullptr;
-        shared_state->worker_pid = 0;
-    }
-}
 
 // Moves last_used_at forward for the keys it can lock at once; returns the
 // ids it locked (done). Keys locked by another session are skipped, not waited for.
@@ -346,7 +331,7 @@ bool drain(bool until_empty = false) {
         if (!first && !until_empty && !last_was_full && pending.empty() && queue->depth() < batch_size)
             return true;
         size_t take = batch_size;
-        if (standby && !shutdown_requested) {
+        if (standby && !worker_stop_requested) {
             take = std::min(take, spool_room());
             pg_atomic_write_u32(&shared_state->forward.spool_full, take == 0 && queue->depth() > 0);
             if (take == 0 && pending.empty())
@@ -437,6 +422,17 @@ void flush_last_used_if_due(bool force) {
     next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
 }
 
+// At shutdown: backends stopping with us may still queue a row, so drain
+// until the queue has stayed empty for a while (or a batch fails).
+void drain_until_quiet(bool failing) {
+    for (int quiet = 0; quiet < 5 && !failing;) {
+        bool had = shared_state->queue->depth() > 0;
+        failing = !drain(true);
+        quiet = had ? 0 : quiet + 1;
+        pg_usleep(20 * 1000);
+    }
+}
+
 void worker_loop() {
     worker_context = AllocSetContextCreate(TopMemoryContext, "flint_keys log worker", ALLOCSET_DEFAULT_SIZES);
     pg_guard([] {
@@ -464,13 +460,8 @@ void worker_loop() {
             // A standby: rows go to the spool; the forwarder does the rest.
             spool_to_insert = true;
             failing = !drain();
-            if (shutdown_requested) {
-                for (int quiet = 0; quiet < 5 && !failing;) {
-                    bool had = shared_state->queue->depth() > 0;
-                    failing = !drain(true);
-                    quiet = had ? 0 : quiet + 1;
-                    pg_usleep(20 * 1000);
-                }
+            if (worker_stop_requested) {
+                drain_until_quiet(failing);
                 break;
             }
             continue;
@@ -487,14 +478,8 @@ void worker_loop() {
         flush_last_used_if_due(asked);
         if (asked && !failing)
             pg_atomic_write_u64(&shared_state->last_used_written, requested);
-        if (shutdown_requested) {
-            // Backends stopping with us may still queue a row: drain until quiet.
-            for (int quiet = 0; quiet < 5 && !failing;) {
-                bool had = shared_state->queue->depth() > 0;
-                failing = !drain(true);
-                quiet = had ? 0 : quiet + 1;
-                pg_usleep(20 * 1000);
-            }
+        if (worker_stop_requested) {
+            drain_until_quiet(failing);
             flush_last_used_if_due(true);
             break;
         }
@@ -520,14 +505,10 @@ void log_worker_register() {
 
 extern "C" void flint_log_worker_main(Datum) {
     using namespace flint::pg;
-    pqsignal(SIGHUP, SignalHandlerForConfigReload);
-    pqsignal(SIGTERM, handle_sigterm);
-    BackgroundWorkerUnblockSignals();
+    worker_signals_init();
     BackgroundWorkerInitializeConnection(guc_database, nullptr, 0);
     in_log_worker = true;
-    shared_state->worker_pid = MyProcPid;
-    shared_state->worker_latch = &MyProc->procLatch;
-    before_shmem_exit(forget_latch, 0);
+    worker_publish(&shared_state->worker_latch, &shared_state->worker_pid);
     pgstat_report_appname("flint_keys log worker");
 
     // Errors inside are caught per transaction; anything escaping is a bug

@@ -1,6 +1,7 @@
 // libFuzzer target for everything that reads untrusted text before any table
 // is touched: the token parser, base62, the scope parser and matcher, the
-// scope suggestion, and the fixed-size field copy. Built by CMake with
+// scope suggestion, the fixed-size field copy, and a spool batch file (what
+// a standby reads back from disk). Built by CMake with
 // -DFLINT_FUZZ=ON (clang, -fsanitize=fuzzer,address,undefined): the target
 // fuzz_parsers, run by test/run_tests.sh fuzz.
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "base62.hpp"
 #include "log_record.hpp"
 #include "scopes.hpp"
+#include "spool_batch.hpp"
 #include "token.hpp"
 
 using namespace flint;
@@ -58,5 +60,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     copy_field(field, reinterpret_cast<const char *>(data), size);
     if (std::strlen(field) >= sizeof field)
         __builtin_trap();
+
+    // A spool file: anything but a whole, checksummed batch is refused; what
+    // is accepted re-encodes to the same bytes.
+    SpoolBatch batch;
+    if (decode_spool_batch(reinterpret_cast<const char *>(data), size, &batch) == SpoolRead::ok) {
+        std::string again =
+            encode_spool_batch(batch.origin, batch.batch_id, batch.server, batch.rows.data(), batch.rows.size());
+        if (again.size() != size)
+            __builtin_trap();
+    }
     return 0;
 }

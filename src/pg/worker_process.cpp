@@ -1,0 +1,46 @@
+#include "worker_process.hpp"
+
+extern "C" {
+#include "postmaster/interrupt.h"
+}
+
+namespace flint::pg {
+
+volatile sig_atomic_t worker_stop_requested = false;
+
+namespace {
+
+Latch *volatile *published_latch = nullptr;
+volatile pid_t *published_pid = nullptr;
+
+void handle_sigterm(SIGNAL_ARGS) {
+    int save_errno = errno;
+    worker_stop_requested = true;
+    SetLatch(MyLatch);
+    errno = save_errno;
+}
+
+void unpublish(int, Datum) {
+    if (published_latch)
+        *published_latch = nullptr;
+    if (published_pid)
+        *published_pid = 0;
+}
+
+} // namespace
+
+void worker_signals_init() {
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, handle_sigterm);
+    BackgroundWorkerUnblockSignals();
+}
+
+void worker_publish(Latch *volatile *latch_slot, volatile pid_t *pid_slot) {
+    published_latch = latch_slot;
+    published_pid = pid_slot;
+    *pid_slot = MyProcPid;
+    *latch_slot = &MyProc->procLatch;
+    before_shmem_exit(unpublish, 0);
+}
+
+} // namespace flint::pg
