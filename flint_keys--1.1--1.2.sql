@@ -62,8 +62,9 @@ ALTER TABLE flint.key_events ADD CONSTRAINT key_events_event_check
     CHECK (event IN ('created', 'updated', 'rotated', 'revoked', 'deleted', 'leaked', 'disabled', 'enabled'));
 
 -- RLS readers (an application in a context) read "my merchant's newest rows":
--- index every row by merchant, not only failures. Partitions made from now on
--- get it from _maintain_request_log; existing ones get it here.
+-- index every row by merchant, not only failures; and "one key's newest
+-- rows", with statistics that say a key has one merchant. Partitions made
+-- from now on get them from _maintain_request_log; existing ones get them here.
 DO $$
 DECLARE
     p record;
@@ -74,6 +75,8 @@ BEGIN
                        p.relname);
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flint.%I (key_id, merchant_id, at)',
                        p.relname || '_key_merchant_idx', p.relname);
+        EXECUTE format('CREATE STATISTICS IF NOT EXISTS flint.%I (dependencies) ON key_id, merchant_id FROM flint.%I',
+                       p.relname || '_key_merchant_stats', p.relname);
     END LOOP;
 END
 $$;
@@ -863,6 +866,12 @@ BEGIN
             -- merchant_id = the key's, or get a sort of the key's rows).
             EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at)', part || '_merchant_idx', part);
             EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, merchant_id, at)', part || '_key_merchant_idx', part);
+            -- A key belongs to one merchant: told so, the planner no longer
+            -- multiplies the two selectivities, and reads a rarely used
+            -- key's newest rows by index instead of sorting all of them
+            -- (BENCHMARKS.md, RLS readers). Costs nothing per insert.
+            EXECUTE format('CREATE STATISTICS flint.%I (dependencies) ON key_id, merchant_id FROM flint.%I',
+                           part || '_key_merchant_stats', part);
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RLS readers at 10 million log rows: an application role in a context reads
 # its merchant's newest 50 rows, and one hot key's newest 50 rows, through
-# the per-partition indexes. Prints EXPLAIN (ANALYZE, BUFFERS) of both into
+# the per-partition indexes; so does another merchant reading a rarely used
+# key's and an unknown key's. Prints EXPLAIN (ANALYZE, BUFFERS) of each into
 # bench/results/rls_readers.txt (about 4 minutes on 2 cores).
 #
 #   bash bench/rls_readers.sh            10,000,000 rows
@@ -25,6 +26,11 @@ q -c "CREATE EXTENSION flint_keys" \
   -c "SELECT flint._maintain_request_log((now() AT TIME ZONE 'UTC')::date - 3)"
 KEY=$(q -c "SELECT key_id FROM flint_create_key('$M', 'hot', ARRAY['logs:read'])")
 SECRET=$(q -c "SELECT secret FROM flint_rotate_key('$KEY')")
+# A second merchant's context: its key 00000000-...-000000000001 is used 1,000
+# times among the merchant's 47,500 rows (a rarely used key).
+M2='aaaaaaaa-0000-0000-0000-000000000002'
+SECRET2=$(q -c "SELECT secret FROM flint_create_key('$M2', 'reader', ARRAY['logs:read'])")
+COLD='00000000-0000-4000-8000-000000000001'
 # 10,000 keys over 200 merchants; the hot key has 5% of all rows, its merchant 1/200 of the rest.
 echo "loading $ROWS rows..."
 start=$(date +%s)
@@ -41,14 +47,22 @@ q -c "CREATE ROLE app" -c "GRANT EXECUTE ON FUNCTION flint_authenticate(text) TO
 {
     echo "RLS readers, $(date -u +%Y-%m-%dT%H:%MZ), $ROWS rows in flint.request_log ($(q -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'flint.request_log'::regclass") partitions)"
     echo "the hot key: $(q -c "SELECT count(*) FROM flint.request_log WHERE key_id = '$KEY'") rows; its merchant: $(q -c "SELECT count(*) FROM flint.request_log WHERE merchant_id = '$M'") rows"
-    for query in "SELECT * FROM flint.request_log ORDER BY at DESC LIMIT 50" \
-                 "SELECT * FROM flint.request_log WHERE key_id = '$KEY' ORDER BY at DESC LIMIT 50"; do
+    echo "a rarely used key of merchant 2: $(q -c "SELECT count(*) FROM flint.request_log WHERE key_id = '$COLD'") rows; merchant 2: $(q -c "SELECT count(*) FROM flint.request_log WHERE merchant_id = '$M2'") rows"
+    # secret|query: the merchant's newest rows, the hot key's, (merchant 2) a
+    # rarely used key's (the per-partition statistics tell the planner a key
+    # has one merchant, so it does not sort all of that key's rows) and an
+    # unknown key's.
+    for run in "$SECRET|SELECT * FROM flint.request_log ORDER BY at DESC LIMIT 50" \
+               "$SECRET|SELECT * FROM flint.request_log WHERE key_id = '$KEY' ORDER BY at DESC LIMIT 50" \
+               "$SECRET2|SELECT * FROM flint.request_log WHERE key_id = '$COLD' ORDER BY at DESC LIMIT 50" \
+               "$SECRET2|SELECT * FROM flint.request_log WHERE key_id = '00000000-0000-4000-8000-999999999999' ORDER BY at DESC LIMIT 50"; do
+        secret="${run%%|*}" query="${run#*|}"
         echo
         echo "-- as the application role in a context (RLS: merchant_id = the context's merchant):"
         echo "-- $query"
         # twice: the first run reads the pages into the cache; the second is the one shown
-        q -c "BEGIN" -c "SET LOCAL ROLE app" -c "SELECT count(*) FROM flint_authenticate('$SECRET')" -c "$query" -c "COMMIT" >/dev/null
-        q -c "BEGIN" -c "SET LOCAL ROLE app" -c "SELECT count(*) FROM flint_authenticate('$SECRET')" \
+        q -c "BEGIN" -c "SET LOCAL ROLE app" -c "SELECT count(*) FROM flint_authenticate('$secret')" -c "$query" -c "COMMIT" >/dev/null
+        q -c "BEGIN" -c "SET LOCAL ROLE app" -c "SELECT count(*) FROM flint_authenticate('$secret')" \
           -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) $query" -c "COMMIT" | grep -v '^1$'
     done
 } | tee "$OUT"

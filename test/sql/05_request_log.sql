@@ -60,6 +60,9 @@ SELECT flint._maintain_request_log('2026-01-01');
 SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname LIKE 'request_log_2026010%' ORDER BY 1;
+-- each day: the readers' two indexes, and statistics that say a key has one merchant
+SELECT indexdef FROM pg_indexes WHERE schemaname = 'flint' AND tablename = 'request_log_20260101' ORDER BY 1;
+SELECT stxname, stxkind FROM pg_statistic_ext WHERE stxrelid = 'flint.request_log_20260101'::regclass;
 INSERT INTO flint.request_log (at, outcome, sqlstate, backend_pid, source)
 VALUES ('2026-01-01 12:00+00', 'ok', '00000', 1, 'verify'), ('2026-01-02 12:00+00', 'ok', '00000', 1, 'verify');
 SELECT tableoid::regclass, count(*) FROM flint.request_log WHERE at < '2026-02-01' GROUP BY 1 ORDER BY 1;
