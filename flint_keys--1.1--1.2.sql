@@ -1068,7 +1068,10 @@ CREATE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) RETURNS v
     SET search_path = pg_catalog, pg_temp SET session_replication_role = replica SET lock_timeout = '100ms'
 AS $$
     WITH u AS MATERIALIZED (
-            SELECT u.id, timestamptz '2000-01-01 00:00:00+00' + u.at_us * interval '1 microsecond' AS at
+            -- never ahead of this server's clock (plus skew): a use in the
+            -- future would pin last_used_at and hide every later one
+            SELECT u.id, least(timestamptz '2000-01-01 00:00:00+00' + u.at_us * interval '1 microsecond',
+                               now() + interval '5 minutes') AS at
               FROM unnest(ids, used_at) AS u(id, at_us)),
          locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY (ids) FOR UPDATE SKIP LOCKED)
     UPDATE flint.api_keys k SET last_used_at = u.at

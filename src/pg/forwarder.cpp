@@ -42,8 +42,11 @@ void set_connection_state(const std::string &state) {
     SpinLockRelease(&f.lock);
 }
 
-std::string last_error() {
-    std::string m = conn ? PQerrorMessage(conn) : "";
+// libpq's message, on one line. A message that quotes the connection
+// string (a malformed URI) could hold a password: it is replaced.
+std::string clean_message(std::string m) {
+    if (m.find("://") != std::string::npos || m.find("password") != std::string::npos)
+        return "the connection string was refused (check flint.primary_conninfo or primary_conninfo)";
     while (!m.empty() && (m.back() == '\n' || m.back() == ' '))
         m.pop_back();
     for (char &c : m)
@@ -51,6 +54,8 @@ std::string last_error() {
             c = ' ';
     return m;
 }
+
+std::string last_error() { return clean_message(conn ? PQerrorMessage(conn) : ""); }
 
 void disconnect() {
     if (conn)
@@ -109,9 +114,7 @@ bool run(const char *sql, int nparams, const char *const *values, const int *len
         *first_value = PQgetvalue(res, 0, 0);
     if (!ok) {
         const char *msg = PQresultErrorMessage(res);
-        std::string why = msg && msg[0] ? msg : last_error();
-        while (!why.empty() && why.back() == '\n')
-            why.pop_back();
+        std::string why = msg && msg[0] ? clean_message(msg) : last_error();
         if (PQstatus(conn) != CONNECTION_OK) {
             set_connection_state("unreachable: " + why);
             disconnect();
@@ -123,20 +126,42 @@ bool run(const char *sql, int nparams, const char *const *values, const int *len
     return ok;
 }
 
+// A batch the primary has committed, kept in the spool until this standby
+// has replayed that commit: if the primary is lost before it streams here,
+// the promoted standby still holds the batch and inserts it itself.
+struct SentBatch {
+    uint64_t seq;
+    XLogRecPtr primary_lsn; // the primary's WAL position after its commit
+    uint64_t bytes, rows;
+};
+std::vector<SentBatch> awaiting_replay;
+
+bool already_sent(uint64_t seq) {
+    for (const SentBatch &b : awaiting_replay)
+        if (b.seq == seq)
+            return true;
+    return false;
+}
+
+// Removes the sent batches whose commit this standby has replayed.
+void remove_replayed() {
+    XLogRecPtr replayed = GetXLogReplayRecPtr(nullptr);
+    size_t kept = 0;
+    for (const SentBatch &b : awaiting_replay)
+        if (b.primary_lsn <= replayed)
+            spool_remove(b.seq, b.bytes, b.rows);
+        else
+            awaiting_replay[kept++] = b;
+    awaiting_replay.resize(kept);
+}
+
 // Sends one batch; true when the primary has it (now or already).
 bool forward_batch(uint64_t seq) {
     ForwardState &f = shared_state->forward;
     std::string bytes;
-    if (!spool_read(seq, &bytes)) // removed by the worker after a promotion
-        return true;
     SpoolBatch batch;
-    SpoolRead read = decode_spool_batch(bytes.data(), bytes.size(), &batch);
-    if (read != SpoolRead::ok) {
-        std::string message = "flint_keys: spool batch " + spool_file_name(seq) + " is damaged (" +
-                              spool_read_name(read) + "); set aside as " + spool_file_name(seq) + ".damaged";
-        pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
-        spool_set_aside(seq);
-        pg_atomic_write_u64(&f.forwarded_seq, seq);
+    if (!spool_load(seq, &bytes, &batch)) { // gone (a promotion), or damaged and set aside
+        pg_atomic_write_u64(&f.forwarded_seq, std::max(seq, pg_atomic_read_u64(&f.forwarded_seq)));
         return true;
     }
     const std::string copy =
@@ -147,19 +172,32 @@ bool forward_batch(uint64_t seq) {
     int formats[4] = {0, 0, 0, 1};
     if (!run("SELECT flint._receive_log_batch($1::uuid, $2::bigint, $3::text, $4::bytea)", 4, values, lengths, formats))
         return false;
+    // Committed there (autocommit): where the primary's WAL stands now is at
+    // or past that commit.
+    std::string lsn_text;
+    if (!run("SELECT pg_current_wal_insert_lsn()::text", 0, nullptr, nullptr, nullptr, &lsn_text))
+        return false;
+    uint32 hi = 0, lo = 0;
+    if (std::sscanf(lsn_text.c_str(), "%X/%X", &hi, &lo) != 2)
+        return false;
     set_connection_state("connected");
     last_used.note(batch.rows.data(), batch.rows.size());
-    spool_remove(seq, bytes.size(), batch.rows.size());
+    awaiting_replay.push_back({seq, (static_cast<uint64_t>(hi) << 32) | lo, bytes.size(), batch.rows.size()});
     pg_atomic_fetch_add_u64(&f.forwarded_rows, batch.rows.size());
     pg_atomic_write_u64(&f.forwarded_seq, seq);
     return true;
 }
 
-// Everything in the spool, oldest first; false when the primary could not
-// take a batch (it stays, and is retried).
+// Everything in the spool not yet sent, oldest first; false when the
+// primary could not take a batch (it stays, and is retried). Stops at a
+// promotion, and while the log worker is sizing the spool.
 bool forward_spool() {
+    remove_replayed();
     for (uint64_t seq : spool_sequences()) {
-        if (worker_stop_requested || !connect_to_primary())
+        if (already_sent(seq))
+            continue;
+        if (worker_stop_requested || !RecoveryInProgress() ||
+            pg_atomic_read_u32(&shared_state->forward.spool_ready) == 0 || !connect_to_primary())
             return false;
         if (!forward_batch(seq))
             return false;
@@ -195,8 +233,9 @@ void forwarder_loop() {
     bool failing = false;
     while (!worker_stop_requested) {
         pg_guard([&] {
-            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, failing ? 1000 : 5000,
-                            PG_WAIT_EXTENSION);
+            // Sent batches wait for replay: look again soon to remove them.
+            long timeout = failing ? 1000 : awaiting_replay.empty() ? 5000 : 100;
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
             ResetLatch(MyLatch);
             if (ConfigReloadPending) {
                 ConfigReloadPending = false;

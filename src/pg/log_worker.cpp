@@ -359,37 +359,22 @@ bool drain(bool until_empty = false) {
 // primary had already received (and replay brought here) is skipped.
 // False while a batch fails (retried on the next pass).
 bool insert_spool() {
-    std::string bytes, copy_data;
+    std::string bytes;
     for (uint64_t seq : spool_sequences()) {
         SpoolBatch batch;
-        SpoolRead read = SpoolRead::ok;
         try {
-            if (!spool_read(seq, &bytes))
-                continue;
+            if (!spool_load(seq, &bytes, &batch))
+                continue; // gone, or damaged and set aside
         } catch (const FlintError &) {
             return false;
         }
-        if ((read = decode_spool_batch(bytes.data(), bytes.size(), &batch)) != SpoolRead::ok) {
-            const char *why = spool_read_name(read);
-            pg_guard([&] {
-                ereport(WARNING, (errmsg("flint_keys: spool batch %s is damaged (%s); set aside as %s.damaged",
-                                         spool_file_name(seq).c_str(), why, spool_file_name(seq).c_str())));
-            });
-            try {
-                spool_set_aside(seq);
-            } catch (const FlintError &) {
-                return false;
-            }
-            continue;
-        }
+        // As the forwarder sends it (receive_batch_unsafe takes the 1.2 columns).
+        const std::string copy_data =
+            encode_copy_binary(batch.rows.data(), batch.rows.size(), true, nullptr, batch.server.c_str());
         bool fresh = false;
         uint64 rows = 0;
         bool ok = run_transaction([&] {
             begin_transaction_unsafe("flint_keys: inserting spooled request-log rows", kInsertLockTimeout);
-            LogTable table = log_table_unsafe();
-            encode_cost = table.has_cost;
-            encode_server = table.has_server;
-            copy_data = encode_batch(batch.rows.data(), batch.rows.size(), nullptr, batch.server);
             fresh = receive_batch_unsafe(batch.origin, static_cast<int64>(batch.batch_id), batch.server.c_str(),
                                          copy_data.data(), copy_data.size(), &rows);
             commit_transaction_unsafe();

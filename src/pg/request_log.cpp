@@ -129,8 +129,7 @@ void emit_log_record(LogRecord &record) {
             throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
                              "This standby's log spool holds flint.log_spool_size (" +
                                  std::to_string(guc_log_spool_size_mb) +
-                                 " MB) of rows not yet forwarded to the primary; connection to the primary: " +
-                                 primary_connection() + ".",
+                                 " MB) of rows not yet forwarded to the primary.",
                              "The primary is unreachable or refusing the standby's rows: bring it back, or raise "
                              "flint.log_spool_size (flint_log_status() shows the spool and the connection).",
                              true);
@@ -164,24 +163,26 @@ void flush_log() {
     uint64_t target = queue->pushed();
     uint64_t last_used_target = pg_atomic_add_fetch_u64(&shared_state->last_used_requested, 1);
     uint64_t forward_target = 0; // a standby: the last batch holding our rows, once spooled
+    bool forward_target_set = false;
     // Bounded: a worker that is down (restarting, or its database missing),
     // or a primary that is away, must not hang the caller forever.
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
     for (;;) {
         bool stored = queue->completed.load() >= target;
-        if (stored && standby && forward_target == 0)
-            forward_target = std::max<uint64_t>(pg_atomic_read_u64(&f.spooled_seq), 1);
-        bool forwarded = !standby || (stored && (pg_atomic_read_u64(&f.forwarded_seq) >= forward_target ||
-                                                 pg_atomic_read_u64(&f.spool_rows) == 0));
+        if (stored && standby && !forward_target_set) {
+            forward_target = pg_atomic_read_u64(&f.spooled_seq); // 0: nothing spooled since the start
+            forward_target_set = true;
+        }
+        bool forwarded = !standby || (stored && pg_atomic_read_u64(&f.forwarded_seq) >= forward_target);
         if (stored && forwarded && pg_atomic_read_u64(&shared_state->last_used_written) >= last_used_target)
             return;
         if (GetCurrentTimestamp() >= deadline) {
             if (standby && stored)
                 throw FlintError("57014",
                                  "flint_flush_log: the primary did not receive this standby's rows within 30 s",
-                                 "Connection to the primary: " + primary_connection() + "; " +
-                                     std::to_string(pg_atomic_read_u64(&f.spool_rows)) + " rows are spooled.",
-                                 "They are kept in the spool and forwarded when the primary is back.");
+                                 std::to_string(pg_atomic_read_u64(&f.spool_rows)) + " rows are spooled.",
+                                 "They are kept in the spool and forwarded when the primary is back; "
+                                 "flint_log_status() shows the connection to the primary.");
             throw FlintError(
                 "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
                 std::to_string(target - queue->completed.load()) + " rows are still queued.",

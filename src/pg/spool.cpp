@@ -83,7 +83,12 @@ void spool_write(uint64_t sequence, const std::string &bytes) {
         ::unlink(tmp.c_str());
         io_failed("write " + final_path, err);
     }
-    fsync_path(kSpoolDir, true);
+    try {
+        fsync_path(kSpoolDir, true);
+    } catch (const FlintError &) {
+        // Renamed: the batch is there and counts as spooled (its id is used);
+        // the next batch's directory fsync makes the entry durable.
+    }
 }
 
 bool spool_read(uint64_t sequence, std::string *bytes) {
@@ -126,15 +131,28 @@ void spool_remove(uint64_t sequence, uint64_t bytes, uint64_t rows) {
     pg_atomic_fetch_sub_u64(&f.spool_rows, std::min(rows, pg_atomic_read_u64(&f.spool_rows)));
 }
 
-void spool_set_aside(uint64_t sequence) {
+bool spool_load(uint64_t sequence, std::string *bytes, SpoolBatch *batch) {
+    if (!spool_read(sequence, bytes))
+        return false;
+    SpoolRead read = decode_spool_batch(bytes->data(), bytes->size(), batch);
+    if (read == SpoolRead::ok)
+        return true;
+    const std::string message = "flint_keys: spool batch " + spool_file_name(sequence) + " is damaged (" +
+                                spool_read_name(read) + "); set aside as " + spool_file_name(sequence) + ".damaged";
+    pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
+    long rows = spool_batch_rows(bytes->data(), bytes->size());
+    spool_set_aside(sequence, bytes->size(), rows > 0 ? static_cast<uint64_t>(rows) : 0);
+    return false;
+}
+
+void spool_set_aside(uint64_t sequence, uint64_t bytes, uint64_t rows) {
     const std::string path = path_of(sequence), aside = path + ".damaged";
-    struct stat st;
-    uint64_t size = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
     if (::rename(path.c_str(), aside.c_str()) != 0)
         io_failed("rename " + path, errno);
     fsync_path(kSpoolDir, true);
     ForwardState &f = shared_state->forward;
-    pg_atomic_fetch_sub_u64(&f.spool_bytes, std::min(size, pg_atomic_read_u64(&f.spool_bytes)));
+    pg_atomic_fetch_sub_u64(&f.spool_bytes, std::min(bytes, pg_atomic_read_u64(&f.spool_bytes)));
+    pg_atomic_fetch_sub_u64(&f.spool_rows, std::min(rows, pg_atomic_read_u64(&f.spool_rows)));
 }
 
 namespace {
@@ -155,6 +173,8 @@ void remove_unfinished() {
 } // namespace
 
 void spool_account_at_start() {
+    // The forwarder removes nothing while the spool is being counted.
+    pg_atomic_write_u32(&shared_state->forward.spool_ready, 0);
     remove_unfinished();
     uint64_t bytes = 0, rows = 0, last = 0;
     for (uint64_t seq : spool_sequences()) {

@@ -18,14 +18,20 @@ inline constexpr const char *kSpoolDir = "flint_keys_spool";
 
 // The batches in the spool, oldest first (by file sequence).
 std::vector<uint64_t> spool_sequences();
-// Durably adds a batch; throws FlintError on an I/O error (nothing is left behind).
+// Durably adds a batch; throws FlintError on an I/O error before the
+// rename (nothing is left behind). Once renamed the batch counts as spooled:
+// a failed directory fsync is retried by the next batch's.
 void spool_write(uint64_t sequence, const std::string &bytes);
 // The file's bytes; false when it is gone.
 bool spool_read(uint64_t sequence, std::string *bytes);
 // Durably removes a batch the primary has; also keeps the spool's accounting.
 void spool_remove(uint64_t sequence, uint64_t bytes, uint64_t rows);
-// Moves a damaged batch out of the way (kept for inspection, never sent).
-void spool_set_aside(uint64_t sequence);
+// Reads and checks a batch: false when it is gone, or damaged (then it is
+// set aside with a WARNING and never sent). Throws FlintError on an I/O error.
+bool spool_load(uint64_t sequence, std::string *bytes, SpoolBatch *batch);
+// Moves a damaged batch out of the way (kept for inspection, never sent);
+// `bytes` and `rows` leave the spool's accounting.
+void spool_set_aside(uint64_t sequence, uint64_t bytes, uint64_t rows);
 // At the worker's start: counts what the spool holds, then lets the forwarder begin.
 void spool_account_at_start();
 

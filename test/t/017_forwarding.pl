@@ -122,7 +122,9 @@ $standby->safe_psql('postgres', 'SELECT flint_flush_log()');
 ($rows, $distinct) = $arrived->($primary, 's3');
 is($rows, 5000, 'the primary is back: all 5,000 rows arrive');
 is($distinct, 5000, 'none twice');
-is($standby_status->('spooled'), 0, 'the spool is empty again');
+$standby->poll_query_until('postgres', "SELECT spooled = 0 FROM flint_log_status() WHERE role = 'standby'")
+  or die 'spool not emptied';
+pass('the spool empties once the standby has replayed the primary\'s commits');
 ok(-e "$spool/0000000000000001.batch.damaged", 'the damaged batch was set aside, not sent');
 like(PostgreSQL::Test::Utils::slurp_file($standby->logfile), qr/spool batch 0000000000000001.batch is damaged \(not a spool batch\)/,
     'with a WARNING in the server log');
@@ -184,6 +186,16 @@ is($verify_on_standby->(100, 's4b'), 100, 'with the primary back, the standby ve
 
 # 5. Promotion with rows in the spool: the new primary inserts them once, and carries on.
 $standby->safe_psql('postgres', 'SELECT flint_flush_log()');
+# A batch the primary has committed stays in the spool until the standby has
+# replayed that commit (were the primary lost first, the promoted standby
+# would still have it).
+$standby->safe_psql('postgres', 'SELECT pg_wal_replay_pause()');
+is($verify_on_standby->(50, 's7'), 50, 'with replay paused, 50 more standby verifications');
+$standby->safe_psql('postgres', 'SELECT flint_flush_log()');
+($rows) = $arrived->($primary, 's7');
+is($rows, 50, 'they are on the primary');
+sleep 1;
+cmp_ok($standby_status->('spooled'), '>=', 50, 'and still in the spool: the standby has not replayed their commit');
 $primary->stop;
 is($verify_on_standby->(3000, 's5'), 3000, '3,000 rows spooled before the promotion');
 $standby->poll_query_until('postgres', "SELECT spooled >= 3000 AND pending = 0 FROM flint_log_status() WHERE role = 'standby'")
@@ -194,6 +206,8 @@ $standby->safe_psql('postgres', 'SELECT flint_flush_log()');
 ($rows, $distinct) = $arrived->($standby, 's5');
 is($rows, 3000, 'after pg_promote the new primary has inserted its spooled rows');
 is($distinct, 3000, 'once each');
+($rows, $distinct) = $arrived->($standby, 's7');
+is("$rows $distinct", '50 50', 'the batch kept for replay is there once (replayed at promotion, its spool copy refused)');
 ($rows) = $arrived->($standby, 's2');
 is($rows, 20000, 'the rows forwarded earlier came back by replication, not twice');
 is($standby->safe_psql('postgres', "SELECT role || ' ' || spooled FROM flint_log_status() LIMIT 1"), 'primary 0',
