@@ -150,6 +150,31 @@ $standby->safe_psql('postgres', 'SELECT flint_flush_log()');
 is($rows, 30000, 'after the kill -9 and restart, all 30,000 spooled rows are on the primary');
 is($distinct, 30000, 'none doubled');
 
+# kill -9 of the standby's log worker while a session verifies: the standby
+# restarts after the crash (every backend with it); what was spooled arrives
+# once, and the standby carries on.
+my $bg = $standby->background_psql('postgres', on_error_stop => 0);
+$bg->query_until(qr/started/, "\\echo started\nSET flint.request_id = 's8';\n"
+    . "SELECT count(*) FROM generate_series(1, 60000) g, LATERAL flint_check_key('$secret' || left(g::text, 0), 'payments:write', '$acme') c;\n");
+$primary->poll_query_until('postgres', "SELECT count(*) > 1000 FROM flint.request_log WHERE request_id = 's8'", 't')
+  or die 'no s8 rows forwarded';
+my $worker_pid = $standby->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'flint_keys log worker'");
+kill 'KILL', $worker_pid;
+eval { $bg->quit };
+$standby->poll_query_until('postgres',
+    "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type IN ('flint_keys log worker', 'flint_keys log forwarder') AND pid <> $worker_pid")
+  or die 'the standby did not come back';
+$standby->safe_psql('postgres', 'SELECT flint_flush_log()');
+($rows, $distinct) = $arrived->($primary, 's8');
+note "after the kill -9 of the log worker: $rows rows of the interrupted statement on the primary";
+cmp_ok($rows, '>', 1000, 'the rows spooled before the crash arrived');
+cmp_ok($rows, '<=', 60000, 'no more than were verified');
+is($distinct, $rows, 'none twice');
+is($verify_on_standby->(100, 's8b'), 100, 'the standby verifies again after the crash restart');
+$standby->safe_psql('postgres', 'SELECT flint_flush_log()');
+($rows) = $arrived->($primary, 's8b');
+is($rows, 100, 'and forwards again');
+
 # 4. The spool's bound: past flint.log_spool_size the standby fails closed, clearly.
 $primary->stop;
 $standby->append_conf('postgresql.conf', "flint.log_spool_size = 1MB\n");
