@@ -10,7 +10,8 @@
 //
 // A separate process from the log worker, so that a slow or unreachable
 // primary (connect and statement timeouts) never delays spooling: the
-// standby keeps verifying while the primary is away.
+// standby keeps verifying while the primary is away. Queries wait on the
+// latch and the socket, so a stop request cancels one at once.
 #include "error_boundary.hpp"
 #include "forwarder.hpp"
 #include "last_used.hpp"
@@ -105,24 +106,68 @@ std::string uuid_text(const Uuid &id) {
     return out;
 }
 
+// Sends a query and waits for its result on the latch and the socket, so a
+// stop request (SIGTERM) or the postmaster's death is seen at once: the
+// query is cancelled and nullptr returned. Otherwise the last result.
+PGresult *exec_interruptible(const char *sql, int nparams, const char *const *values, const int *lengths,
+                             const int *formats) {
+    if (!PQsendQueryParams(conn, sql, nparams, nullptr, values, lengths, formats, 0))
+        return nullptr;
+    PGresult *last = nullptr;
+    for (;;) {
+        while (PQisBusy(conn)) {
+            int events = 0;
+            pg_guard([&] {
+                events = WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
+                                           PQsocket(conn), -1, PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+            });
+            if (worker_stop_requested) {
+                if (PGcancel *cancel = PQgetCancel(conn)) {
+                    char err[256];
+                    (void)PQcancel(cancel, err, sizeof err);
+                    PQfreeCancel(cancel);
+                }
+                if (last)
+                    PQclear(last);
+                return nullptr;
+            }
+            if ((events & WL_SOCKET_READABLE) && !PQconsumeInput(conn)) {
+                if (last)
+                    PQclear(last);
+                return nullptr;
+            }
+        }
+        PGresult *res = PQgetResult(conn);
+        if (!res)
+            return last;
+        if (last)
+            PQclear(last);
+        last = res;
+    }
+}
+
 // One query; false (and the connection state says why) when it failed.
 bool run(const char *sql, int nparams, const char *const *values, const int *lengths, const int *formats,
          std::string *first_value = nullptr) {
-    PGresult *res = PQexecParams(conn, sql, nparams, nullptr, values, lengths, formats, 0);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    PGresult *res = exec_interruptible(sql, nparams, values, lengths, formats);
+    bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
     if (ok && first_value && PQntuples(res) == 1)
         *first_value = PQgetvalue(res, 0, 0);
     if (!ok) {
-        const char *msg = PQresultErrorMessage(res);
-        std::string why = msg && msg[0] ? clean_message(msg) : last_error();
-        if (PQstatus(conn) != CONNECTION_OK) {
-            set_connection_state("unreachable: " + why);
+        const char *msg = res ? PQresultErrorMessage(res) : nullptr;
+        std::string why = worker_stop_requested ? std::string("stopping")
+                          : msg && msg[0]       ? clean_message(msg)
+                                                : last_error();
+        if (worker_stop_requested || PQstatus(conn) != CONNECTION_OK) {
+            set_connection_state((worker_stop_requested ? "" : "unreachable: ") + why);
             disconnect();
         } else {
             set_connection_state("error: " + why);
         }
     }
-    PQclear(res);
+    if (res)
+        PQclear(res);
     return ok;
 }
 
