@@ -321,19 +321,8 @@ void forwarder_loop() {
 
 } // namespace
 
-void forwarder_register() {
-    BackgroundWorker worker;
-    std::memset(&worker, 0, sizeof worker);
-    // A connection to no database: visible in pg_stat_activity, reads no table.
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_ConsistentState;
-    worker.bgw_restart_time = 5;
-    strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
-    strlcpy(worker.bgw_function_name, "flint_forwarder_main", BGW_MAXLEN);
-    strlcpy(worker.bgw_name, "flint_keys log forwarder", BGW_MAXLEN);
-    strlcpy(worker.bgw_type, "flint_keys log forwarder", BGW_MAXLEN);
-    RegisterBackgroundWorker(&worker);
-}
+// Connected to no database: visible in pg_stat_activity, reads no table.
+void forwarder_register() { worker_register("flint_keys log forwarder", "flint_forwarder_main"); }
 
 } // namespace flint::pg
 

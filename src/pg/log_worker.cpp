@@ -473,18 +473,8 @@ void worker_loop() {
 
 } // namespace
 
-void log_worker_register() {
-    BackgroundWorker worker;
-    std::memset(&worker, 0, sizeof worker);
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_ConsistentState; // a hot standby spools its rows
-    worker.bgw_restart_time = 5; // seconds; also the retry while flint.database does not exist yet
-    strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
-    strlcpy(worker.bgw_function_name, "flint_log_worker_main", BGW_MAXLEN);
-    strlcpy(worker.bgw_name, "flint_keys log worker", BGW_MAXLEN);
-    strlcpy(worker.bgw_type, "flint_keys log worker", BGW_MAXLEN);
-    RegisterBackgroundWorker(&worker);
-}
+// On a hot standby too: there it spools its rows for the forwarder.
+void log_worker_register() { worker_register("flint_keys log worker", "flint_log_worker_main"); }
 
 } // namespace flint::pg
 

@@ -29,6 +29,19 @@ void unpublish(int, Datum) {
 
 } // namespace
 
+void worker_register(const char *name, const char *function) {
+    BackgroundWorker worker;
+    std::memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_ConsistentState;
+    worker.bgw_restart_time = 5; // seconds; also the retry while flint.database does not exist yet
+    strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
+    strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+    strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+    strlcpy(worker.bgw_type, name, BGW_MAXLEN);
+    RegisterBackgroundWorker(&worker);
+}
+
 void worker_signals_init() {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, handle_sigterm);

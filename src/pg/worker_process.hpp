@@ -7,6 +7,11 @@
 
 namespace flint::pg {
 
+// Registers one of them (while preloading): connected (to a database, or
+// to none), started once the server is consistent (a hot standby runs them
+// too), restarted 5 s after a crash. `name` is also its backend_type.
+void worker_register(const char *name, const char *function);
+
 // Set by SIGTERM: finish the current step and stop.
 extern volatile sig_atomic_t worker_stop_requested;
 
