@@ -47,13 +47,6 @@ void check_database_unsafe() {
                  errhint("Set flint.database in postgresql.conf to the database that uses flint_keys, and restart.")));
 }
 
-void wake_worker() {
-    if (Latch *latch = shared_state->worker_latch)
-        SetLatch(latch);
-    if (Latch *latch = shared_state->forward.forwarder_latch)
-        SetLatch(latch);
-}
-
 // The state of a standby's connection to the primary ("" on a primary).
 std::string primary_connection() {
     ForwardState &f = shared_state->forward;
@@ -65,9 +58,12 @@ std::string primary_connection() {
     return state;
 }
 
-// Wakes the worker, then sleeps up to `ms` on our own latch (interruptible).
-void nudge_worker_and_wait(long ms) {
-    wake_worker();
+// Wakes the worker (and, for flint_flush_log on a standby, the forwarder),
+// then sleeps up to `ms` on our own latch (interruptible).
+void nudge_worker_and_wait(long ms, bool forwarder_too = false) {
+    wake_log_worker();
+    if (Latch *latch = shared_state->forward.forwarder_latch; latch && forwarder_too)
+        SetLatch(latch);
     pg_guard([ms] {
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
@@ -79,6 +75,11 @@ void nudge_worker_and_wait(long ms) {
 bool looks_like_key(const char *s) { return std::strstr(s, "fk_live_") || std::strstr(s, "fk_test_"); }
 
 } // namespace
+
+void wake_log_worker() {
+    if (Latch *latch = shared_state->worker_latch)
+        SetLatch(latch);
+}
 
 IpAddress connection_address() {
     if (!address_known) {
@@ -113,7 +114,7 @@ void emit_log_record(LogRecord &record) {
     pg_atomic_fetch_add_u64(&shared_state->outcome_counts[static_cast<int>(record.outcome) % kOutcomeSlots], 1);
     if (queue->try_push(record)) {
         if (queue->depth() > queue->capacity() / 4)
-            wake_worker();
+            wake_log_worker();
         return;
     }
     // Full: wait a bounded time for the worker to make room, then fail closed.
@@ -188,7 +189,7 @@ void flush_log() {
                 std::to_string(target - queue->completed.load()) + " rows are still queued.",
                 "Check that the flint_keys log worker is running and that flint.database names this database.");
         }
-        nudge_worker_and_wait(5);
+        nudge_worker_and_wait(5, standby);
     }
 }
 

@@ -20,6 +20,9 @@ void emit_log_record(LogRecord &record);
 // (if any): the context's key, merchant and display prefix filled in.
 LogRecord context_log_record(LogSource source, Code outcome);
 
+// Sets the log worker's latch (it also serves quota leases).
+void wake_log_worker();
+
 // The connection's client address (family 0 over a Unix socket).
 IpAddress connection_address();
 

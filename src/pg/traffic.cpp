@@ -1,5 +1,7 @@
 #include "traffic.hpp"
 
+#include "request_log.hpp"
+
 #include "error_boundary.hpp"
 #include "state.hpp"
 
@@ -52,7 +54,6 @@ struct QuotaPartition {
 struct TrafficShared {
     pg_atomic_uint32 lease_requests; // entries with requested set, roughly
     Size rate_partition_bytes, quota_partition_bytes;
-    uint32 rate_per_partition, quota_per_partition;
 };
 
 TrafficShared *traffic = nullptr;
@@ -210,11 +211,6 @@ Spend try_spend(const KeyRecord &key, int32 cost, int64 period) {
     return result;
 }
 
-void wake_worker() {
-    if (Latch *latch = shared_state->worker_latch)
-        SetLatch(latch);
-}
-
 } // namespace
 
 Size traffic_shmem_size() {
@@ -240,15 +236,13 @@ void traffic_shmem_init(void *memory, bool found) {
     pg_atomic_init_u32(&traffic->lease_requests, 0);
     traffic->rate_partition_bytes = rate_bytes;
     traffic->quota_partition_bytes = quota_bytes;
-    traffic->rate_per_partition = per_partition(guc_rate_limit_slots);
-    traffic->quota_per_partition = per_partition(guc_quota_slots);
     for (int i = 0; i < kPartitions; ++i) {
         auto *r = reinterpret_cast<RatePartition *>(rate_base + i * rate_bytes);
         SpinLockInit(&r->lock);
-        r->size = traffic->rate_per_partition;
+        r->size = per_partition(guc_rate_limit_slots);
         auto *q = reinterpret_cast<QuotaPartition *>(quota_base + i * quota_bytes);
         SpinLockInit(&q->lock);
-        q->size = traffic->quota_per_partition;
+        q->size = per_partition(guc_quota_slots);
     }
 }
 
@@ -296,7 +290,7 @@ TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) 
         while ((s = try_spend(key, cost, period)) == Spend::ask) {
             if (GetCurrentTimestamp() >= deadline)
                 break;
-            wake_worker();
+            wake_log_worker();
             pg_guard([] {
                 (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1, PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
@@ -304,7 +298,7 @@ TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) 
             });
         }
         if (s == Spend::ok_top_up) {
-            wake_worker();
+            wake_log_worker();
             s = Spend::ok;
         }
         if (s != Spend::ok) {
