@@ -264,6 +264,17 @@ BEGIN
 END
 $$;
 
+-- Revoked keys cannot be changed, rotated, disabled or enabled: the one
+-- refusal every management function gives, `what` finishing its message.
+CREATE FUNCTION flint._refuse_revoked(k flint.api_keys, what text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF k.revoked_at IS NOT NULL THEN
+        RAISE EXCEPTION 'key % is revoked%', k.display_prefix, what USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+END
+$$;
+
 -- The key, locked, after the caller is authorized. In a context only the
 -- context's merchant's keys are looked at (and locked): another merchant's
 -- key id gives the same error as an unknown one.
@@ -449,10 +460,7 @@ DECLARE
     expiry     timestamptz;
     info       flint.key_info;
 BEGIN
-    IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'key % is revoked and cannot be changed', k.display_prefix
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
     IF name IS NOT NULL AND (length(btrim(name)) = 0 OR length(name) > 200) THEN
         RAISE EXCEPTION 'a key name must have 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -510,10 +518,7 @@ BEGIN
     IF grace IS NULL OR now() + grace < now() OR now() + grace > now() + interval '30 days' THEN
         RAISE EXCEPTION 'grace must be between 0 and 30 days' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'key % is revoked and cannot be rotated', k.display_prefix
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM flint._refuse_revoked(k, ' and cannot be rotated');
     IF k.expires_at <= now() THEN
         RAISE EXCEPTION 'key % has expired and cannot be rotated', k.display_prefix
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Create a new key.';
@@ -564,10 +569,7 @@ DECLARE
     k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
     n    flint.api_keys;
 BEGIN
-    IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'key % is revoked and cannot be changed', k.display_prefix
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
     PERFORM flint._check_rate(rate_limit, rate_window);
     IF remaining < 0 OR refill_amount < 0 THEN
         RAISE EXCEPTION 'remaining and refill_amount must not be negative' USING ERRCODE = 'invalid_parameter_value';
@@ -756,10 +758,7 @@ DECLARE
     info flint.key_info;
 BEGIN
     reason := flint._checked_text('reason', reason, 1000);
-    IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'key % is revoked; revocation is final', k.display_prefix
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM flint._refuse_revoked(k, '; revocation is final');
     IF k.disabled_at IS NULL THEN
         UPDATE flint.api_keys AS a SET disabled_at = now(), disabled_reason = reason WHERE a.id = k.id;
     END IF;
@@ -774,10 +773,7 @@ DECLARE
     k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
     info flint.key_info;
 BEGIN
-    IF k.revoked_at IS NOT NULL THEN
-        RAISE EXCEPTION 'key % is revoked; revocation is final and enable cannot undo it', k.display_prefix
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
+    PERFORM flint._refuse_revoked(k, '; revocation is final and enable cannot undo it');
     IF k.disabled_at IS NOT NULL THEN
         -- Bringing a key back is management too: it may not outlive the caller.
         PERFORM flint._check_lifetime(k.merchant_id, k.expires_at);
