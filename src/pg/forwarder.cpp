@@ -328,13 +328,6 @@ void forwarder_register() { worker_register("flint_keys log forwarder", "flint_f
 
 extern "C" void flint_forwarder_main(Datum) {
     using namespace flint::pg;
-    worker_signals_init();
-    BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
-    pgstat_report_appname("flint_keys log forwarder");
-    worker_publish(&shared_state->forward.forwarder_latch, &shared_state->forward.forwarder_pid);
-    call_cpp([] {
-        forwarder_loop();
-        return (Datum)0;
-    });
-    proc_exit(0);
+    worker_run("flint_keys log forwarder", nullptr, &shared_state->forward.forwarder_latch,
+               &shared_state->forward.forwarder_pid, forwarder_loop);
 }

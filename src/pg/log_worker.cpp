@@ -419,6 +419,7 @@ void drain_until_quiet(bool failing) {
 }
 
 void worker_loop() {
+    in_log_worker = true;
     worker_context = AllocSetContextCreate(TopMemoryContext, "flint_keys log worker", ALLOCSET_DEFAULT_SIZES);
     pg_guard([] {
         if (!pg_strong_random(spool_origin.data(), spool_origin.size()))
@@ -478,20 +479,9 @@ void log_worker_register() { worker_register("flint_keys log worker", "flint_log
 
 } // namespace flint::pg
 
+// Errors inside the loop are caught per transaction.
 extern "C" void flint_log_worker_main(Datum) {
     using namespace flint::pg;
-    worker_signals_init();
-    BackgroundWorkerInitializeConnection(guc_database, nullptr, 0);
-    in_log_worker = true;
-    worker_publish(&shared_state->worker_latch, &shared_state->worker_pid);
-    pgstat_report_appname("flint_keys log worker");
-
-    // Errors inside are caught per transaction; anything escaping is a bug
-    // and ends the worker through the one error boundary (the postmaster
-    // restarts it after bgw_restart_time).
-    call_cpp([] {
-        worker_loop();
-        return (Datum)0;
-    });
-    proc_exit(0);
+    worker_run("flint_keys log worker", guc_database, &shared_state->worker_latch, &shared_state->worker_pid,
+               worker_loop);
 }

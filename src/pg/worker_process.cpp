@@ -1,5 +1,7 @@
 #include "worker_process.hpp"
 
+#include "error_boundary.hpp"
+
 extern "C" {
 #include "postmaster/interrupt.h"
 }
@@ -42,18 +44,23 @@ void worker_register(const char *name, const char *function) {
     RegisterBackgroundWorker(&worker);
 }
 
-void worker_signals_init() {
+void worker_run(const char *name, const char *database, Latch *volatile *latch_slot, volatile pid_t *pid_slot,
+                void (*loop)()) {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();
-}
-
-void worker_publish(Latch *volatile *latch_slot, volatile pid_t *pid_slot) {
+    BackgroundWorkerInitializeConnection(database, nullptr, 0);
     published_latch = latch_slot;
     published_pid = pid_slot;
     *pid_slot = MyProcPid;
     *latch_slot = &MyProc->procLatch;
     before_shmem_exit(unpublish, 0);
+    pgstat_report_appname(name);
+    call_cpp([loop] {
+        loop();
+        return (Datum)0;
+    });
+    proc_exit(0);
 }
 
 } // namespace flint::pg

@@ -15,10 +15,11 @@ void worker_register(const char *name, const char *function);
 // Set by SIGTERM: finish the current step and stop.
 extern volatile sig_atomic_t worker_stop_requested;
 
-// Installs the signal handlers and unblocks signals (before connecting).
-void worker_signals_init();
-
-// Publishes this process's latch and pid in the given shared slots.
-void worker_publish(Latch *volatile *latch_slot, volatile pid_t *pid_slot);
+// A worker's whole life: signals, the connection (to `database`, or to none
+// when nullptr), its latch and pid published in the given shared slots (and
+// cleared at exit), then `loop` through the one error boundary (anything
+// escaping it is a bug: the worker exits and the postmaster restarts it).
+void worker_run(const char *name, const char *database, Latch *volatile *latch_slot, volatile pid_t *pid_slot,
+                void (*loop)());
 
 } // namespace flint::pg
