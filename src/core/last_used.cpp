@@ -15,12 +15,14 @@ void LastUsedTracker::note(const LogRecord *rows, size_t count) {
     }
 }
 
-void LastUsedTracker::snapshot(std::vector<Uuid> *ids, std::vector<int64_t> *ats) const {
+void LastUsedTracker::snapshot(std::vector<Uuid> *ids, std::vector<int64_t> *ats, size_t limit) const {
     ids->clear();
     ats->clear();
-    ids->reserve(newest_.size());
-    ats->reserve(newest_.size());
+    ids->reserve(std::min(limit, newest_.size()));
+    ats->reserve(std::min(limit, newest_.size()));
     for (const auto &[id, at] : newest_) {
+        if (ids->size() >= limit)
+            break;
         ids->push_back(id);
         ats->push_back(at);
     }
@@ -34,6 +36,12 @@ void LastUsedTracker::forget_all_but(const std::vector<Uuid> &keep) {
             kept.emplace(*it);
     }
     newest_.swap(kept);
+}
+
+void LastUsedTracker::forget(const std::vector<Uuid> &written, const std::vector<Uuid> &keep) {
+    for (const Uuid &id : written)
+        if (std::find(keep.begin(), keep.end(), id) == keep.end())
+            newest_.erase(id);
 }
 
 } // namespace flint

@@ -5,6 +5,7 @@
 // table sees at most one UPDATE per key per interval. Postgres-free.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <unordered_map>
 #include <vector>
@@ -25,11 +26,13 @@ class LastUsedTracker {
   public:
     // Successful rows with a key id move that key's newest use forward.
     void note(const LogRecord *rows, size_t count);
-    // Every pending (key, newest use), in no particular order.
-    void snapshot(std::vector<Uuid> *ids, std::vector<int64_t> *ats) const;
+    // Pending (key, newest use) pairs, at most `limit`, in no particular order.
+    void snapshot(std::vector<Uuid> *ids, std::vector<int64_t> *ats, size_t limit = SIZE_MAX) const;
     // After a flush: forget the written keys, except those whose use moved
     // on meanwhile; `keep` ids (locked elsewhere, still existing) stay pending.
     void forget_all_but(const std::vector<Uuid> &keep);
+    // After writing part of them: forget `written`, except the `keep` ids.
+    void forget(const std::vector<Uuid> &written, const std::vector<Uuid> &keep);
     size_t size() const { return newest_.size(); }
 
   private:

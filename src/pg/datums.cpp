@@ -20,6 +20,20 @@ Datum uuid_datum(const Uuid &id) {
     return d;
 }
 
+Datum uuid_array_datum(const Uuid *ids, int n) {
+    ArrayType *array = nullptr;
+    pg_guard([&] {
+        Datum *elems = static_cast<Datum *>(palloc(sizeof(Datum) * std::max(n, 1)));
+        for (int i = 0; i < n; ++i) {
+            auto *out = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+            std::memcpy(out->data, ids[i].data(), ids[i].size());
+            elems[i] = UUIDPGetDatum(out);
+        }
+        array = construct_array(elems, n, UUIDOID, 16, false, TYPALIGN_CHAR);
+    });
+    return PointerGetDatum(array);
+}
+
 Datum text_datum(std::string_view s) {
     Datum d = (Datum)0;
     pg_guard([&] { d = PointerGetDatum(cstring_to_text_with_len(s.data(), static_cast<int>(s.size()))); });

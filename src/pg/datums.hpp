@@ -9,6 +9,8 @@ namespace flint::pg {
 
 // A palloc'd uuid. Only palloc: safe inside pg_guard, no C++ objects.
 Datum uuid_datum(const Uuid &id);
+// uuid[] of `n` ids.
+Datum uuid_array_datum(const Uuid *ids, int n);
 
 // A text datum of the string.
 Datum text_datum(std::string_view s);

@@ -43,11 +43,18 @@ void set_connection_state(const std::string &state) {
     SpinLockRelease(&f.lock);
 }
 
-// libpq's message, on one line. A message that quotes the connection
-// string (a malformed URI) could hold a password: it is replaced.
+constexpr const char *kRefusedConninfo =
+    "the connection string could not be parsed (check flint.primary_conninfo or primary_conninfo)";
+
+// libpq's message, on one line. A message that quotes any part of the
+// connection string (a malformed URI, a bad percent-encoding, an unknown
+// option) could hold a password, and flint_log_status() is readable by
+// pg_monitor: it is replaced, whatever libpq's wording.
 std::string clean_message(std::string m) {
-    if (m.find("://") != std::string::npos || m.find("password") != std::string::npos)
-        return "the connection string was refused (check flint.primary_conninfo or primary_conninfo)";
+    for (const char *quoting : {"://", "password", "percent-encoded", "connection info string", "connection option",
+                                "URI", "conninfo", "quoted string", "%"})
+        if (m.find(quoting) != std::string::npos)
+            return kRefusedConninfo;
     while (!m.empty() && (m.back() == '\n' || m.back() == ' '))
         m.pop_back();
     for (char &c : m)
@@ -77,6 +84,16 @@ bool connect_to_primary() {
         set_connection_state("not configured: set primary_conninfo or flint.primary_conninfo");
         return false;
     }
+    // A string libpq cannot parse is refused here, before libpq can quote it.
+    char *parse_error = nullptr;
+    PQconninfoOption *parsed = PQconninfoParse(info.c_str(), &parse_error);
+    if (parse_error)
+        PQfreemem(parse_error);
+    if (!parsed) {
+        set_connection_state(std::string("unreachable: ") + kRefusedConninfo);
+        return false;
+    }
+    PQconninfoFree(parsed);
     set_connection_state("connecting");
     // The first dbname is the whole connection string; the later keywords
     // override what it says.

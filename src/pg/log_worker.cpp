@@ -18,6 +18,7 @@
 #include "error_boundary.hpp"
 #include "log_worker.hpp"
 #include "last_used.hpp"
+#include "overflow.hpp"
 #include "request_log.hpp"
 #include "state.hpp"
 #include "traffic.hpp"
@@ -144,13 +145,6 @@ void collect_ids_unsafe(std::vector<Uuid> *out) {
     }
 }
 
-Datum uuid_array_unsafe(const Uuid *ids, int n) {
-    Datum *elems = static_cast<Datum *>(palloc(sizeof(Datum) * std::max(n, 1)));
-    for (int i = 0; i < n; ++i)
-        elems[i] = uuid_datum(ids[i]);
-    return PointerGetDatum(construct_array(elems, n, UUIDOID, 16, false, TYPALIGN_CHAR));
-}
-
 // One UPDATE for the keys used since the last flush. Fills `done` with the
 // ids it locked and `kept` with skipped ids whose key still exists.
 void flush_last_used_unsafe(const Uuid *ids, const TimestampTz *ats, int n, std::vector<Uuid> *done,
@@ -161,7 +155,7 @@ void flush_last_used_unsafe(const Uuid *ids, const TimestampTz *ats, int n, std:
     for (int i = 0; i < n; ++i)
         at_datums[i] = TimestampTzGetDatum(ats[i]);
     Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
-    Datum p[2] = {uuid_array_unsafe(ids, n),
+    Datum p[2] = {uuid_array_datum(ids, n),
                   PointerGetDatum(construct_array(at_datums, n, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE))};
     if (SPI_execute_plan(prepare_unsafe(&last_used_plan, kLastUsedSql, 2, types), p, nullptr, false, 0) < 0)
         elog(ERROR, "flint_keys: last_used_at update failed");
@@ -173,7 +167,7 @@ void flush_last_used_unsafe(const Uuid *ids, const TimestampTz *ats, int n, std:
         for (int i = 0; i < n; ++i)
             if (std::find(done->begin(), done->end(), ids[i]) == done->end())
                 skipped[nskipped++] = ids[i];
-        Datum q[1] = {uuid_array_unsafe(skipped, nskipped)};
+        Datum q[1] = {uuid_array_datum(skipped, nskipped)};
         Oid qtypes[1] = {UUIDARRAYOID};
         if (SPI_execute_plan(prepare_unsafe(&still_there_plan, kStillThereSql, 1, qtypes), q, nullptr, true, 0) < 0)
             elog(ERROR, "flint_keys: last_used_at lookup failed");
@@ -198,6 +192,10 @@ void maintain_partitions_unsafe(bool *found_table) {
 
 // Runs a transaction body; on error reports it, aborts, and returns false.
 template <class Fn> bool run_transaction(Fn &&fn) {
+    overflow_worker_busy(true);
+    struct NotBusy {
+        ~NotBusy() { overflow_worker_busy(false); }
+    } not_busy;
     try {
         pg_guard(fn);
         return true;
@@ -230,23 +228,42 @@ void maintain_if_due(bool have_rows) {
     next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
 }
 
-// Quota units for the backends waiting on them, each lease its own short
-// transaction (README "Traffic controls": leased before spent, so a crash
-// forfeits units and never grants extra).
+// Quota units for the backends waiting on them (README "Traffic controls":
+// leased before spent, so a crash forfeits units and never grants extra).
+// One transaction per pass for at most kLeasesPerPass keys; a key row that
+// someone holds locked is skipped, not waited for (SKIP LOCKED), and asked
+// again on a later pass: a merchant that locks its own keys delays only its
+// own quota calls, and the drain never waits behind it.
+constexpr size_t kLeasesPerPass = 1000;
+
 void serve_leases() {
-    for (const LeaseRequest &r : pending_lease_requests()) {
-        int64 granted = 0;
-        bool ok = run_transaction([&] {
-            begin_transaction_unsafe("flint_keys: leasing quota units", kHousekeepingLockTimeout);
-            skip_triggers_unsafe();
-            lease_quota_unsafe(r, &granted);
-            commit_transaction_unsafe();
-        });
-        if (ok)
-            apply_lease(r, granted);
-        else
-            retry_leases_later();
+    std::vector<LeaseRequest> requests = pending_lease_requests();
+    if (requests.empty())
+        return;
+    if (requests.size() > kLeasesPerPass) {
+        requests.resize(kLeasesPerPass);
+        retry_leases_later();
     }
+    std::vector<int64> granted(requests.size(), 0);
+    std::vector<bool> served(requests.size(), false);
+    bool ok = run_transaction([&] {
+        begin_transaction_unsafe("flint_keys: leasing quota units", kHousekeepingLockTimeout);
+        skip_triggers_unsafe();
+        lock_lease_keys_unsafe(requests, &served);
+        for (size_t i = 0; i < requests.size(); ++i)
+            if (served[i])
+                lease_quota_unsafe(requests[i], &granted[i]);
+        commit_transaction_unsafe();
+    });
+    bool skipped = !ok;
+    for (size_t i = 0; ok && i < requests.size(); ++i) {
+        if (served[i])
+            apply_lease(requests[i], granted[i]);
+        else
+            skipped = true;
+    }
+    if (skipped)
+        retry_leases_later();
 }
 
 // Inserts `pending` (a primary); false when the transaction failed.
@@ -279,38 +296,32 @@ bool insert_pending() {
     return true;
 }
 
-// A standby's spool: this worker run's origin, and the last batch spooled.
+// The spool's batches of this worker run: its origin, and the last batch id
+// (the overflow thread numbers its batches from the same counter).
 Uuid spool_origin{};
-uint64_t spool_batch_id = 0;
+std::atomic<uint64_t> spool_batch_id{0};
 
-// Durably spools `pending` (a standby) for the forwarder; false on an I/O error.
+// Durably spools `pending` (a standby's rows for the forwarder, or a
+// primary's batch its insert could not take); false on an I/O error.
 bool spool_pending() {
-    ForwardState &f = shared_state->forward;
-    const std::string bytes =
-        encode_spool_batch(spool_origin, spool_batch_id + 1, server_name(), pending.data(), pending.size());
-    uint64_t seq =
-        next_spool_sequence(pg_atomic_read_u64(&f.spooled_seq), static_cast<uint64_t>(GetCurrentTimestamp()));
     try {
-        spool_write(seq, bytes);
+        spool_rows(spool_origin, spool_batch_id.fetch_add(1) + 1, server_name(), pending.data(), pending.size());
     } catch (const FlintError &e) {
         std::string message = e.what();
         pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()), errhint("%s", e.hint().c_str()))); });
         return false;
     }
-    ++spool_batch_id;
-    pg_atomic_fetch_add_u64(&f.spool_bytes, bytes.size());
-    pg_atomic_fetch_add_u64(&f.spool_rows, pending.size());
-    pg_atomic_write_u64(&f.spooled_seq, seq);
-    if (Latch *latch = f.forwarder_latch)
-        SetLatch(latch);
     return true;
 }
 
-// Rows the spool can still take under flint.log_spool_size.
-size_t spool_room() {
-    uint64_t limit = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024;
-    uint64_t used = pg_atomic_read_u64(&shared_state->forward.spool_bytes) + kSpoolHeaderSize;
-    return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
+// A primary: inserts `pending`; when the insert fails (a lock held past
+// kInsertLockTimeout, or any other error) the batch goes to the spool, to be
+// inserted later, instead of being retried in the way of the queue. False
+// when neither worked (the batch stays pending).
+bool store_pending() {
+    if (insert_pending())
+        return true;
+    return pending.size() <= spool_room_rows() && spool_pending();
 }
 
 // Drains the queue; false when a batch failed (it stays pending for the next try).
@@ -332,7 +343,7 @@ bool drain(bool until_empty = false) {
             return true;
         size_t take = batch_size;
         if (standby && !worker_stop_requested) {
-            take = std::min(take, spool_room());
+            take = std::min(take, spool_room_rows());
             pg_atomic_write_u32(&shared_state->forward.spool_full, take == 0 && queue->depth() > 0);
             if (take == 0 && pending.empty())
                 return true;
@@ -340,12 +351,12 @@ bool drain(bool until_empty = false) {
             serve_leases(); // before every batch: a waiting quota caller never waits for a whole drain
         }
         LogRecord r;
-        while (pending.size() < take && queue->try_pop(r))
+        while (pending.size() < take && queue_pop(r))
             pending.push_back(r); // only flint.database verifies: see emit_log_record
         if (pending.empty())
             return true;
         last_was_full = pending.size() == batch_size;
-        if (!(standby ? spool_pending() : insert_pending()))
+        if (!(standby ? spool_pending() : store_pending()))
             return false;
         queue->completed.fetch_add(pending.size());
         queue->batches.fetch_add(1);
@@ -358,9 +369,11 @@ bool drain(bool until_empty = false) {
 // once: the same origin check as forwarded batches, so a batch the old
 // primary had already received (and replay brought here) is skipped.
 // False while a batch fails (retried on the next pass).
-bool insert_spool() {
+bool insert_spool(size_t max_batches = SIZE_MAX) {
     std::string bytes;
     for (uint64_t seq : spool_sequences()) {
+        if (max_batches-- == 0)
+            break;
         SpoolBatch batch;
         try {
             if (!spool_load(seq, &bytes, &batch))
@@ -392,19 +405,82 @@ bool insert_spool() {
     return true;
 }
 
-// Writes last_used_at once per flint.last_used_interval (and at shutdown):
-// at most one UPDATE per key per interval, whatever the traffic.
-void flush_last_used_if_due(bool force) {
-    if (last_used.size() == 0 || (!force && GetCurrentTimestamp() < next_last_used_flush))
+void report_overflow_error() {
+    std::string error = overflow_take_error();
+    if (!error.empty())
+        pg_guard([&] { ereport(WARNING, (errmsg("%s", error.c_str()))); });
+}
+
+// One server-log line a minute sums up the refused verifications (their
+// per-call ERROR lines are off unless flint.log_refusals): a credential-
+// stuffing flood does not drown the server log, and is still seen there.
+constexpr int kRefusalSummaryMs = 60 * 1000;
+TimestampTz next_refusal_summary = 0;
+uint64 refusals_seen[kOutcomeSlots] = {};
+
+void summarize_refusals() {
+    TimestampTz now = GetCurrentTimestamp();
+    if (now < next_refusal_summary)
         return;
-    std::vector<Uuid> ids, done, kept;
-    std::vector<int64_t> ats;
-    last_used.snapshot(&ids, &ats);
-    bool ok = run_transaction(
-        [&] { flush_last_used_unsafe(ids.data(), ats.data(), static_cast<int>(ids.size()), &done, &kept); });
-    if (ok)
-        last_used.forget_all_but(kept);
-    next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
+    bool first = next_refusal_summary == 0;
+    next_refusal_summary = TimestampTzPlusMilliseconds(now, kRefusalSummaryMs);
+    std::string by_code;
+    uint64 total = 0;
+    for (int c = static_cast<int>(Code::ok) + 1; c <= static_cast<int>(Code::key_disabled); ++c) {
+        uint64 count = pg_atomic_read_u64(&shared_state->outcome_counts[c]);
+        uint64 delta = count - refusals_seen[c];
+        refusals_seen[c] = count;
+        if (delta == 0 || first)
+            continue;
+        total += delta;
+        by_code += (by_code.empty() ? "" : ", ") + std::string(code_name(static_cast<Code>(c))) + " " +
+                   std::to_string(delta);
+    }
+    if (total > 0)
+        pg_guard([&] {
+            ereport(LOG, (errmsg("flint_keys: %llu verifications refused in the last minute (%s)",
+                                 static_cast<unsigned long long>(total), by_code.c_str()),
+                          errdetail("Each is a row of flint.request_log; set flint.log_refusals = on for one "
+                                    "server-log line per refusal.")));
+        });
+}
+
+// Spooled batches inserted per pass while the queue is low: the queue, which
+// a crash loses, always goes first.
+constexpr size_t kSpoolBatchesPerPass = 2;
+
+// Writes last_used_at once per flint.last_used_interval (and at shutdown):
+// at most one UPDATE per key per interval, whatever the traffic. A round
+// writes kLastUsedPerPass keys per pass, so that 100,000 keys used in an
+// interval never hold the drain for one long transaction; forced (a flush,
+// shutdown), it writes them all at once.
+constexpr size_t kLastUsedPerPass = 2000;
+size_t last_used_round_left = 0; // keys still to write in the current round
+
+void flush_last_used_if_due(bool force) {
+    if (last_used.size() == 0) {
+        last_used_round_left = 0;
+        return;
+    }
+    if (last_used_round_left == 0) {
+        if (!force && GetCurrentTimestamp() < next_last_used_flush)
+            return;
+        last_used_round_left = last_used.size();
+        next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
+    }
+    do {
+        std::vector<Uuid> ids, done, kept;
+        std::vector<int64_t> ats;
+        last_used.snapshot(&ids, &ats, std::min(kLastUsedPerPass, last_used_round_left));
+        bool ok = run_transaction(
+            [&] { flush_last_used_unsafe(ids.data(), ats.data(), static_cast<int>(ids.size()), &done, &kept); });
+        if (!ok)
+            return; // tried again on the next pass
+        last_used.forget(ids, kept);
+        last_used_round_left -= std::min(last_used_round_left, ids.size());
+        if (last_used.size() == kept.size())
+            last_used_round_left = 0; // only keys locked elsewhere are left: next interval
+    } while (force && last_used_round_left > 0);
 }
 
 // At shutdown: backends stopping with us may still queue a row, so drain
@@ -428,6 +504,7 @@ void worker_loop() {
     spool_account_at_start();
     bool failing = false;
     bool spool_to_insert = true; // checked at start, and again after a promotion
+    LogQueue *queue = shared_state->queue;
     for (;;) {
         pg_guard([&] {
             (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -452,20 +529,29 @@ void worker_loop() {
             }
             continue;
         }
+        overflow_start(spool_origin, &spool_batch_id, server_name()); // once, on a primary
         maintain_if_due(false);
-        if (spool_to_insert)
-            spool_to_insert = !insert_spool();
         failing = !drain(); // serves waiting quota leases first, and between batches
-        // flint_flush_log() waits for last_used_at too: write it now if asked.
+        overflow_worker_failing(failing);
+        report_overflow_error();
+        summarize_refusals();
+        // flint_flush_log() waits for last_used_at and the spool too: write them now if asked.
         uint64 requested = pg_atomic_read_u64(&shared_state->last_used_requested);
         bool asked = requested != pg_atomic_read_u64(&shared_state->last_used_written);
         if (asked && !failing)
             failing = !drain(true);
+        // The spool (overflow, or a standby's rows after a promotion) once
+        // the queue is low: a few batches a pass, all of them when asked.
+        bool spooled = spool_to_insert || pg_atomic_read_u64(&shared_state->forward.spool_rows) > 0;
+        if (spooled && !failing && (asked || queue->depth() < static_cast<uint64_t>(guc_log_batch_size)))
+            spool_to_insert = !insert_spool(asked ? SIZE_MAX : kSpoolBatchesPerPass);
         flush_last_used_if_due(asked);
         if (asked && !failing)
             pg_atomic_write_u64(&shared_state->last_used_written, requested);
         if (worker_stop_requested) {
             drain_until_quiet(failing);
+            overflow_stop(); // what the thread holds goes to the spool
+            (void)insert_spool();
             flush_last_used_if_due(true);
             break;
         }

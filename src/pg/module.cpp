@@ -33,11 +33,14 @@ char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
 char *guc_primary_conninfo = nullptr;
 int guc_log_spool_size_mb = 1024;
+int guc_merchant_share = 10;
+bool guc_log_refusals = false;
 
 namespace {
 
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
 emit_log_hook_type prev_emit_log_hook = nullptr;
+bool refusal_raised = false; // the next ERROR is a refused verification
 
 // Every message bound for the server log passes here. A flint token in the
 // message, detail, hint, context or query is masked after its display prefix,
@@ -46,6 +49,14 @@ emit_log_hook_type prev_emit_log_hook = nullptr;
 // write secrets that applications sent as literals or bind parameters.
 // Cheap when there is nothing to do: a strstr for "fk_" per field.
 void scrub_log_message(ErrorData *edata) {
+    // A refused verification is in the request log and in the counters; under
+    // a credential-stuffing flood one server-log line per call would drown
+    // the log, so by default the worker writes one summary a minute instead.
+    if (refusal_raised && edata->elevel == ERROR) {
+        refusal_raised = false;
+        if (!guc_log_refusals)
+            edata->output_to_server = false;
+    }
     for (char *field :
          {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context, edata->internalquery})
         flint::scrub_tokens(field);
@@ -137,6 +148,16 @@ void define_gucs() {
                                 "Request-log records the shared queue holds (rounded up to a power of two).", nullptr,
                                 &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     }
+    DefineCustomIntVariable("flint.merchant_share",
+                            "Percent of the rate-limit and quota tables one merchant's keys may hold.",
+                            "Past it that merchant's new limited keys fail with their own error; other merchants "
+                            "always find room.",
+                            &guc_merchant_share, 10, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable("flint.log_refusals",
+                             "Write one server-log ERROR line per refused verification.",
+                             "Off: refusals are counted and summed up in one LOG line per minute (they are always "
+                             "in the request log).",
+                             &guc_log_refusals, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("flint.request_id", "The caller's request id, copied into each request-log row.",
                                "Set it per transaction: SET LOCAL flint.request_id = '...'.", &guc_request_id, "",
                                PGC_USERSET, 0, nullptr, nullptr, nullptr);
@@ -179,6 +200,8 @@ void define_gucs() {
 }
 
 } // namespace
+
+void note_refusal_raised() { refusal_raised = true; }
 
 void require_preload_unsafe() {
     if (!shared_state)

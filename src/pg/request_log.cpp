@@ -169,7 +169,10 @@ void flush_log() {
     // or a primary that is away, must not hang the caller forever.
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
     for (;;) {
-        bool stored = queue->completed.load() >= target;
+        // A primary's rows are stored once inserted: those the overflow
+        // writer spooled count as taken from the queue, so also wait for the
+        // spool to be empty.
+        bool stored = queue->completed.load() >= target && (standby || pg_atomic_read_u64(&f.spool_rows) == 0);
         if (stored && standby && !forward_target_set) {
             forward_target = pg_atomic_read_u64(&f.spooled_seq); // 0: nothing spooled since the start
             forward_target_set = true;
@@ -186,7 +189,8 @@ void flush_log() {
                                  "flint_log_status() shows the connection to the primary.");
             throw FlintError(
                 "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
-                std::to_string(target - queue->completed.load()) + " rows are still queued.",
+                std::to_string(target - std::min(target, queue->completed.load())) + " rows are still queued, " +
+                    std::to_string(pg_atomic_read_u64(&f.spool_rows)) + " spooled.",
                 "Check that the flint_keys log worker is running and that flint.database names this database.");
         }
         nudge_worker_and_wait(5, standby);

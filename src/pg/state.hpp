@@ -67,9 +67,15 @@ extern char *guc_request_id;
 extern char *guc_log_retention;
 extern char *guc_primary_conninfo;
 extern int guc_log_spool_size_mb;
+extern int guc_merchant_share;
+extern bool guc_log_refusals;
 
 // Raises a clear error, with the fix, when the library was not preloaded.
 void require_preload_unsafe();
+
+// A refused verification is about to raise: its server-log line is left out
+// unless flint.log_refusals (the worker writes a summary a minute).
+void note_refusal_raised();
 
 // True in the request-log background worker.
 extern bool in_log_worker;

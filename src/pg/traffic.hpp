@@ -45,6 +45,9 @@ struct LeaseRequest {
     int64 needed; // what the waiting call costs
 };
 std::vector<LeaseRequest> pending_lease_requests();
+// Locks the requests' key rows, skipping those another session holds:
+// served[i] is set for the locked ones (and for keys that are gone).
+void lock_lease_keys_unsafe(const std::vector<LeaseRequest> &requests, std::vector<bool> *served);
 void lease_quota_unsafe(const LeaseRequest &r, int64 *granted); // granted -1: the quota changed or is gone
 void apply_lease(const LeaseRequest &r, int64 granted);
 // The lease transaction failed (a lock timeout): look at the requests again next time.

@@ -109,6 +109,7 @@ Result verify(const Args &a, LogSource source, bool scoped) {
 }
 
 [[noreturn]] void raise(const Result &r) {
+    note_refusal_raised();
     throw FlintError(code_sqlstate(r.code), r.message, r.detail, r.hint, /*hide_statement=*/true);
 }
 

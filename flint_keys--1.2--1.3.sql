@@ -1,0 +1,154 @@
+-- flint_keys 1.2 -> 1.3 (in development): no merchant, routine or load can
+-- refuse another merchant. Key events and cache invalidation fire whatever
+-- session_replication_role is; the key-events channel is a wake-up carrying
+-- only the event's id; a purge never makes the log worker wait behind a
+-- reader.
+\echo Use "ALTER EXTENSION flint_keys UPDATE TO '1.3'" to load this file. \quit
+
+------------------------------------------------------------------------------
+-- Key events: a wake-up only, and for every committed change
+------------------------------------------------------------------------------
+
+-- PostgreSQL lets any role LISTEN and NOTIFY on any channel: the payload is
+-- the event's id and nothing else. A listener reads the event from
+-- flint.key_events, where RLS and GRANTs apply, so a listener learns nothing
+-- it may not read and a forged notification misleads nobody.
+CREATE OR REPLACE FUNCTION flint._key_events_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_row  jsonb;
+    new_row  jsonb;
+    kind     text;
+    event_id bigint;
+    at       timestamptz := clock_timestamp();
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_row := to_jsonb(OLD) - 'secret_hash' - 'previous_secret_hash';
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        new_row := to_jsonb(NEW) - 'secret_hash' - 'previous_secret_hash';
+    END IF;
+    -- pg_dump's scripts run with check_function_bodies off: rows it restores
+    -- already have their events in the dump. flint_create_key pins it on.
+    IF TG_OP = 'INSERT' AND current_setting('check_function_bodies') = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        kind := 'created';
+    ELSIF TG_OP = 'DELETE' THEN
+        kind := 'deleted';
+    ELSE
+        IF NEW.secret_hash IS DISTINCT FROM OLD.secret_hash THEN
+            kind := 'rotated';
+        ELSIF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
+            kind := CASE WHEN NEW.revoked_reason LIKE 'leaked via %' THEN 'leaked' ELSE 'revoked' END;
+        ELSIF OLD.disabled_at IS NULL AND NEW.disabled_at IS NOT NULL THEN
+            kind := 'disabled';
+        ELSIF OLD.disabled_at IS NOT NULL AND NEW.disabled_at IS NULL THEN
+            kind := 'enabled';
+        ELSE
+            kind := 'updated';
+        END IF;
+        -- Keep only what changed; the worker's bookkeeping alone is not an event.
+        SELECT jsonb_object_agg(o.key, o.value), jsonb_object_agg(o.key, new_row -> o.key)
+          INTO old_row, new_row
+          FROM jsonb_each(old_row) AS o
+         WHERE o.key NOT IN ('last_used_at', 'quota_period_start')
+           AND (new_row -> o.key) IS DISTINCT FROM o.value;
+        IF old_row IS NULL AND kind = 'updated' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO flint.key_events (at, key_id, merchant_id, event, actor, old, new)
+    VALUES (at, COALESCE(NEW.id, OLD.id), COALESCE(NEW.merchant_id, OLD.merchant_id), kind,
+            flint._actor(), old_row, new_row)
+    RETURNING id INTO event_id;
+    -- Delivered to listeners at commit only: the event's id, nothing else.
+    PERFORM pg_notify('flint_key_events', event_id::text);
+    RETURN NULL;
+END
+$$;
+
+-- session_replication_role = replica (data-fix sessions, pg_restore
+-- --disable-triggers, logical-replication apply) skips ordinary triggers: a
+-- revoke made there would never reach the key caches, nor key_events. ALWAYS
+-- triggers fire in every role. The log worker's own bookkeeping stays
+-- cheap: key_events_update's WHEN clause leaves last_used_at and the leased
+-- quota columns out, and the invalidation trigger ignores the worker.
+ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER key_events;
+ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER key_events_update;
+ALTER TABLE flint.merchants ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE flint.scopes ENABLE ALWAYS TRIGGER invalidate_key_cache;
+
+------------------------------------------------------------------------------
+-- Purge and retention never queue an exclusive lock in front of the worker
+------------------------------------------------------------------------------
+
+-- Dropping a day's partition takes an ACCESS EXCLUSIVE lock on
+-- flint.request_log; queued behind a reader's lock it would hold up every
+-- insert behind it. So each DROP waits at most lock_timeout (100 ms), is
+-- tried again a few times, and a partition still in use is left for the
+-- next purge (a WARNING names it; the function returns what it dropped).
+-- The worker's inserts wait at most those 100 ms; past its own lock timeout
+-- a batch goes to the durable spool (README "Request log").
+CREATE OR REPLACE FUNCTION flint_purge_request_log(older_than interval,
+                                        today date DEFAULT (now() AT TIME ZONE 'UTC')::date)
+    RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms' AS $$
+DECLARE
+    real_today date := (now() AT TIME ZONE 'UTC')::date;
+    cutoff     timestamptz;
+    p          record;
+    dropped    integer := 0;
+    busy       text[] := '{}';
+    attempt    integer;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- `today` exists for the worker's midnight and for tests; a day far from
+    -- the real one (or infinity) would drop rows nobody meant to drop.
+    IF today IS NULL OR NOT isfinite(today) OR today NOT BETWEEN real_today - 1 AND real_today + 1 THEN
+        RAISE EXCEPTION 'today must be the current UTC date (give or take a day)'
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The UTC date is %s.', real_today);
+    END IF;
+    cutoff := (today::timestamp AT TIME ZONE 'UTC') - older_than;
+    FOR p IN
+        SELECT c.relname
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname ~ '^request_log_[0-9]{8}$'
+           AND ((to_date(substr(c.relname, 13), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC') <= cutoff
+         ORDER BY c.relname
+    LOOP
+        -- Retries only while nothing is dropped yet: once a DROP succeeded
+        -- this transaction holds the parent's lock, and must not sleep on it.
+        FOR attempt IN 1..CASE WHEN dropped = 0 THEN 5 ELSE 1 END LOOP
+            BEGIN
+                EXECUTE format('DROP TABLE flint.%I', p.relname);
+                dropped := dropped + 1;
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                IF attempt = 5 OR dropped > 0 THEN
+                    busy := busy || p.relname::text;
+                ELSE
+                    PERFORM pg_sleep(0.05 * attempt);
+                END IF;
+            END;
+        END LOOP;
+    END LOOP;
+    BEGIN
+        DELETE FROM flint.request_log_default WHERE at < cutoff;
+    EXCEPTION WHEN lock_not_available THEN
+        busy := busy || 'request_log_default'::text;
+    END;
+    IF cardinality(busy) > 0 THEN
+        RAISE WARNING 'flint_keys: % of the request log % in use by other sessions and % kept',
+                      array_to_string(busy, ', '), CASE WHEN cardinality(busy) = 1 THEN 'is' ELSE 'are' END,
+                      CASE WHEN cardinality(busy) = 1 THEN 'was' ELSE 'were' END
+            USING HINT = 'Run the purge again later; it never waits more than 100 ms for a lock, so that '
+                         'verifications are not held up behind it.';
+    END IF;
+    RETURN dropped;
+END
+$$;

@@ -1,0 +1,157 @@
+#include "overflow.hpp"
+
+#include "error_boundary.hpp"
+#include "spool.hpp"
+#include "state.hpp"
+
+extern "C" {
+#include "access/xlog.h"
+}
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <mutex>
+#include <pthread.h>
+#include <thread>
+
+namespace flint::pg {
+
+namespace {
+
+std::mutex pop_mutex;
+std::atomic<int64_t> busy_since_us{0}; // 0: the worker is not in a transaction
+std::atomic<bool> stop_requested{false};
+std::atomic<bool> worker_failing{false};
+std::thread *writer = nullptr; // never destroyed unjoined: see overflow_stop
+
+std::mutex error_mutex;
+std::string last_error;
+
+int64_t now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// Postgres's epoch (2000-01-01) in microseconds: the spool's sequence clock.
+uint64_t pg_clock_us() {
+    int64_t unix_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    return static_cast<uint64_t>(unix_us - INT64CONST(946684800000000));
+}
+
+bool worker_stuck() {
+    if (worker_failing.load(std::memory_order_relaxed))
+        return true;
+    int64_t since = busy_since_us.load(std::memory_order_relaxed);
+    return since != 0 && now_us() - since >= kOverflowAfterMs * 1000;
+}
+
+void writer_loop(Uuid origin, std::atomic<uint64_t> *next_batch_id, std::string server) {
+    LogQueue *queue = shared_state->queue;
+    std::vector<LogRecord> held; // taken from the queue, not yet in the spool
+    const size_t batch = static_cast<size_t>(guc_log_batch_size);
+    while (!stop_requested.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (held.empty()) {
+            if (!worker_stuck() || queue->depth() < queue->capacity() / 2)
+                continue;
+            size_t take = std::min(batch, spool_room_rows());
+            LogRecord r;
+            std::lock_guard<std::mutex> guard(pop_mutex);
+            while (held.size() < take && queue->try_pop(r))
+                held.push_back(r);
+        }
+        if (held.empty())
+            continue;
+        try {
+            spool_rows(origin, next_batch_id->fetch_add(1) + 1, server, held.data(), held.size());
+            // Out of the queue and durable: counted as stored for the queue's
+            // accounting; flint_flush_log also waits until the spool is inserted.
+            queue->completed.fetch_add(held.size());
+            held.clear();
+        } catch (const FlintError &e) {
+            std::lock_guard<std::mutex> guard(error_mutex);
+            last_error = e.what();
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    }
+    // Stopping: what is held goes to the spool, or back to nobody (the queue
+    // is lost at exit in any case; a clean stop drains it first).
+    if (!held.empty()) {
+        try {
+            spool_rows(origin, next_batch_id->fetch_add(1) + 1, server, held.data(), held.size());
+            queue->completed.fetch_add(held.size());
+        } catch (const FlintError &) {
+        }
+    }
+}
+
+void stop_at_exit(int, Datum) { overflow_stop(); }
+
+} // namespace
+
+bool queue_pop(LogRecord &out) {
+    std::lock_guard<std::mutex> guard(pop_mutex);
+    return shared_state->queue->try_pop(out);
+}
+
+void overflow_worker_busy(bool busy) { busy_since_us.store(busy ? now_us() : 0, std::memory_order_relaxed); }
+
+void overflow_worker_failing(bool failing) { worker_failing.store(failing, std::memory_order_relaxed); }
+
+void overflow_start(const Uuid &origin, std::atomic<uint64_t> *next_batch_id, const std::string &server) {
+    if (writer || RecoveryInProgress())
+        return;
+    stop_requested = false;
+    // The thread must never run a Postgres signal handler: block every
+    // signal while it is created (it inherits the mask), then restore ours.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    writer = new std::thread(writer_loop, origin, next_batch_id, server);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    pg_guard([] { before_shmem_exit(stop_at_exit, 0); });
+}
+
+void overflow_stop() {
+    if (!writer)
+        return;
+    stop_requested = true;
+    writer->join();
+    delete writer;
+    writer = nullptr;
+}
+
+std::string overflow_take_error() {
+    std::lock_guard<std::mutex> guard(error_mutex);
+    std::string e;
+    e.swap(last_error);
+    return e;
+}
+
+size_t spool_room_rows() {
+    uint64_t limit = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024;
+    uint64_t used = pg_atomic_read_u64(&shared_state->forward.spool_bytes) + kSpoolHeaderSize;
+    return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
+}
+
+void spool_rows(const Uuid &origin, uint64_t batch_id, const std::string &server, const LogRecord *rows, size_t n) {
+    ForwardState &f = shared_state->forward;
+    const std::string bytes = encode_spool_batch(origin, batch_id, server, rows, n);
+    // One writer at a time picks the sequence: the worker (a standby, or a
+    // failed insert) and the thread (a primary) may both spool.
+    static std::mutex sequence_mutex;
+    std::lock_guard<std::mutex> guard(sequence_mutex);
+    uint64_t seq = next_spool_sequence(pg_atomic_read_u64(&f.spooled_seq), pg_clock_us());
+    spool_write(seq, bytes);
+    pg_atomic_fetch_add_u64(&f.spool_bytes, bytes.size());
+    pg_atomic_fetch_add_u64(&f.spool_rows, n);
+    pg_atomic_write_u64(&f.spooled_seq, seq);
+    if (Latch *latch = f.forwarder_latch)
+        SetLatch(latch);
+}
+
+} // namespace flint::pg
