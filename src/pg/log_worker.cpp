@@ -49,7 +49,13 @@ constexpr const char *kLastUsedSql =
 // Of the skipped ids, those whose key still exists (kept for the next try).
 constexpr const char *kStillThereSql = "SELECT id FROM flint.api_keys WHERE id = ANY($1::uuid[])";
 
-constexpr const char *kInsertLockTimeout = "1s";
+// An insert that cannot have its lock within 100 ms (a DBA's lock on the
+// log) gives way: the batch goes to the spool, and for kInsertBackoffMs the
+// worker spools instead of trying again, so that quota leases and the queue
+// are served every pass meanwhile.
+constexpr const char *kInsertLockTimeout = "100ms";
+constexpr int kInsertBackoffMs = 1000;
+TimestampTz insert_again_at = 0;
 constexpr const char *kHousekeepingLockTimeout = "100ms";
 
 SPIPlanPtr last_used_plan = nullptr;
@@ -234,10 +240,33 @@ void maintain_if_due(bool have_rows) {
 // someone holds locked is skipped, not waited for (SKIP LOCKED), and asked
 // again on a later pass: a merchant that locks its own keys delays only its
 // own quota calls, and the drain never waits behind it.
+// A skipped key is asked again kLeaseRetryMs later, not on every pass: its
+// callers keep waking the worker, which must not spin on rows it cannot lock.
 constexpr size_t kLeasesPerPass = 1000;
+constexpr int kLeaseRetryMs = 100;
+std::unordered_map<Uuid, TimestampTz, UuidHash> lease_skipped_until;
 
 void serve_leases() {
     std::vector<LeaseRequest> requests = pending_lease_requests();
+    if (requests.empty())
+        return;
+    TimestampTz now = GetCurrentTimestamp();
+    bool deferred = false;
+    requests.erase(std::remove_if(requests.begin(), requests.end(),
+                                  [&](const LeaseRequest &r) {
+                                      auto it = lease_skipped_until.find(r.id);
+                                      if (it == lease_skipped_until.end())
+                                          return false;
+                                      if (now >= it->second) {
+                                          lease_skipped_until.erase(it);
+                                          return false;
+                                      }
+                                      deferred = true;
+                                      return true;
+                                  }),
+                   requests.end());
+    if (deferred)
+        retry_leases_later();
     if (requests.empty())
         return;
     if (requests.size() > kLeasesPerPass) {
@@ -257,11 +286,15 @@ void serve_leases() {
     });
     bool skipped = !ok;
     for (size_t i = 0; ok && i < requests.size(); ++i) {
-        if (served[i])
+        if (served[i]) {
             apply_lease(requests[i], granted[i]);
-        else
+        } else {
             skipped = true;
+            lease_skipped_until[requests[i].id] = TimestampTzPlusMilliseconds(now, kLeaseRetryMs);
+        }
     }
+    if (lease_skipped_until.size() > 4 * kLeasesPerPass)
+        lease_skipped_until.clear(); // keys gone or served elsewhere: forget, at worst one more try each
     if (skipped)
         retry_leases_later();
 }
@@ -319,8 +352,11 @@ bool spool_pending() {
 // inserted later, instead of being retried in the way of the queue. False
 // when neither worked (the batch stays pending).
 bool store_pending() {
-    if (insert_pending())
-        return true;
+    if (GetCurrentTimestamp() >= insert_again_at) {
+        if (insert_pending())
+            return true;
+        insert_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kInsertBackoffMs);
+    }
     return pending.size() <= spool_room_rows() && spool_pending();
 }
 
@@ -411,10 +447,9 @@ void report_overflow_error() {
         pg_guard([&] { ereport(WARNING, (errmsg("%s", error.c_str()))); });
 }
 
-// One server-log line a minute sums up the refused verifications (their
+// One server-log line per flint.refusal_summary_interval sums up the refused verifications (their
 // per-call ERROR lines are off unless flint.log_refusals): a credential-
 // stuffing flood does not drown the server log, and is still seen there.
-constexpr int kRefusalSummaryMs = 60 * 1000;
 TimestampTz next_refusal_summary = 0;
 uint64 refusals_seen[kOutcomeSlots] = {};
 
@@ -423,7 +458,7 @@ void summarize_refusals() {
     if (now < next_refusal_summary)
         return;
     bool first = next_refusal_summary == 0;
-    next_refusal_summary = TimestampTzPlusMilliseconds(now, kRefusalSummaryMs);
+    next_refusal_summary = TimestampTzPlusMilliseconds(now, guc_refusal_summary_interval_ms);
     std::string by_code;
     uint64 total = 0;
     for (int c = static_cast<int>(Code::ok) + 1; c <= static_cast<int>(Code::key_disabled); ++c) {
@@ -438,8 +473,9 @@ void summarize_refusals() {
     }
     if (total > 0)
         pg_guard([&] {
-            ereport(LOG, (errmsg("flint_keys: %llu verifications refused in the last minute (%s)",
-                                 static_cast<unsigned long long>(total), by_code.c_str()),
+            ereport(LOG, (errmsg("flint_keys: %llu verifications refused in the last %d s (%s)",
+                                 static_cast<unsigned long long>(total), guc_refusal_summary_interval_ms / 1000,
+                                 by_code.c_str()),
                           errdetail("Each is a row of flint.request_log; set flint.log_refusals = on for one "
                                     "server-log line per refusal.")));
         });
@@ -543,8 +579,12 @@ void worker_loop() {
         // The spool (overflow, or a standby's rows after a promotion) once
         // the queue is low: a few batches a pass, all of them when asked.
         bool spooled = spool_to_insert || pg_atomic_read_u64(&shared_state->forward.spool_rows) > 0;
-        if (spooled && !failing && (asked || queue->depth() < static_cast<uint64_t>(guc_log_batch_size)))
+        if (spooled && !failing && GetCurrentTimestamp() >= insert_again_at &&
+            (asked || queue->depth() < static_cast<uint64_t>(guc_log_batch_size))) {
             spool_to_insert = !insert_spool(asked ? SIZE_MAX : kSpoolBatchesPerPass);
+            if (spool_to_insert)
+                insert_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kInsertBackoffMs);
+        }
         flush_last_used_if_due(asked);
         if (asked && !failing)
             pg_atomic_write_u64(&shared_state->last_used_written, requested);

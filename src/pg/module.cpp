@@ -35,6 +35,7 @@ char *guc_primary_conninfo = nullptr;
 int guc_log_spool_size_mb = 1024;
 int guc_merchant_share = 10;
 bool guc_log_refusals = false;
+int guc_refusal_summary_interval_ms = 60000;
 
 namespace {
 
@@ -54,7 +55,9 @@ void scrub_log_message(ErrorData *edata) {
     // the log, so by default the worker writes one summary a minute instead.
     if (refusal_raised && edata->elevel == ERROR) {
         refusal_raised = false;
-        if (!guc_log_refusals)
+        // Only a verification's own refusal (class FK), never another error
+        // raised after one that a PL/pgSQL handler caught.
+        if (!guc_log_refusals && PGUNSIXBIT(edata->sqlerrcode) == 'F' && PGUNSIXBIT(edata->sqlerrcode >> 6) == 'K')
             edata->output_to_server = false;
     }
     for (char *field :
@@ -155,9 +158,13 @@ void define_gucs() {
                             &guc_merchant_share, 10, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomBoolVariable("flint.log_refusals",
                              "Write one server-log ERROR line per refused verification.",
-                             "Off: refusals are counted and summed up in one LOG line per minute (they are always "
-                             "in the request log).",
+                             "Off: refusals are counted and summed up in one LOG line per "
+                             "flint.refusal_summary_interval (they are always in the request log).",
                              &guc_log_refusals, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("flint.refusal_summary_interval",
+                            "How often the log worker sums up refused verifications in one server-log line.", nullptr,
+                            &guc_refusal_summary_interval_ms, 60000, 1000, 3600000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
+                            nullptr, nullptr);
     DefineCustomStringVariable("flint.request_id", "The caller's request id, copied into each request-log row.",
                                "Set it per transaction: SET LOCAL flint.request_id = '...'.", &guc_request_id, "",
                                PGC_USERSET, 0, nullptr, nullptr, nullptr);

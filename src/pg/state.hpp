@@ -69,6 +69,7 @@ extern char *guc_primary_conninfo;
 extern int guc_log_spool_size_mb;
 extern int guc_merchant_share;
 extern bool guc_log_refusals;
+extern int guc_refusal_summary_interval_ms;
 
 // Raises a clear error, with the fix, when the library was not preloaded.
 void require_preload_unsafe();
