@@ -152,3 +152,28 @@ BEGIN
     RETURN dropped;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- flint_log_status(): a primary's own spooled batches are not "forwarding"
+------------------------------------------------------------------------------
+
+-- A primary whose inserts were held up spools its rows and inserts them
+-- later, each batch once (flint.log_origins remembers it, as for a
+-- standby's forwarded batches); those are this server's own rows, not a
+-- standby forwarding, so the status lists them under this server alone.
+CREATE OR REPLACE FUNCTION flint_log_status(
+    OUT queued bigint, OUT inserted bigint, OUT pending bigint, OUT refused bigint, OUT capacity integer,
+    OUT worker_pid integer, OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint,
+    OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text,
+    OUT last_forwarded_at timestamptz)
+    RETURNS SETOF record LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH here AS MATERIALIZED (SELECT * FROM flint._log_status_here())
+    SELECT h.*, NULL::timestamptz FROM here h
+    UNION ALL
+    (SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.server, 'forwarding', sum(o.rows_received)::bigint,
+            NULL, NULL, NULL, max(o.last_at)
+       FROM flint.log_origins o
+      WHERE o.server IS DISTINCT FROM (SELECT h.server FROM here h)
+      GROUP BY o.server ORDER BY o.server)
+$$;

@@ -200,8 +200,9 @@ void define_gucs() {
                                "Empty: the standby's own primary_conninfo with dbname = flint.database.",
                                &guc_primary_conninfo, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.log_spool_size",
-                            "Most log data a standby keeps in its spool while the primary is unreachable.",
-                            "Past it the standby fails closed (log_queue_full).", &guc_log_spool_size_mb, 1024, 1,
+                            "Most log data the durable spool holds: a standby's rows while the primary is "
+                            "unreachable, a primary's while its table insert is held up.",
+                            "Past it verification fails closed (log_queue_full).", &guc_log_spool_size_mb, 1024, 1,
                             1024 * 1024, PGC_SIGHUP, GUC_UNIT_MB, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("flint");
 }

@@ -134,6 +134,16 @@ void emit_log_record(LogRecord &record) {
                              "The primary is unreachable or refusing the standby's rows: bring it back, or raise "
                              "flint.log_spool_size (flint_log_status() shows the spool and the connection).",
                              true);
+        const uint64 spool_limit = static_cast<uint64>(guc_log_spool_size_mb) * 1024 * 1024;
+        if (pg_atomic_read_u64(&shared_state->forward.spool_bytes) + sizeof(LogRecord) * guc_log_batch_size >=
+            spool_limit)
+            throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
+                             "The log worker cannot insert into flint.request_log, and its spool holds "
+                             "flint.log_spool_size (" +
+                                 std::to_string(guc_log_spool_size_mb) + " MB) of rows waiting for the table.",
+                             "Look for what holds up the inserts (a lock on flint.request_log, a full disk: the "
+                             "worker's WARNINGs say), or raise flint.log_spool_size.",
+                             true);
         throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
                          "The log worker has not drained the queue for " + std::to_string(guc_log_queue_wait_ms) +
                              " ms; check that it is running (pg_stat_activity, backend_type 'flint_keys log worker').",

@@ -12,7 +12,7 @@ use FlintNode;
 my $merchant = 'aaaaaaaa-0000-0000-0000-000000000001';
 # A slow timer: only the shutdown drain (or a flush) moves rows to the table.
 my $node = flint_node('log', 'flint.log_flush_interval = 60s', 'flint.log_queue_size = 4096',
-                      'flint.log_queue_wait = 200ms');
+                      'flint.log_queue_wait = 200ms', 'flint.log_spool_size = 1MB');
 my ($key, $secret) = make_key($node);
 
 # 1. A clean restart drains the queue: no row lost.
@@ -38,7 +38,8 @@ $node->safe_psql('postgres', 'SELECT flint_flush_log()');
 is($node->safe_psql('postgres', "SELECT count(*) FROM flint.request_log WHERE key_id = '$key' AND at > now() - interval '1 minute' AND source = 'verify'"),
     1, 'logging continues after the crash');
 
-# 3. A full queue refuses (fail closed) with the documented error instead of dropping rows.
+# 3. A full queue refuses (fail closed) with the documented error instead of
+# dropping rows, once the durable spool (1 MB here) is full too.
 $node->safe_psql('postgres', 'SELECT flint_flush_log()');
 my $rows_before = $node->safe_psql('postgres', 'SELECT count(*) FROM flint.request_log');
 my $queued_before = $node->safe_psql('postgres', 'SELECT queued FROM flint_log_status()');
@@ -55,10 +56,13 @@ my $filled = $node->safe_psql('postgres', qq{
     END \$\$;
     SELECT pending FROM flint_log_status()});
 cmp_ok($filled, '>=', 4096 - 1, "the queue is full ($filled rows pending)");
+cmp_ok($node->safe_psql('postgres', 'SELECT spooled FROM flint_log_status() LIMIT 1'), '>', 0,
+    'after the spool took what it could');
 my ($ret, $stdout, $stderr) = $node->psql('postgres',
     "SELECT flint_verify_key('$secret', 'payments:read', '$merchant')");
 isnt($ret, 0, 'a verification with a full queue fails');
 like($stderr, qr/log_queue_full: the request log queue is full/, 'with the log_queue_full message');
+like($stderr, qr/its spool holds flint.log_spool_size \(1 MB\)/, 'whose DETAIL names the full spool');
 ($ret, $stdout, $stderr) = $node->psql('postgres',
     "SELECT flint_check_key('$secret', 'payments:read', '$merchant')", extra_params => ['-v', 'VERBOSITY=verbose']);
 like($stderr, qr/53000/, 'SQLSTATE 53000 (insufficient_resources), also from flint_check_key');

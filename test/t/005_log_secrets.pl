@@ -13,7 +13,9 @@ use FlintNode;
 my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
 my $node = flint_node('secrets',
     "log_statement = 'all'", "log_min_error_statement = error", "log_min_duration_statement = 0",
-    "log_parameter_max_length = -1", "log_parameter_max_length_on_error = -1", "log_error_verbosity = verbose");
+    "log_parameter_max_length = -1", "log_parameter_max_length_on_error = -1", "log_error_verbosity = verbose",
+    # one server-log line per refused verification (off by default): they are scrubbed too
+    "flint.log_refusals = on");
 $node->safe_psql('postgres', "INSERT INTO flint.merchants (id, name) VALUES ('bbbbbbbb-0000-0000-0000-000000000002', 'Bolt')");
 
 my @secrets;
