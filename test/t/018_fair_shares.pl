@@ -256,6 +256,31 @@ wait_for_worker($node);
     is($node->safe_psql('postgres', 'SELECT spooled FROM flint_log_status() LIMIT 1'), 0, 'and the spool is empty again');
 }
 
+# The crash-loss bound with the spool in use: a lock on the log holds up
+# every insert, Bolt verifies, the rows go to the spool; then a crash
+# (kill -9 of the lock holder's backend). The spooled rows survive it and are
+# inserted once; at most the ring and two batches are lost.
+{
+    $node->safe_psql('postgres', 'SELECT flint_flush_log()');
+    my $rows_before = $node->safe_psql('postgres', "SELECT count(*) FROM flint.request_log WHERE merchant_id = '$bolt'");
+    my $dba = $node->background_psql('postgres', on_error_stop => 0);
+    my $dba_pid = $dba->query_safe('SELECT pg_backend_pid()');
+    $dba->query_safe('BEGIN; LOCK TABLE flint.request_log IN ACCESS EXCLUSIVE MODE;');
+    bolt_survives('the log locked by a DBA', 10000);
+    my $spooled = $node->safe_psql('postgres', 'SELECT spooled FROM flint_log_status() LIMIT 1');
+    cmp_ok($spooled, '>', 0, "$spooled rows wait in the spool");
+    kill 'KILL', $dba_pid;
+    $node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
+    wait_for_worker($node);
+    flushed_in_bounded_time('after the crash');
+    my $rows = $node->safe_psql('postgres', "SELECT count(*) FROM flint.request_log WHERE merchant_id = '$bolt'") - $rows_before;
+    cmp_ok($rows, '>=', $spooled, "the spooled rows survived the crash ($rows of 60000 verifications are rows)");
+    cmp_ok(60000 - $rows, '<=', 16384 + 2 * 10000, 'at most the ring and two batches were lost');
+    is($node->safe_psql('postgres', q{SELECT count(*) FROM (SELECT backend_pid, at, key_id FROM flint.request_log
+                                       GROUP BY 1, 2, 3 HAVING count(*) > 1) d}), 0, 'no row was inserted twice');
+    eval { $dba->quit };
+}
+
 # 6. session_replication_role = replica (a data-fix session, pg_restore
 # --disable-triggers): a revoke still reaches every backend's key cache,
 # and is an event.
