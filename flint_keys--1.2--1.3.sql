@@ -177,3 +177,32 @@ AS $$
       WHERE o.server IS DISTINCT FROM (SELECT h.server FROM here h)
       GROUP BY o.server ORDER BY o.server)
 $$;
+
+------------------------------------------------------------------------------
+-- Forwarded last_used_at: bad input never moves a key's last use
+------------------------------------------------------------------------------
+
+-- Arrays of different lengths, or NULL entries, are refused or skipped: a
+-- NULL time would have become now() + 5 minutes (least() ignores NULLs) and
+-- hidden the key from flint.unused_keys. One rule with the worker's own
+-- UPDATE: never earlier than what is stored, never ahead of now() + 5 min.
+CREATE OR REPLACE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp SET session_replication_role = replica SET lock_timeout = '100ms'
+AS $$
+BEGIN
+    IF ids IS NULL OR used_at IS NULL OR cardinality(ids) <> cardinality(used_at) THEN
+        RAISE EXCEPTION 'ids and used_at must be two arrays of the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH u AS MATERIALIZED (
+            SELECT u.id, least(timestamptz '2000-01-01 00:00:00+00' + u.at_us * interval '1 microsecond',
+                               now() + interval '5 minutes') AS at
+              FROM unnest(ids, used_at) AS u(id, at_us)
+             WHERE u.id IS NOT NULL AND u.at_us IS NOT NULL),
+         locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY (ids) FOR UPDATE SKIP LOCKED)
+    UPDATE flint.api_keys k SET last_used_at = u.at
+      FROM locked l JOIN u ON u.id = l.id
+     WHERE k.id = l.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at);
+END
+$$;

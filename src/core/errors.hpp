@@ -22,6 +22,8 @@ enum class Code : uint8_t {
     usage_exceeded,     // FK010
     ip_not_allowed,     // FK011
 };
+// The last code: loops over every outcome end here (codes are only added after it).
+inline constexpr Code kLastCode = Code::ip_not_allowed;
 
 // The code's stable name, as it starts every message and fills request_log.outcome.
 const char *code_name(Code code);

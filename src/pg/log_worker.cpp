@@ -461,15 +461,15 @@ void summarize_refusals() {
     next_refusal_summary = TimestampTzPlusMilliseconds(now, guc_refusal_summary_interval_ms);
     std::string by_code;
     uint64 total = 0;
-    for (int c = static_cast<int>(Code::ok) + 1; c <= static_cast<int>(Code::key_disabled); ++c) {
+    for (int c = static_cast<int>(Code::ok) + 1; c <= static_cast<int>(kLastCode); ++c) {
         uint64 count = pg_atomic_read_u64(&shared_state->outcome_counts[c]);
         uint64 delta = count - refusals_seen[c];
         refusals_seen[c] = count;
         if (delta == 0 || first)
             continue;
         total += delta;
-        by_code += (by_code.empty() ? "" : ", ") + std::string(code_name(static_cast<Code>(c))) + " " +
-                   std::to_string(delta);
+        by_code +=
+            (by_code.empty() ? "" : ", ") + std::string(code_name(static_cast<Code>(c))) + " " + std::to_string(delta);
     }
     if (total > 0)
         pg_guard([&] {

@@ -156,8 +156,7 @@ void define_gucs() {
                             "Past it that merchant's new limited keys fail with their own error; other merchants "
                             "always find room.",
                             &guc_merchant_share, 10, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-    DefineCustomBoolVariable("flint.log_refusals",
-                             "Write one server-log ERROR line per refused verification.",
+    DefineCustomBoolVariable("flint.log_refusals", "Write one server-log ERROR line per refused verification.",
                              "Off: refusals are counted and summed up in one LOG line per "
                              "flint.refusal_summary_interval (they are always in the request log).",
                              &guc_log_refusals, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);

@@ -259,7 +259,7 @@ Datum counters_body(FunctionCallInfo fcinfo) {
         bool nulls[2] = {false, false};
         pg_guard([&] { tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls); });
     };
-    for (int c = 0; c <= static_cast<int>(Code::key_disabled); ++c)
+    for (int c = 0; c <= static_cast<int>(kLastCode); ++c)
         put(code_name(static_cast<Code>(c)), pg_atomic_read_u64(&shared_state->outcome_counts[c]));
     put("cache_hits", pg_atomic_read_u64(&shared_state->cache_hits));
     put("cache_misses", pg_atomic_read_u64(&shared_state->cache_misses));

@@ -11,6 +11,7 @@ extern "C" {
 namespace flint::pg {
 
 inline constexpr int kOutcomeSlots = 16; // > the number of flint::Code values
+static_assert(static_cast<int>(kLastCode) < kOutcomeSlots, "every outcome has a counter");
 
 // A standby's log forwarding (spool.cpp, forwarder.cpp): the log worker
 // writes the queue's rows to the spool, the forwarder sends them on.

@@ -193,7 +193,8 @@ RateEntry *rate_entry(RatePartition *p, uint64 h, const Uuid &id, Kind kind, con
         e = fresh;
     } else if (reusable_own) {
         e = reusable_own;
-    } else if (reusable && take_share(Table::rate, merchant, reusable->kind == Kind::key ? &reusable->merchant : nullptr)) {
+    } else if (reusable &&
+               take_share(Table::rate, merchant, reusable->kind == Kind::key ? &reusable->merchant : nullptr)) {
         e = reusable;
     } else if (fresh || reusable) {
         *over_share = true;
@@ -209,8 +210,8 @@ RateEntry *rate_entry(RatePartition *p, uint64 h, const Uuid &id, Kind kind, con
 
 // Takes a token for (id, kind); false when refused (retry_ms set) or the
 // table is full (*full set).
-bool take_token(const Uuid &id, Kind kind, const Uuid &merchant, int32 limit, int64 window, int64 now,
-                int64 *retry_ms, bool *full, bool *over_share) {
+bool take_token(const Uuid &id, Kind kind, const Uuid &merchant, int32 limit, int64 window, int64 now, int64 *retry_ms,
+                bool *full, bool *over_share) {
     uint64 h = hash_id(id, kind);
     RatePartition *p = rate_partition(h);
     SpinLockAcquire(&p->lock);
@@ -380,8 +381,8 @@ TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) 
     bool full = false, over_share = false;
     bool took_key = false, took_merchant = false;
     if (key.rate_limit > 0) {
-        if (!take_token(key.id, Kind::key, key.merchant_id, key.rate_limit, key.rate_window_us, now,
-                        &v.retry_after_ms, &full, &over_share)) {
+        if (!take_token(key.id, Kind::key, key.merchant_id, key.rate_limit, key.rate_window_us, now, &v.retry_after_ms,
+                        &full, &over_share)) {
             v.code = Code::rate_limited;
             v.detail = over_share ? kRateShareFull
                        : full     ? "The rate-limit table of this server is full (flint.rate_limit_slots)."
@@ -436,11 +437,11 @@ TrafficVerdict check_traffic(const KeyRecord &key, int32 cost, TimestampTz now) 
             if (took_merchant)
                 refund_token(key.merchant_id, Kind::merchant, key.merchant_rate_limit, key.merchant_rate_window_us);
             v.code = Code::usage_exceeded;
-            v.detail = s == Spend::exhausted
-                           ? "The call costs " + std::to_string(cost) + " and the quota has less left."
-                       : s == Spend::full       ? "The quota table of this server is full (flint.quota_slots)."
-                       : s == Spend::over_share ? kQuotaShareFull
-                                          : "No quota units could be leased in time (is the log worker running?).";
+            v.detail =
+                s == Spend::exhausted    ? "The call costs " + std::to_string(cost) + " and the quota has less left."
+                : s == Spend::full       ? "The quota table of this server is full (flint.quota_slots)."
+                : s == Spend::over_share ? kQuotaShareFull
+                                         : "No quota units could be leased in time (is the log worker running?).";
         }
     }
     return v;
@@ -503,12 +504,12 @@ void lock_lease_keys_unsafe(const std::vector<LeaseRequest> &requests, std::vect
     static SPIPlanPtr plan = nullptr;
     if (!plan) {
         Oid types[1] = {UUIDARRAYOID};
-        SPIPlanPtr p = SPI_prepare(
-            "WITH locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY ($1) "
-            "                             FOR UPDATE SKIP LOCKED) "
-            "SELECT id FROM locked UNION ALL "
-            "SELECT i FROM unnest($1) AS i WHERE NOT EXISTS (SELECT FROM flint.api_keys k WHERE k.id = i)",
-            1, types);
+        SPIPlanPtr p =
+            SPI_prepare("WITH locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY ($1) "
+                        "                             FOR UPDATE SKIP LOCKED) "
+                        "SELECT id FROM locked UNION ALL "
+                        "SELECT i FROM unnest($1) AS i WHERE NOT EXISTS (SELECT FROM flint.api_keys k WHERE k.id = i)",
+                        1, types);
         if (!p)
             elog(ERROR, "flint_keys: could not prepare the quota lease lock");
         SPI_keepplan(p);

@@ -69,3 +69,25 @@ TEST(LastUsed, CostIsPerRowNotPerDistinctKey) {
     t.note(rows.data(), rows.size());
     EXPECT_EQ(t.size(), rows.size());
 }
+
+TEST(LastUsed, WrittenInPartsEachKeyOnce) {
+    // The worker writes at most a part per pass; after each part those keys
+    // are forgotten (except the ones locked elsewhere), the rest stay.
+    std::vector<LogRecord> rows;
+    for (uint8_t k = 1; k <= 10; ++k)
+        rows.push_back(row(k, k * 10));
+    LastUsedTracker t;
+    t.note(rows.data(), rows.size());
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    t.snapshot(&ids, &ats, 4);
+    ASSERT_EQ(ids.size(), 4u);
+    std::vector<Uuid> locked = {ids[0]};
+    t.forget(ids, locked);
+    EXPECT_EQ(t.size(), 7u);
+    EXPECT_EQ(newest(t, ids[0][0]), ats[0]) << "a key locked elsewhere stays pending with its newest use";
+    for (size_t i = 1; i < ids.size(); ++i)
+        EXPECT_EQ(newest(t, ids[i][0]), -1) << "a written key is forgotten";
+    t.snapshot(&ids, &ats, 100);
+    EXPECT_EQ(ids.size(), 7u) << "the limit only caps the part";
+}
