@@ -103,6 +103,7 @@ DECLARE
     dropped    integer := 0;
     busy       text[] := '{}';
     attempt    integer;
+    tries      integer := 5;
 BEGIN
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
@@ -114,6 +115,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The UTC date is %s.', real_today);
     END IF;
     cutoff := (today::timestamp AT TIME ZONE 'UTC') - older_than;
+    -- The log worker's retention tries each partition once and comes back a
+    -- minute later: it must not sleep with leases and the queue waiting.
+    IF EXISTS (SELECT FROM pg_stat_activity a
+                WHERE a.pid = pg_backend_pid() AND a.backend_type = 'flint_keys log worker') THEN
+        tries := 1;
+    END IF;
     FOR p IN
         SELECT c.relname
           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -123,13 +130,13 @@ BEGIN
     LOOP
         -- Retries only while nothing is dropped yet: once a DROP succeeded
         -- this transaction holds the parent's lock, and must not sleep on it.
-        FOR attempt IN 1..CASE WHEN dropped = 0 THEN 5 ELSE 1 END LOOP
+        FOR attempt IN 1..CASE WHEN dropped = 0 THEN tries ELSE 1 END LOOP
             BEGIN
                 EXECUTE format('DROP TABLE flint.%I', p.relname);
                 dropped := dropped + 1;
                 EXIT;
             EXCEPTION WHEN lock_not_available THEN
-                IF attempt = 5 OR dropped > 0 THEN
+                IF attempt = tries OR dropped > 0 THEN
                     busy := busy || p.relname::text;
                 ELSE
                     PERFORM pg_sleep(0.05 * attempt);
@@ -186,6 +193,12 @@ $$;
 -- NULL time would have become now() + 5 minutes (least() ignores NULLs) and
 -- hidden the key from flint.unused_keys. One rule with the worker's own
 -- UPDATE: never earlier than what is stored, never ahead of now() + 5 min.
+-- Marks the statements between on and off as bookkeeping: the cache
+-- invalidation trigger (an ALWAYS trigger) skips them. Not for PUBLIC.
+CREATE FUNCTION flint._bookkeeping(on_off boolean) RETURNS void
+    AS 'MODULE_PATHNAME', 'flint_bookkeeping' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION flint._bookkeeping(boolean) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp SET session_replication_role = replica SET lock_timeout = '100ms'
@@ -195,6 +208,8 @@ BEGIN
         RAISE EXCEPTION 'ids and used_at must be two arrays of the same length'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- last_used_at alone: no key cache anywhere needs to reload for it.
+    PERFORM flint._bookkeeping(true);
     WITH u AS MATERIALIZED (
             SELECT u.id, least(timestamptz '2000-01-01 00:00:00+00' + u.at_us * interval '1 microsecond',
                                now() + interval '5 minutes') AS at
@@ -204,5 +219,6 @@ BEGIN
     UPDATE flint.api_keys k SET last_used_at = u.at
       FROM locked l JOIN u ON u.id = l.id
      WHERE k.id = l.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at);
+    PERFORM flint._bookkeeping(false);
 END
 $$;

@@ -44,4 +44,25 @@ void LastUsedTracker::forget(const std::vector<Uuid> &written, const std::vector
             newest_.erase(id);
 }
 
+void LastUsedTracker::defer(const std::vector<Uuid> &ids) {
+    for (const Uuid &id : ids) {
+        auto it = newest_.find(id);
+        if (it == newest_.end())
+            continue;
+        auto [d, inserted] = deferred_.try_emplace(id, it->second);
+        if (!inserted)
+            d->second = std::max(d->second, it->second);
+        newest_.erase(it);
+    }
+}
+
+void LastUsedTracker::restore() {
+    for (const auto &[id, at] : deferred_) {
+        auto [it, inserted] = newest_.try_emplace(id, at);
+        if (!inserted)
+            it->second = std::max(it->second, at);
+    }
+    deferred_.clear();
+}
+
 } // namespace flint

@@ -35,8 +35,16 @@ class LastUsedTracker {
     void forget(const std::vector<Uuid> &written, const std::vector<Uuid> &keep);
     size_t size() const { return newest_.size(); }
 
+    // Keys locked elsewhere wait for the next round, out of this round's
+    // parts (so that they never fill every part of it); restore() brings
+    // them back, merged with any newer use noted meanwhile.
+    void defer(const std::vector<Uuid> &ids);
+    void restore();
+    size_t deferred() const { return deferred_.size(); }
+
   private:
     std::unordered_map<Uuid, int64_t, UuidHash> newest_;
+    std::unordered_map<Uuid, int64_t, UuidHash> deferred_;
 };
 
 } // namespace flint

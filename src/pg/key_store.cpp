@@ -431,6 +431,7 @@ void on_xact(XactEvent event, void *) {
 void key_store_init() { RegisterXactCallback(on_xact, nullptr); }
 
 void key_store_at_commit() {
+    in_bookkeeping = false;
     if (!changed_in_this_transaction)
         return;
     changed_in_this_transaction = false;
@@ -442,6 +443,7 @@ void key_store_at_commit() {
 }
 
 void key_store_at_abort() {
+    in_bookkeeping = false;
     if (!changed_in_this_transaction)
         return;
     changed_in_this_transaction = false;

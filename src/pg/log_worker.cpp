@@ -56,6 +56,8 @@ constexpr const char *kStillThereSql = "SELECT id FROM flint.api_keys WHERE id =
 constexpr const char *kInsertLockTimeout = "100ms";
 constexpr int kInsertBackoffMs = 1000;
 TimestampTz insert_again_at = 0;
+TimestampTz spool_insert_again_at = 0;
+TimestampTz last_live_insert = 0; // when a batch from the queue last went into the table
 constexpr const char *kHousekeepingLockTimeout = "100ms";
 
 SPIPlanPtr last_used_plan = nullptr;
@@ -326,6 +328,7 @@ bool insert_pending() {
         });
     else
         last_used.note(pending.data(), pending.size());
+    last_live_insert = GetCurrentTimestamp();
     return true;
 }
 
@@ -338,7 +341,7 @@ std::atomic<uint64_t> spool_batch_id{0};
 // primary's batch its insert could not take); false on an I/O error.
 bool spool_pending() {
     try {
-        spool_rows(spool_origin, spool_batch_id.fetch_add(1) + 1, server_name(), pending.data(), pending.size());
+        spool_rows(spool_origin, &spool_batch_id, server_name(), pending.data(), pending.size());
     } catch (const FlintError &e) {
         std::string message = e.what();
         pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()), errhint("%s", e.hint().c_str()))); });
@@ -405,6 +408,11 @@ bool drain(bool until_empty = false) {
 // once: the same origin check as forwarded batches, so a batch the old
 // primary had already received (and replay brought here) is skipped.
 // False while a batch fails (retried on the next pass).
+constexpr int kSpoolBatchTries = 5;
+uint64_t failing_batch = 0; // the spooled batch whose insert failed last, and how often in a row
+int failing_batch_tries = 0;
+TimestampTz failing_batch_at = 0;
+
 bool insert_spool(size_t max_batches = SIZE_MAX) {
     std::string bytes;
     for (uint64_t seq : spool_sequences()) {
@@ -428,8 +436,31 @@ bool insert_spool(size_t max_batches = SIZE_MAX) {
                                          copy_data.data(), copy_data.size(), &rows);
             commit_transaction_unsafe();
         });
-        if (!ok)
+        if (!ok) {
+            // A batch the table refuses while live batches go in (a constraint
+            // a DBA added, a table too old for its columns) would hold the
+            // spool forever: after kSpoolBatchTries such tries it is set aside.
+            // Counted only when a live batch went in since this one's last failure.
+            bool live_inserts_work = last_live_insert > failing_batch_at;
+            if (failing_batch != seq)
+                failing_batch_tries = 0;
+            if (failing_batch != seq || live_inserts_work)
+                ++failing_batch_tries;
+            failing_batch = seq;
+            failing_batch_at = GetCurrentTimestamp();
+            if (failing_batch_tries >= kSpoolBatchTries) {
+                const std::string message = "flint_keys: spool batch " + spool_file_name(seq) + " was refused by " +
+                                            "flint.request_log " + std::to_string(failing_batch_tries) +
+                                            " times while other batches went in; set aside as " + spool_file_name(seq) +
+                                            ".damaged";
+                pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
+                try {
+                    spool_set_aside(seq, bytes.size(), batch.rows.size());
+                } catch (const FlintError &) {
+                }
+            }
             return false;
+        }
         if (fresh)
             last_used.note(batch.rows.data(), batch.rows.size());
         try {
@@ -494,28 +525,34 @@ constexpr size_t kLastUsedPerPass = 2000;
 size_t last_used_round_left = 0; // keys still to write in the current round
 
 void flush_last_used_if_due(bool force) {
-    if (last_used.size() == 0) {
-        last_used_round_left = 0;
-        return;
+    if (force && last_used.deferred() > 0) { // asked for: keys locked earlier get one more try now
+        last_used.restore();
+        last_used_round_left = std::max(last_used_round_left, last_used.size());
     }
     if (last_used_round_left == 0) {
         if (!force && GetCurrentTimestamp() < next_last_used_flush)
             return;
+        last_used.restore(); // keys locked elsewhere last round: try them again
         last_used_round_left = last_used.size();
+        if (last_used_round_left == 0)
+            return;
         next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
     }
     do {
         std::vector<Uuid> ids, done, kept;
         std::vector<int64_t> ats;
         last_used.snapshot(&ids, &ats, std::min(kLastUsedPerPass, last_used_round_left));
+        if (ids.empty()) {
+            last_used_round_left = 0;
+            break;
+        }
         bool ok = run_transaction(
             [&] { flush_last_used_unsafe(ids.data(), ats.data(), static_cast<int>(ids.size()), &done, &kept); });
         if (!ok)
             return; // tried again on the next pass
         last_used.forget(ids, kept);
+        last_used.defer(kept); // out of this round's later parts
         last_used_round_left -= std::min(last_used_round_left, ids.size());
-        if (last_used.size() == kept.size())
-            last_used_round_left = 0; // only keys locked elsewhere are left: next interval
     } while (force && last_used_round_left > 0);
 }
 
@@ -579,11 +616,12 @@ void worker_loop() {
         // The spool (overflow, or a standby's rows after a promotion) once
         // the queue is low: a few batches a pass, all of them when asked.
         bool spooled = spool_to_insert || pg_atomic_read_u64(&shared_state->forward.spool_rows) > 0;
-        if (spooled && !failing && GetCurrentTimestamp() >= insert_again_at &&
+        // Its own backoff: a batch the table refuses must not send live rows to the spool.
+        if (spooled && !failing && GetCurrentTimestamp() >= spool_insert_again_at &&
             (asked || queue->depth() < static_cast<uint64_t>(guc_log_batch_size))) {
             spool_to_insert = !insert_spool(asked ? SIZE_MAX : kSpoolBatchesPerPass);
             if (spool_to_insert)
-                insert_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kInsertBackoffMs);
+                spool_insert_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kInsertBackoffMs);
         }
         flush_last_used_if_due(asked);
         if (asked && !failing)

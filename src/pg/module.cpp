@@ -17,6 +17,7 @@ namespace flint::pg {
 
 SharedState *shared_state = nullptr;
 bool in_log_worker = false;
+bool in_bookkeeping = false;
 
 bool guc_key_cache = true;
 int guc_key_cache_size = 100000;

@@ -27,6 +27,7 @@ std::thread *writer = nullptr; // never destroyed unjoined: see overflow_stop
 
 std::mutex error_mutex;
 std::string last_error;
+std::atomic<uint64_t> lost_at_stop{0}; // rows the thread could not write when stopping
 
 int64_t now_us() {
     return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -58,6 +59,11 @@ void writer_loop(Uuid origin, std::atomic<uint64_t> *next_batch_id, std::string 
             if (!worker_stuck() || queue->depth() < queue->capacity() / 2)
                 continue;
             size_t take = std::min(batch, spool_room_rows());
+            try {
+                held.reserve(take); // before popping: a pop is never lost to a failed allocation
+            } catch (...) {
+                continue;
+            }
             LogRecord r;
             std::lock_guard<std::mutex> guard(pop_mutex);
             while (held.size() < take && queue->try_pop(r))
@@ -66,25 +72,31 @@ void writer_loop(Uuid origin, std::atomic<uint64_t> *next_batch_id, std::string 
         if (held.empty())
             continue;
         try {
-            spool_rows(origin, next_batch_id->fetch_add(1) + 1, server, held.data(), held.size());
+            spool_rows(origin, next_batch_id, server, held.data(), held.size());
             // Out of the queue and durable: counted as stored for the queue's
             // accounting; flint_flush_log also waits until the spool is inserted.
             queue->completed.fetch_add(held.size());
             held.clear();
-        } catch (const FlintError &e) {
-            std::lock_guard<std::mutex> guard(error_mutex);
-            last_error = e.what();
+        } catch (const std::exception &e) {
+            {
+                std::lock_guard<std::mutex> guard(error_mutex);
+                last_error = e.what();
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        } catch (...) {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
     }
-    // Stopping: what is held goes to the spool, or back to nobody (the queue
-    // is lost at exit in any case; a clean stop drains it first).
+    // Stopping: what is held goes to the spool. If even that fails the rows
+    // are lost (as the queue is at a crash), but counted as done, so that
+    // flint_flush_log does not wait for them forever.
     if (!held.empty()) {
         try {
-            spool_rows(origin, next_batch_id->fetch_add(1) + 1, server, held.data(), held.size());
-            queue->completed.fetch_add(held.size());
-        } catch (const FlintError &) {
+            spool_rows(origin, next_batch_id, server, held.data(), held.size());
+        } catch (...) {
+            lost_at_stop.fetch_add(held.size());
         }
+        queue->completed.fetch_add(held.size());
     }
 }
 
@@ -128,6 +140,9 @@ std::string overflow_take_error() {
     std::lock_guard<std::mutex> guard(error_mutex);
     std::string e;
     e.swap(last_error);
+    if (uint64_t lost = lost_at_stop.exchange(0))
+        e += (e.empty() ? "" : "; ") + std::string("flint_keys: the overflow writer could not spool ") +
+             std::to_string(lost) + " log rows when stopping; they are lost";
     return e;
 }
 
@@ -137,17 +152,29 @@ size_t spool_room_rows() {
     return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
 }
 
-void spool_rows(const Uuid &origin, uint64_t batch_id, const std::string &server, const LogRecord *rows, size_t n) {
+void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std::string &server, const LogRecord *rows,
+                size_t n) {
     ForwardState &f = shared_state->forward;
+    // One writer at a time: the worker (a standby, or a failed insert) and
+    // the thread (a primary) may both spool. The batch id and the file's
+    // sequence are taken together, so that batches are inserted in id order
+    // (a primary remembers the highest id of each origin it has inserted).
+    static std::mutex spool_mutex;
+    std::lock_guard<std::mutex> guard(spool_mutex);
+    const uint64_t batch_id = batch_ids->fetch_add(1) + 1;
     const std::string bytes = encode_spool_batch(origin, batch_id, server, rows, n);
-    // One writer at a time picks the sequence: the worker (a standby, or a
-    // failed insert) and the thread (a primary) may both spool.
-    static std::mutex sequence_mutex;
-    std::lock_guard<std::mutex> guard(sequence_mutex);
     uint64_t seq = next_spool_sequence(pg_atomic_read_u64(&f.spooled_seq), pg_clock_us());
-    spool_write(seq, bytes);
+    // Counted before the file appears: the worker may insert and remove it
+    // the moment it is renamed into place.
     pg_atomic_fetch_add_u64(&f.spool_bytes, bytes.size());
     pg_atomic_fetch_add_u64(&f.spool_rows, n);
+    try {
+        spool_write(seq, bytes);
+    } catch (...) {
+        pg_atomic_fetch_sub_u64(&f.spool_bytes, bytes.size());
+        pg_atomic_fetch_sub_u64(&f.spool_rows, n);
+        throw;
+    }
     pg_atomic_write_u64(&f.spooled_seq, seq);
     if (Latch *latch = f.forwarder_latch)
         SetLatch(latch);

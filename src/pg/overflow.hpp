@@ -45,8 +45,10 @@ std::string overflow_take_error();
 
 // Rows the spool can still take under flint.log_spool_size.
 size_t spool_room_rows();
-// Spools `rows` as one batch (a worker or the thread): accounting, and the
-// forwarder's latch. Throws FlintError on an I/O error (nothing spooled).
-void spool_rows(const Uuid &origin, uint64_t batch_id, const std::string &server, const LogRecord *rows, size_t n);
+// Spools `rows` as one batch with the next id of `batch_ids` (a worker or
+// the thread): accounting, and the forwarder's latch. Throws FlintError on
+// an I/O error (nothing spooled).
+void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std::string &server, const LogRecord *rows,
+                size_t n);
 
 } // namespace flint::pg

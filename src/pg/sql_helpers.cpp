@@ -138,13 +138,23 @@ Datum scrub_body(FunctionCallInfo fcinfo) {
 
 // Statement trigger on api_keys, merchants and scopes: key caches everywhere
 // must reload once this transaction commits. The log worker only ever writes
-// last_used_at, which verification does not read, so it skips the bump.
+// last_used_at (and leased quota units), which verification does not read,
+// so it skips the bump; so does a standby's forwarded last_used_at, inside
+// flint._receive_last_used (the triggers are ALWAYS triggers since 1.3, so
+// session_replication_role no longer skips them).
 Datum invalidate_trigger_body(FunctionCallInfo fcinfo) {
     if (!CALLED_AS_TRIGGER(fcinfo))
         throw FlintError("39P01", "flint._invalidate_key_cache() may only be called as a trigger");
-    if (!in_log_worker)
+    if (!in_log_worker && !in_bookkeeping)
         note_keys_changed(RelationGetRelid(reinterpret_cast<TriggerData *>(fcinfo->context)->tg_relation));
     return PointerGetDatum(nullptr);
+}
+
+// _bookkeeping(on): the statements between on and off write only
+// last_used_at (flint._receive_last_used); ended by abort too.
+Datum bookkeeping_body(FunctionCallInfo fcinfo) {
+    in_bookkeeping = !PG_ARGISNULL(0) && PG_GETARG_BOOL(0);
+    PG_RETURN_VOID();
 }
 
 } // namespace
@@ -158,3 +168,4 @@ FLINT_SQL_FUNCTION(flint_uncovered_scope, uncovered_scope_body)
 FLINT_SQL_FUNCTION(flint_actor, actor_body)
 FLINT_SQL_FUNCTION(flint_scrub, scrub_body)
 FLINT_SQL_FUNCTION(flint_invalidate_key_cache, invalidate_trigger_body)
+FLINT_SQL_FUNCTION(flint_bookkeeping, bookkeeping_body)

@@ -81,5 +81,7 @@ void note_refusal_raised();
 
 // True in the request-log background worker.
 extern bool in_log_worker;
+// Inside flint._receive_last_used's UPDATE: bookkeeping, not a key change.
+extern bool in_bookkeeping;
 
 } // namespace flint::pg

@@ -71,6 +71,10 @@ struct TrafficShared {
     Size rate_partition_bytes, quota_partition_bytes;
     slock_t shares_lock;
     uint32 shares_size;
+    // Random at every start: which partition a key's entry lands in cannot be
+    // computed from its id, so no merchant can pick keys that fill one
+    // partition (every partition is shared by all merchants).
+    uint64 salt;
 };
 
 TrafficShared *traffic = nullptr;
@@ -89,7 +93,7 @@ uint64 hash_id(const Uuid &id, Kind kind) {
     uint64 a, b;
     std::memcpy(&a, id.data(), 8);
     std::memcpy(&b, id.data() + 8, 8);
-    uint64 h = a ^ (b * 0x9E3779B97F4A7C15ull) ^ static_cast<uint64>(kind);
+    uint64 h = a ^ (b * 0x9E3779B97F4A7C15ull) ^ static_cast<uint64>(kind) ^ traffic->salt;
     h ^= h >> 33;
     h *= 0xFF51AFD7ED558CCDull;
     h ^= h >> 33;
@@ -364,6 +368,8 @@ void traffic_shmem_init(void *memory, bool found) {
     traffic->quota_partition_bytes = quota_bytes;
     SpinLockInit(&traffic->shares_lock);
     traffic->shares_size = shares_slots();
+    if (!pg_strong_random(&traffic->salt, sizeof traffic->salt))
+        traffic->salt = static_cast<uint64>(GetCurrentTimestamp()) * 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < kPartitions; ++i) {
         auto *r = reinterpret_cast<RatePartition *>(rate_base + i * rate_bytes);
         SpinLockInit(&r->lock);
@@ -451,7 +457,12 @@ std::vector<LeaseRequest> pending_lease_requests() {
     std::vector<LeaseRequest> out;
     if (pg_atomic_exchange_u32(&traffic->lease_requests, 0) == 0)
         return out;
-    for (int part = 0; part < kPartitions; ++part) {
+    // From another partition each time: the worker serves the first 1,000
+    // requests a pass, and no partition's keys may always come last.
+    static int first = 0;
+    first = (first + 1) % kPartitions;
+    for (int i = 0; i < kPartitions; ++i) {
+        int part = (first + i) % kPartitions;
         auto *p = reinterpret_cast<QuotaPartition *>(quota_base + part * traffic->quota_partition_bytes);
         SpinLockAcquire(&p->lock);
         for (uint32 i = 0; i < p->size; ++i) {

@@ -91,3 +91,23 @@ TEST(LastUsed, WrittenInPartsEachKeyOnce) {
     t.snapshot(&ids, &ats, 100);
     EXPECT_EQ(ids.size(), 7u) << "the limit only caps the part";
 }
+
+TEST(LastUsed, DeferredKeysWaitForTheNextRound) {
+    // Keys locked elsewhere leave this round's parts, so they cannot fill
+    // every part; restore() brings them back with the newest use seen.
+    LastUsedTracker t;
+    LogRecord rows[] = {row(1, 10), row(2, 20), row(3, 30)};
+    t.note(rows, 3);
+    Uuid one{};
+    one[0] = 1;
+    t.defer({one});
+    EXPECT_EQ(t.size(), 2u);
+    EXPECT_EQ(t.deferred(), 1u);
+    EXPECT_EQ(newest(t, 1), -1) << "not in this round's parts";
+    LogRecord later[] = {row(1, 5), row(1, 40)};
+    t.note(later, 2); // used again meanwhile
+    t.restore();
+    EXPECT_EQ(t.deferred(), 0u);
+    EXPECT_EQ(newest(t, 1), 40);
+    EXPECT_EQ(t.size(), 3u);
+}
