@@ -75,6 +75,21 @@ $$;
 -- triggers fire in every role. The log worker's own bookkeeping stays
 -- cheap: key_events_update's WHEN clause leaves last_used_at and the leased
 -- quota columns out, and the invalidation trigger ignores the worker.
+--
+-- The log worker's last_used_at UPDATE ran under session_replication_role =
+-- replica and skipped every trigger; with ALWAYS triggers it would compare
+-- two to_jsonb() of every row it writes. A cheap first term skips that for
+-- the worker's (and the forwarder's) bookkeeping: true only in the log
+-- worker and inside flint._receive_last_used, false for everyone else.
+CREATE FUNCTION flint._bookkeeping_now() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'flint_bookkeeping_now' LANGUAGE C VOLATILE PARALLEL SAFE;
+DROP TRIGGER key_events_update ON flint.api_keys;
+CREATE TRIGGER key_events_update AFTER UPDATE ON flint.api_keys
+    FOR EACH ROW
+    WHEN (NOT flint._bookkeeping_now()
+          AND (to_jsonb(OLD) - 'last_used_at' - 'remaining' - 'quota_period_start')
+              IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at' - 'remaining' - 'quota_period_start'))
+    EXECUTE FUNCTION flint._key_events_trigger();
 ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER invalidate_key_cache;
 ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER key_events;
 ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER key_events_update;

@@ -157,6 +157,11 @@ Datum bookkeeping_body(FunctionCallInfo fcinfo) {
     PG_RETURN_VOID();
 }
 
+// _bookkeeping_now() -> boolean: this backend is writing bookkeeping only
+// (the log worker, or flint._receive_last_used): the first, cheap term of
+// the key-events trigger's WHEN clause, before its row comparison.
+Datum bookkeeping_now_body(FunctionCallInfo) { PG_RETURN_BOOL(in_log_worker || in_bookkeeping); }
+
 } // namespace
 } // namespace flint::pg
 
@@ -169,3 +174,4 @@ FLINT_SQL_FUNCTION(flint_actor, actor_body)
 FLINT_SQL_FUNCTION(flint_scrub, scrub_body)
 FLINT_SQL_FUNCTION(flint_invalidate_key_cache, invalidate_trigger_body)
 FLINT_SQL_FUNCTION(flint_bookkeeping, bookkeeping_body)
+FLINT_SQL_FUNCTION(flint_bookkeeping_now, bookkeeping_now_body)

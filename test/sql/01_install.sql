@@ -20,7 +20,8 @@ SELECT p.oid::regprocedure AS definer_without_search_path
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'flint_keys'
  WHERE p.prosecdef AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
 
--- What PUBLIC may execute: only reading its own auth context.
+-- What PUBLIC may execute: only reading its own auth context (and whether its
+-- own backend is writing bookkeeping, which key-event triggers ask of anyone).
 SELECT p.oid::regprocedure AS public_may_execute
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'flint_keys'
