@@ -146,12 +146,6 @@ std::string overflow_take_error() {
     return e;
 }
 
-size_t spool_room_rows() {
-    uint64_t limit = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024;
-    uint64_t used = pg_atomic_read_u64(&shared_state->forward.spool_bytes) + kSpoolHeaderSize;
-    return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
-}
-
 void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std::string &server, const LogRecord *rows,
                 size_t n) {
     ForwardState &f = shared_state->forward;

@@ -43,8 +43,6 @@ void overflow_stop();
 // the worker to report as a WARNING.
 std::string overflow_take_error();
 
-// Rows the spool can still take under flint.log_spool_size.
-size_t spool_room_rows();
 // Spools `rows` as one batch with the next id of `batch_ids` (a worker or
 // the thread): accounting, and the forwarder's latch. Throws FlintError on
 // an I/O error (nothing spooled).

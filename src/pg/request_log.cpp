@@ -134,9 +134,7 @@ void emit_log_record(LogRecord &record) {
                              "The primary is unreachable or refusing the standby's rows: bring it back, or raise "
                              "flint.log_spool_size (flint_log_status() shows the spool and the connection).",
                              true);
-        const uint64 spool_limit = static_cast<uint64>(guc_log_spool_size_mb) * 1024 * 1024;
-        if (pg_atomic_read_u64(&shared_state->forward.spool_bytes) + sizeof(LogRecord) * guc_log_batch_size >=
-            spool_limit)
+        if (spool_room_rows() < static_cast<size_t>(guc_log_batch_size)) // the spool cannot take a batch
             throw FlintError("53000", "log_queue_full: the request log queue is full; the verification was refused",
                              "The log worker cannot insert into flint.request_log, and its spool holds "
                              "flint.log_spool_size (" +

@@ -203,6 +203,12 @@ void spool_account_at_start() {
         SetLatch(latch);
 }
 
+size_t spool_room_rows() {
+    uint64_t limit = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024;
+    uint64_t used = pg_atomic_read_u64(&shared_state->forward.spool_bytes) + kSpoolHeaderSize;
+    return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
+}
+
 const std::string &server_name() {
     static std::string name;
     if (name.empty())

@@ -35,6 +35,9 @@ void spool_set_aside(uint64_t sequence, uint64_t bytes, uint64_t rows);
 // At the worker's start: counts what the spool holds, then lets the forwarder begin.
 void spool_account_at_start();
 
+// Rows the spool can still take under flint.log_spool_size.
+size_t spool_room_rows();
+
 // The name this server logs under: cluster_name, or the system identifier.
 const std::string &server_name();
 
