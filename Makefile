@@ -18,17 +18,18 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers
 SHLIB_LINK += -lstdc++ -lcrypto -lpq
 
 # Tests, the PGXS way. `make installcheck`, as a non-root user after `sudo
-# make install`, runs the regression suite (test/sql -> test/expected), the
+# make install`, runs the regression suite (sql -> expected), the
 # isolation specs (test/isolation/specs) and the TAP tests (test/t), each
 # against throwaway servers of its own started with test/regress.conf: the log
 # worker must be connected to the test database, which an existing server's
 # worker would keep pg_regress from dropping. `make installcheck
 # REGRESS=03_verify ISOLATION= TAP_TESTS=` runs one regression file alone.
-# These wildcards are the one list of tests: test/run_tests.sh (which also
+# sql/ and expected/ are PGXS's own layout (pg_regress's default --inputdir);
+# every other test lives under test/. These wildcards are the one list of tests: test/run_tests.sh (which also
 # runs them as root, and the regression suite under valgrind) and
 # test/deb_installcheck.sh take the same files from the same directories.
-REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
-REGRESS_OPTS = --inputdir=test --load-extension=flint_keys --temp-instance=./tmp_check \
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=flint_keys --temp-instance=./tmp_check \
 	--temp-config=test/regress.conf --encoding=UTF8 --no-locale
 # The specs create and drop the extension themselves.
 ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests the built Debian package as a user gets it: apt-get install of
 # dist/postgresql-15-flint-keys_*.deb, then, against the INSTALLED files only,
-# the regression suite (pg_regress, every test/sql file as in the Makefile's
+# the regression suite (pg_regress, every sql/ file as in the Makefile's
 # REGRESS, a throwaway server preloading flint_keys with test/regress.conf)
 # and the upgrade path 1.0 -> default_version on a throwaway cluster; then apt-get remove, and
 # finally `make install` of the source tree again so the suites that follow
@@ -73,12 +73,13 @@ rel_deb="./dist/$(basename "${debs[0]}")"
 
 # The files the package must bring: from the commit it was built from.
 if git -C "$SRC" rev-parse --verify -q HEAD >/dev/null; then
-    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' test/sql test/expected test/fixture.sql test/regress.conf |
+    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' sql expected test/fixture.sql test/regress.conf |
         tar -x -C "$WORK"
 else
     mkdir -p "$WORK/test"
     cp -r "$SRC"/flint_keys.control "$SRC"/flint_keys--*.sql "$WORK/"
-    cp -r "$SRC/test/sql" "$SRC/test/expected" "$SRC/test/fixture.sql" "$SRC/test/regress.conf" "$WORK/test/"
+    cp -r "$SRC/sql" "$SRC/expected" "$WORK/"
+    cp -r "$SRC/test/fixture.sql" "$SRC/test/regress.conf" "$WORK/test/"
 fi
 default_version="$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$WORK/flint_keys.control")"
 mapfile -t scripts < <(cd "$WORK" && ls flint_keys--*.sql)
@@ -106,13 +107,13 @@ check "the package owns $PKGLIB/flint_keys.so and $EXTDIR/flint_keys.control" \
 check "the package owns every install and upgrade script: ${scripts[*]}" owned "${scripts[@]/#/$EXTDIR/}"
 check "dpkg --verify: the installed files are the package's bytes" as_root dpkg --verify "$PKG"
 
-echo "== pg_regress (test/sql) on a throwaway server preloading the installed flint_keys"
+echo "== pg_regress (sql/) on a throwaway server preloading the installed flint_keys"
 mkdir -p "$WORK/results"
 [ "$(id -u)" = 0 ] && chown postgres "$WORK/results"
 (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=120 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$PGBIN" \
     --temp-instance="$WORK/tmp_regress" --temp-config=test/regress.conf --encoding=UTF8 --no-locale \
-    --dbname=contrib_regression --inputdir=test --load-extension=flint_keys --outputdir="$WORK/results" \
-    $(cd "$WORK/test/sql" && LC_ALL=C ls -- *.sql | sed 's/\.sql$//' | xargs) >"$WORK/regress.log" 2>&1)
+    --dbname=contrib_regression --inputdir=. --load-extension=flint_keys --outputdir="$WORK/results" \
+    $(cd "$WORK/sql" && LC_ALL=C ls -- *.sql | sed 's/\.sql$//' | xargs) >"$WORK/regress.log" 2>&1)
 regress=$?
 grep -E '^(test|ok|not ok)' "$WORK/regress.log" | sed 's/^/      /'
 check "pg_regress: $(grep -E 'tests passed|failed' "$WORK/regress.log" | tail -1 | tr -d '=' | xargs)" test "$regress" = 0 || {

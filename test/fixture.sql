@@ -1,13 +1,13 @@
 \set ECHO none
--- The shared setup of every test/sql file, so that any one of them runs alone
+-- The shared setup of every sql/ regression file, so that any one of them runs alone
 -- on a fresh database (pg_regress --load-extension=flint_keys) or after any
 -- other in the same database, with the same output. Each file includes it:
 --
 --     \getenv abs_srcdir PG_ABS_SRCDIR
---     \set fixture :abs_srcdir '/fixture.sql'
+--     \set fixture :abs_srcdir '/test/fixture.sql'
 --     \i :fixture
 --
--- (pg_regress sets PG_ABS_SRCDIR to its absolute --inputdir, test/.) It is
+-- (pg_regress sets PG_ABS_SRCDIR to its absolute --inputdir, the top level.) It is
 -- not echoed: only its errors, if any, reach the expected output. It leaves:
 -- flint_keys and pgcrypto (an independent SHA-256 oracle) installed; the
 -- helper public.try(); empty key, event and request-log tables; exactly the

@@ -37,7 +37,7 @@ WORK="$(mktemp -d /tmp/flint_tests.XXXXXX)"
 cleanup() { [ -n "${FLINT_KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
 # Servers and tests run as postgres when we are root: give them a readable copy.
-cp -r "$ROOT/test" "$ROOT/examples" "$ROOT/contrib" "$ROOT/README.md" "$WORK/"
+cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/examples" "$ROOT/contrib" "$ROOT/README.md" "$WORK/"
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
 
 echo "== building and installing the extension"
@@ -45,12 +45,12 @@ echo "== building and installing the extension"
     echo "build failed"; exit 1; }
 
 # The tests are the Makefile's lists (REGRESS, ISOLATION, TAP_TESTS): every
-# test/sql/*.sql, test/isolation/specs/*.spec and test/t/*.pl, in that order.
+# sql/*.sql, test/isolation/specs/*.spec and test/t/*.pl, in that order.
 tests_in() { # DIR EXT: the names of DIR/*.EXT without the extension, sorted as make sorts
     (cd "$1" && LC_ALL=C ls -- *."$2" | sed "s/\.$2\$//" | LC_ALL=C sort | xargs)
 }
 
-# run_regress NAME BINDIR: the regression suite (test/sql, with the extension
+# run_regress NAME BINDIR: the regression suite (sql/, with the extension
 # created by pg_regress as in the Makefile's REGRESS_OPTS) on a throwaway
 # server run from BINDIR's binaries; results in $WORK/NAME, output in
 # $WORK/NAME.log. (PGCTLTIMEOUT: a server under valgrind takes long to start.)
@@ -58,9 +58,9 @@ run_regress() {
     mkdir -p "$WORK/$1"
     [ "$(id -u)" = 0 ] && chown postgres "$WORK/$1"
     (cd "$WORK" && "${RUNNER[@]}" env PGCTLTIMEOUT=600 "$PGXS_DIR/src/test/regress/pg_regress" --bindir="$2" \
-        --inputdir=test --load-extension=flint_keys --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf \
+        --inputdir=. --load-extension=flint_keys --temp-instance="$WORK/tmp_$1" --temp-config=test/regress.conf \
         --encoding=UTF8 --no-locale --dbname=contrib_regression --outputdir="$WORK/$1" \
-        $(tests_in "$WORK/test/sql" sql) >"$WORK/$1.log" 2>&1)
+        $(tests_in "$WORK/sql" sql) >"$WORK/$1.log" 2>&1)
 }
 
 # report_regress SUITE STATUS OUT: records a pg_regress-style run whose output

@@ -3,7 +3,7 @@
 -- management confined by scope. As a role without BYPASSRLS.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 CREATE ROLE flint_app;  -- what an application connects as: no BYPASSRLS

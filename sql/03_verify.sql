@@ -2,7 +2,7 @@
 -- malformed input of every shape.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 SELECT key_id AS k, secret AS s FROM flint_create_key(:acme, 'verify', ARRAY['payments:write', 'refunds:*']) \gset

@@ -2,7 +2,7 @@
 -- refill and cost, IP allowlists; the check order; bad input; who may set them.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 -- 1. Rate limit: a burst of rate_limit, then rate_limited with a retry time; refused calls spend nothing.

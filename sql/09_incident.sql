@@ -2,9 +2,9 @@
 -- the merchant's lifetime policy, and the hygiene views.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
-\set ECHO none
+
 -- 1. A secret scanner reports tokens: current and grace secrets revoke their
 -- key at once; everything else is not_a_key and reveals nothing more.
 SELECT key_id AS live_key, secret AS live_secret FROM flint_create_key(:acme, 'leaky', ARRAY['payments:read']) \gset
@@ -15,14 +15,10 @@ SELECT key_id AS dead_key, secret AS dead_old FROM flint_create_key(:acme, 'rota
 SELECT secret AS dead_new FROM flint_rotate_key(:'dead_key') \gset
 SELECT key_id AS gone_key, secret AS gone_secret FROM flint_create_key(:acme, 'already gone', ARRAY['payments:read']) \gset
 SELECT status FROM flint_revoke_key(:'gone_key', 'rotated out');
- status  
----------
- revoked
-(1 row)
-
 SELECT flint._new_token('live', gen_random_uuid()) AS unknown_token \gset
 SELECT key_id AS wrong_key, secret AS wrong_secret FROM flint_create_key(:acme, 'wrong secret', ARRAY['payments:read']) \gset
 SELECT flint._new_token('live', :'wrong_key') AS forged_token \gset
+
 SELECT ord, display_prefix = left(t, 16) AS prefix_shown, key_id IS NOT NULL AS has_key, outcome
   FROM flint_report_leaked(ARRAY[:'live_secret', :'test_secret', :'rot_old', :'dead_old', :'gone_secret',
                                  :'unknown_token', :'forged_token', 'not a token', NULL, :'live_secret'],
@@ -31,314 +27,74 @@ SELECT ord, display_prefix = left(t, 16) AS prefix_shown, key_id IS NOT NULL AS 
                     :'unknown_token', :'forged_token', 'not a token', NULL, :'live_secret']) WITH ORDINALITY AS u(t, o)
     ON u.o = r.ord
  ORDER BY ord;
- ord | prefix_shown | has_key |     outcome     
------+--------------+---------+-----------------
-   1 | t            | t       | revoked
-   2 | t            | t       | revoked
-   3 | t            | t       | revoked
-   4 | t            | f       | not_a_key
-   5 | t            | t       | already_revoked
-   6 | t            | f       | not_a_key
-   7 | t            | f       | not_a_key
-   8 |              | f       | not_a_key
-   9 |              | f       | not_a_key
-  10 | t            | t       | already_revoked
-(10 rows)
-
 SELECT name, status, revoked_reason FROM flint.key_info
  WHERE key_id IN (:'live_key', :'test_key', :'rot_key', :'dead_key', :'gone_key', :'wrong_key') ORDER BY name;
-      name       | status  |       revoked_reason       
------------------+---------+----------------------------
- already gone    | revoked | rotated out
- leaky           | revoked | leaked via github:acme/app
- leaky test      | revoked | leaked via github:acme/app
- rotated         | revoked | leaked via github:acme/app
- rotated at once | active  | 
- wrong secret    | active  | 
-(6 rows)
-
 SELECT k.name, e.event, e.actor = current_user AS by_caller FROM flint.key_events e JOIN flint.api_keys k ON k.id = e.key_id
  WHERE e.event = 'leaked' ORDER BY k.name;
-    name    | event  | by_caller 
-------------+--------+-----------
- leaky      | leaked | t
- leaky test | leaked | t
- rotated    | leaked | t
-(3 rows)
-
 -- the reported keys fail at once, with their rotated sibling too
 SELECT code FROM flint_check_key(:'rot_new', 'payments:read', :acme);
-    code     
--------------
- key_revoked
-(1 row)
-
 SELECT code FROM flint_check_key(:'dead_new', 'payments:read', :acme);
- code 
-------
- 
-(1 row)
-
 -- one log row per reported token, outcome as verification names it
 SELECT flint_flush_log();
- flint_flush_log 
------------------
- 
-(1 row)
-
 SELECT outcome, count(*) FROM flint.request_log WHERE source = 'report_leaked' GROUP BY outcome ORDER BY outcome;
-    outcome    | count 
----------------+-------
- invalid_key   |     3
- key_revoked   |     2
- malformed_key |     2
- ok            |     3
-(4 rows)
-
 -- bad input: nothing revoked
 SELECT try('SELECT flint_report_leaked(NULL, ''x'')');
-                   try                    
-------------------------------------------
- 22004 tokens and source must not be NULL
-(1 row)
-
 SELECT try(format('SELECT flint_report_leaked(ARRAY[%L], NULL)', :'wrong_secret'));
-                   try                    
-------------------------------------------
- 22004 tokens and source must not be NULL
-(1 row)
-
 SELECT try(format('SELECT flint_report_leaked(ARRAY[%L], %L)', :'wrong_secret', '  '));
-                        try                         
-----------------------------------------------------
- 22023 source must name where the tokens were found
-(1 row)
-
 SELECT try('SELECT flint_report_leaked(array_fill(''x''::text, ARRAY[10001]), ''scanner'')');
-                        try                        
----------------------------------------------------
- 54000 at most 10000 tokens per report (got 10001)
-(1 row)
-
 SELECT count(*) AS empty_report FROM flint_report_leaked('{}', 'scanner');
- empty_report 
---------------
-            0
-(1 row)
-
 SELECT status FROM flint_get_key(:'wrong_key');
- status 
---------
- active
-(1 row)
-
 -- a batch of 10,000 garbage and forged tokens: all not_a_key
 SELECT outcome, count(*) FROM flint_report_leaked(
     ARRAY(SELECT CASE WHEN i % 2 = 0 THEN flint._new_token('test', gen_random_uuid()) ELSE 'fk_live_' || md5(i::text) END
             FROM generate_series(1, 10000) AS i), 'bulk scanner') GROUP BY outcome;
-  outcome  | count 
------------+-------
- not_a_key | 10000
-(1 row)
-
 -- only roles granted it may report
 CREATE ROLE leak_receiver;
 SET ROLE leak_receiver;
 SELECT try('SELECT flint_report_leaked(ARRAY[''x''], ''s'')');
-                           try                            
-----------------------------------------------------------
- 42501 permission denied for function flint_report_leaked
-(1 row)
-
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION flint_report_leaked(text[], text) TO leak_receiver;
 SET ROLE leak_receiver;
 SELECT outcome FROM flint_report_leaked(ARRAY['x'], 's');
-  outcome  
------------
- not_a_key
-(1 row)
-
 RESET ROLE;
+
 -- 2. Disable is reversible; revocation is final.
 SELECT key_id AS d_key, secret AS d_secret FROM flint_create_key(:acme, 'pausable', ARRAY['payments:read']) \gset
 SELECT status, disabled_reason FROM flint_disable_key(:'d_key', 'suspicious traffic');
-  status  |  disabled_reason   
-----------+--------------------
- disabled | suspicious traffic
-(1 row)
-
 SELECT try(format('SELECT flint_verify_key(%L, %L, %L)', :'d_secret', 'payments:read', :acme));
-                          try                          
--------------------------------------------------------
- FK012 key_disabled: key fk_live_XXXXXXXX… is disabled
-(1 row)
-
 SELECT ok, code, sqlstate FROM flint_check_key(:'d_secret', 'payments:read', :acme);
- ok |     code     | sqlstate 
-----+--------------+----------
- f  | key_disabled | FK012
-(1 row)
-
 SELECT try(format('SELECT flint_authenticate(%L)', :'d_secret'));
-                          try                          
--------------------------------------------------------
- FK012 key_disabled: key fk_live_XXXXXXXX… is disabled
-(1 row)
-
 SELECT status FROM flint_disable_key(:'d_key');   -- twice: unchanged
-  status  
-----------
- disabled
-(1 row)
-
 SELECT status, disabled_at IS NULL AS cleared FROM flint_enable_key(:'d_key');
- status | cleared 
---------+---------
- active | t
-(1 row)
-
 SELECT ok FROM flint_check_key(:'d_secret', 'payments:read', :acme);
- ok 
-----
- t
-(1 row)
-
 SELECT status FROM flint_disable_key(:'d_key');
-  status  
-----------
- disabled
-(1 row)
-
 SELECT status FROM flint_revoke_key(:'d_key', 'confirmed compromise');
- status  
----------
- revoked
-(1 row)
-
 SELECT code FROM flint_check_key(:'d_secret', 'payments:read', :acme);
-    code     
--------------
- key_revoked
-(1 row)
-
 SELECT try(format('SELECT flint_enable_key(%L)', :'d_key'));
-                                         try                                          
---------------------------------------------------------------------------------------
- 55000 key fk_live_XXXXXXXX is revoked; revocation is final and enable cannot undo it
-(1 row)
-
 SELECT try(format('SELECT flint_disable_key(%L)', :'d_key'));
-                            try                             
-------------------------------------------------------------
- 55000 key fk_live_XXXXXXXX is revoked; revocation is final
-(1 row)
-
 SELECT try('SELECT flint_disable_key(NULL)');
-              try              
--------------------------------
- 22004 key_id must not be NULL
-(1 row)
-
 SELECT try(format('SELECT flint_enable_key(%L)', gen_random_uuid()));
-                try                 
-------------------------------------
- P0002 no key with id <random uuid>
-(1 row)
-
 SELECT event FROM flint.key_events WHERE key_id = :'d_key' ORDER BY id;
-  event   
-----------
- created
- disabled
- enabled
- disabled
- revoked
-(5 rows)
 
 -- 3. max_key_lifetime: new management obeys it; older keys keep working and are listed.
 SELECT key_id AS old_key, secret AS old_secret FROM flint_create_key(:bolt, 'predates policy', ARRAY['payments:read']) \gset
 UPDATE flint.merchants SET max_key_lifetime = '90 days' WHERE id = :bolt;
 SELECT try(format('SELECT flint_create_key(%L, %L, %L)', :bolt, 'forever', '{payments:read}'));
-                                     try                                     
------------------------------------------------------------------------------
- 22023 the key would live beyond the merchant's max_key_lifetime (@ 90 days)
-(1 row)
-
 SELECT try(format('SELECT flint_create_key(%L, %L, %L, expires_at => now() + interval %L)', :bolt, 'too long', '{payments:read}', '91 days'));
-                                     try                                     
------------------------------------------------------------------------------
- 22023 the key would live beyond the merchant's max_key_lifetime (@ 90 days)
-(1 row)
-
 SELECT count(*) AS within_policy FROM flint_create_key(:bolt, 'ok', ARRAY['payments:read'], expires_at => now() + interval '89 days');
- within_policy 
----------------
-             1
-(1 row)
-
 SELECT try(format('SELECT flint_update_key(%L, expires_at => %L)', :'old_key', 'infinity'));
-                                     try                                     
------------------------------------------------------------------------------
- 22023 the key would live beyond the merchant's max_key_lifetime (@ 90 days)
-(1 row)
-
 SELECT try(format('SELECT flint_rotate_key(%L)', :'old_key'));
-                                     try                                     
------------------------------------------------------------------------------
- 22023 the key would live beyond the merchant's max_key_lifetime (@ 90 days)
-(1 row)
-
 SELECT ok FROM flint_check_key(:'old_secret', 'payments:read', :bolt);
- ok 
-----
- t
-(1 row)
-
 SELECT name, max_key_lifetime FROM flint.keys_beyond_policy WHERE key_id = :'old_key';
-      name       | max_key_lifetime 
------------------+------------------
- predates policy | @ 90 days
-(1 row)
-
 SELECT status FROM flint_update_key(:'old_key', expires_at => now() + interval '30 days');
- status 
---------
- active
-(1 row)
-
 SELECT count(*) AS beyond_now FROM flint.keys_beyond_policy WHERE key_id = :'old_key';
- beyond_now 
-------------
-          0
-(1 row)
-
 SELECT count(*) AS rotates_now FROM flint_rotate_key(:'old_key');
- rotates_now 
--------------
-           1
-(1 row)
-
 SELECT try(format('UPDATE flint.merchants SET max_key_lifetime = %L WHERE id = %L', '-1 day', :bolt));
-                                                 try                                                 
------------------------------------------------------------------------------------------------------
- 23514 new row for relation "merchants" violates check constraint "merchants_max_key_lifetime_check"
-(1 row)
-
 UPDATE flint.merchants SET max_key_lifetime = NULL WHERE id = :bolt;
+
 -- 4. Hygiene views.
 SELECT key_id AS soon_key FROM flint_create_key(:acme, 'expiring soon', ARRAY['payments:read'], expires_at => now() + interval '3 days') \gset
 SELECT key_id AS idle_key FROM flint_create_key(:acme, 'idle', ARRAY['payments:read']) \gset
 UPDATE flint.api_keys SET created_at = now() - interval '200 days', last_used_at = now() - interval '100 days' WHERE id = :'idle_key';
 SELECT name FROM flint.expiring_keys WHERE key_id IN (:'soon_key', :'idle_key');
-     name      
----------------
- expiring soon
-(1 row)
-
 SELECT name FROM flint.unused_keys WHERE key_id IN (:'soon_key', :'idle_key');
- name 
-------
- idle
-(1 row)
-

@@ -1,7 +1,7 @@
 -- The audit trail in flint.key_events, and secrets absent from every table.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 SELECT coalesce(max(id), 0) AS last_event FROM flint.key_events \gset

@@ -1,7 +1,7 @@
 -- Key management: create, list, get, update, revoke, rotate, and every bad argument.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 SELECT key_id AS k1, secret AS s1, display_prefix AS p1

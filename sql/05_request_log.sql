@@ -2,7 +2,7 @@
 -- surviving ROLLBACK, the verification's own error and subtransaction aborts.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 SELECT key_id AS k, secret AS s FROM flint_create_key(:acme, 'logged', ARRAY['payments:read']) \gset

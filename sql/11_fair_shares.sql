@@ -4,7 +4,7 @@
 -- counted, forwarded last_used_at that bad input cannot move.
 -- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set fixture :abs_srcdir '/fixture.sql'
+\set fixture :abs_srcdir '/test/fixture.sql'
 \i :fixture
 
 -- 1. Cache invalidation and key events fire whatever session_replication_role is.
