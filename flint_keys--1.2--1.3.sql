@@ -204,36 +204,162 @@ $$;
 -- Forwarded last_used_at: bad input never moves a key's last use
 ------------------------------------------------------------------------------
 
--- Arrays of different lengths, or NULL entries, are refused or skipped: a
--- NULL time would have become now() + 5 minutes (least() ignores NULLs) and
--- hidden the key from flint.unused_keys. One rule with the worker's own
--- UPDATE: never earlier than what is stored, never ahead of now() + 5 min.
--- Marks the statements between on and off as bookkeeping: the cache
--- invalidation trigger (an ALWAYS trigger) skips them. Not for PUBLIC.
-CREATE FUNCTION flint._bookkeeping(on_off boolean) RETURNS void
-    AS 'MODULE_PATHNAME', 'flint_bookkeeping' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-REVOKE ALL ON FUNCTION flint._bookkeeping(boolean) FROM PUBLIC;
-
+-- The statement the log worker runs for its own verifications, in C: one
+-- home for the rule (never earlier than what is stored, never ahead of
+-- now() + 5 min, locked keys skipped). Arrays of different lengths are
+-- refused and pairs with a NULL skipped: a NULL time would have become
+-- now() + 5 min (least() ignores NULLs) and hidden the key from
+-- flint.unused_keys. It writes only last_used_at: no key cache reloads.
 CREATE OR REPLACE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) RETURNS void
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp SET session_replication_role = replica SET lock_timeout = '100ms'
-AS $$
+    AS 'MODULE_PATHNAME', 'flint_receive_last_used' LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp SET session_replication_role = replica SET lock_timeout = '100ms';
+
+------------------------------------------------------------------------------
+-- One home per rule; leftovers go
+------------------------------------------------------------------------------
+
+-- The quota period of a changed quota, by the lease's own rule (C).
+CREATE OR REPLACE FUNCTION flint._quota_period_start(refill_interval text, at timestamptz) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'flint_quota_period_start' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Tokens are minted by flint._mint_token since 1.2; nothing calls this.
+DROP FUNCTION flint._new_token(text, uuid);
+
+------------------------------------------------------------------------------
+-- Warnings at install and update time
+------------------------------------------------------------------------------
+
+-- CREATE EXTENSION and every update end with this. An overload planted in
+-- the extension's schema by a role that may CREATE there (say
+-- flint_authenticate(varchar)) would capture the tokens of every
+-- application that binds them with that type. And only the database the
+-- log worker connects to (flint.database) can verify: anywhere else every
+-- verification fails, so say it now rather than at the first call.
+CREATE FUNCTION flint._install_checks() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ext_schema name;
+    creators   text;
+    log_db     text := current_setting('flint.database', true);
 BEGIN
-    IF ids IS NULL OR used_at IS NULL OR cardinality(ids) <> cardinality(used_at) THEN
-        RAISE EXCEPTION 'ids and used_at must be two arrays of the same length'
-            USING ERRCODE = 'invalid_parameter_value';
+    SELECT n.nspname INTO ext_schema
+      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'flint_keys';
+    SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
+      INTO creators
+      FROM pg_namespace n, aclexplode(n.nspacl) a
+     WHERE n.nspname = ext_schema AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner;
+    IF creators IS NOT NULL THEN
+        RAISE WARNING 'roles other than its owner may CREATE in schema %, where flint_keys lives: %', ext_schema, creators
+            USING HINT = format('An overload there could capture tokens. REVOKE CREATE ON SCHEMA %I FROM those roles, '
+                                'and call flint functions schema-qualified.', ext_schema);
     END IF;
-    -- last_used_at alone: no key cache anywhere needs to reload for it.
-    PERFORM flint._bookkeeping(true);
-    WITH u AS MATERIALIZED (
-            SELECT u.id, least(timestamptz '2000-01-01 00:00:00+00' + u.at_us * interval '1 microsecond',
-                               now() + interval '5 minutes') AS at
-              FROM unnest(ids, used_at) AS u(id, at_us)
-             WHERE u.id IS NOT NULL AND u.at_us IS NOT NULL),
-         locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY (ids) FOR UPDATE SKIP LOCKED)
-    UPDATE flint.api_keys k SET last_used_at = u.at
-      FROM locked l JOIN u ON u.id = l.id
-     WHERE k.id = l.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at);
-    PERFORM flint._bookkeeping(false);
+    IF log_db IS NULL THEN
+        RAISE WARNING 'flint_keys is not in shared_preload_libraries: keys can be managed, but not verified'
+            USING HINT = 'Add flint_keys to shared_preload_libraries in postgresql.conf and restart the server.';
+    ELSIF log_db <> current_database() THEN
+        RAISE WARNING 'flint_keys was installed in database "%", but its log worker writes the request log of database "%" (flint.database): verification here fails',
+                      current_database(), log_db
+            USING HINT = format('Set flint.database = %L in postgresql.conf and restart, or install flint_keys in database %I.',
+                                current_database(), log_db);
+    END IF;
 END
 $$;
+REVOKE ALL ON FUNCTION flint._install_checks() FROM PUBLIC;
+------------------------------------------------------------------------------
+-- What psql shows: every object's purpose (\df+, \dt+, \dv+, \dx+)
+------------------------------------------------------------------------------
+
+-- Schema
+COMMENT ON SCHEMA flint IS 'flint_keys: key, merchant and scope tables, key events, the request log and views; internal functions (flint._*) are not API.';
+
+-- Functions
+COMMENT ON FUNCTION @extschema@.flint_verify_key(text, text, uuid) IS 'Verifies a secret for a scope and merchant; returns the key id or raises FK001-FK012. Logs one request-log row either way.';
+COMMENT ON FUNCTION @extschema@.flint_verify_key(text, text, uuid, inet, integer) IS 'flint_verify_key plus client_ip (checked against the key''s IP allowlist; NULL: the connection''s address) and cost against its quota.';
+COMMENT ON FUNCTION @extschema@.flint_check_key(text, text, uuid) IS 'Like flint_verify_key but never raises on a refusal: returns (ok, key_id, code, sqlstate). Logs one request-log row.';
+COMMENT ON FUNCTION @extschema@.flint_check_key(text, text, uuid, inet, integer) IS 'flint_check_key plus client_ip (checked against the key''s IP allowlist; NULL: the connection''s address) and cost against its quota.';
+COMMENT ON FUNCTION @extschema@.flint_authenticate(text) IS 'Verifies a secret and sets the transaction''s auth context (cleared at COMMIT/ROLLBACK); returns key_id, merchant_id, mode, scopes. Logged.';
+COMMENT ON FUNCTION @extschema@.flint_authenticate(text, inet, integer) IS 'flint_authenticate plus client_ip (checked against the key''s IP allowlist; NULL: the connection''s address) and cost against its quota.';
+COMMENT ON FUNCTION @extschema@.flint_current_merchant() IS 'The auth context''s merchant id, NULL outside a context; raises the key''s code if that key has since died (revoked, expired...).';
+COMMENT ON FUNCTION @extschema@.flint_current_key() IS 'The auth context''s key id, NULL outside a context; raises the key''s code if that key has since died (revoked, expired...).';
+COMMENT ON FUNCTION @extschema@.flint_current_mode() IS 'The auth context''s key mode (''live'' or ''test''), NULL outside a context; protected tables'' policies show test keys no live rows.';
+COMMENT ON FUNCTION @extschema@.flint_has_scope(text) IS 'True when the auth context''s key holds the scope (x:write grants x:read, x:* grants all of x); false outside a context. Not logged.';
+COMMENT ON FUNCTION @extschema@.flint_require_scope(text) IS 'Raises missing_scope (FK005), or unknown_scope (FK008), unless the auth context''s key holds the scope; fails outside a context. Logged.';
+COMMENT ON FUNCTION @extschema@.flint_create_key(uuid, text, text[], timestamptz, text, jsonb) IS 'Creates a key (merchant, name, scopes, expires_at, mode, metadata); returns key_id, the secret (shown once, never stored), display_prefix.';
+COMMENT ON FUNCTION @extschema@.flint_list_keys(uuid, boolean) IS 'A merchant''s keys as flint.key_info rows (no hashes), oldest first; revoked keys only with include_revoked. Needs keys:read in a context.';
+COMMENT ON FUNCTION @extschema@.flint_get_key(uuid) IS 'One key as a flint.key_info row; P0002 for an unknown key (or another merchant''s, in a context). Needs keys:read in a context.';
+COMMENT ON FUNCTION @extschema@.flint_update_key(uuid, text, text[], timestamptz, jsonb) IS 'Changes a key''s name, scopes, expires_at or metadata (NULL: unchanged); returns its flint.key_info row. Revoked keys cannot be changed.';
+COMMENT ON FUNCTION @extschema@.flint_revoke_key(uuid, text) IS 'Revokes a key for good (key_revoked, FK003) with an optional reason; revoking twice keeps the first time and reason. Returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_rotate_key(uuid, interval) IS 'Gives a key a new secret (same key id); the old one works for grace (0 to 30 days, default 0). Returns key_id, secret (shown once), prefix.';
+COMMENT ON FUNCTION @extschema@.flint_disable_key(uuid, text) IS 'Pauses a key (reversible): it fails with key_disabled (FK012) until flint_enable_key. Revoked keys are refused. Returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_enable_key(uuid) IS 'Re-enables a disabled key, within the caller''s and the merchant''s lifetime bounds; a revoked key stays revoked. Returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_report_leaked(text[], text) IS 'Leak report: revokes each key whose current or in-grace secret is listed (reason ''leaked via <source>''); outcome per token. Max 10,000.';
+COMMENT ON FUNCTION @extschema@.flint_set_key_limits(uuid, integer, interval, bigint, bigint, text, cidr[]) IS 'Sets a key''s rate limit, usage quota (remaining, refill per day/month) and IP allowlist; NULL: unchanged. Returns the key''s key_info.';
+COMMENT ON FUNCTION @extschema@.flint_clear_key_limits(uuid, text[]) IS 'Removes a key''s limits of the kinds named: rate, quota, ips (default all three). Returns the key''s flint.key_info row.';
+COMMENT ON FUNCTION @extschema@.flint_set_merchant_limits(uuid, integer, interval) IS 'Sets one rate limit shared by all of a merchant''s keys; both NULL removes it. Admins only, outside an authenticated transaction.';
+COMMENT ON FUNCTION @extschema@.flint_recent_failures(uuid, interval) IS 'Refused requests of a merchant''s keys in the last `since` (default 1 hour), per key and outcome, newest first. Runs as the caller (RLS).';
+COMMENT ON FUNCTION @extschema@.flint_flush_log() IS 'Waits until every request-log row queued so far is in flint.request_log (on a standby: on the primary); errors after 30 s.';
+COMMENT ON FUNCTION @extschema@.flint_log_status() IS 'Request-log status, one row per server: this one''s queue, spool and forwarding counters, then each standby forwarding rows here.';
+COMMENT ON FUNCTION @extschema@.flint_purge_request_log(interval, date) IS 'Drops request-log day partitions older than older_than and such default-partition rows; busy ones are kept (WARNING). Returns how many it dropped.';
+COMMENT ON FUNCTION @extschema@.flint_protect_table(regclass, name, text, text) IS 'Confines a table to the authenticated merchant (live mode): RLS policies for read/write scope, the flint_guard_write trigger. Owner only.';
+COMMENT ON FUNCTION @extschema@.flint_unprotect_table(regclass) IS 'Removes what flint_protect_table added (policies, guard trigger) and disables row-level security; the merchant index stays. Owner only.';
+COMMENT ON FUNCTION @extschema@.flint_guard_write() IS 'Row trigger installed by flint_protect_table: raises missing_scope / wrong_merchant for writes by roles subject to RLS, and logs each write.';
+
+-- Internal functions
+COMMENT ON FUNCTION flint._install_checks() IS 'Internal: warnings at CREATE EXTENSION and update: other roles may CREATE in the extension''s schema, or this is not flint.database.';
+COMMENT ON FUNCTION flint._actor() IS 'Internal: the acting role as SET ROLE left it, even inside SECURITY DEFINER functions (created_by, key_events.actor, admin checks).';
+COMMENT ON FUNCTION flint._authorize(uuid, text) IS 'Internal: may the caller manage this merchant''s keys (admin, or context with the scope and merchant)? Called by create, list and _authorize_key.';
+COMMENT ON FUNCTION flint._authorize_caller() IS 'Internal: refuses key management on a standby, by non-admins outside a context, and in a context opened with a pre-rotation secret.';
+COMMENT ON FUNCTION flint._authorize_key(flint.api_keys, text) IS 'Internal: _authorize for the key''s merchant; to change it a context key also needs its mode and all its scopes (called by _key_for_update).';
+COMMENT ON FUNCTION flint._bookkeeping_now() IS 'Internal: true in the log worker and inside _receive_last_used; first term of the key_events_update trigger''s WHEN clause.';
+COMMENT ON FUNCTION flint._check_grantable(text[]) IS 'Internal: in a context, raises missing_scope (FK005) for a scope the calling key does not hold (called by flint_create_key, flint_update_key).';
+COMMENT ON FUNCTION flint._check_lifetime(uuid, timestamptz) IS 'Internal: raises 22023 if an expiry (NULL: none) outlives _expiry_bound for the merchant (called by create, update, rotate, enable).';
+COMMENT ON FUNCTION flint._check_not_looser(flint.api_keys, flint.api_keys) IS 'Internal: refuses (FK005) a key loosening its own limits inside its own context; other callers pass (called by _store_limits).';
+COMMENT ON FUNCTION flint._check_rate(integer, interval) IS 'Internal: validates a rate limit: 1 to 1,000,000 calls per 1 second to 1 day; NULL parts unchecked (called by the set-limits functions).';
+COMMENT ON FUNCTION flint._check_scopes(text[]) IS 'Internal: checks scopes against flint.scopes (FK008 with the closest name); returns them sorted, no duplicates (create, update, protect).';
+COMMENT ON FUNCTION flint._checked_expiry(timestamptz) IS 'Internal: expires_at for create/update: ''infinity'' becomes NULL (no expiry), a past time raises 22023, else returned unchanged.';
+COMMENT ON FUNCTION flint._checked_metadata(jsonb) IS 'Internal: key metadata must be a JSON object of at most 8 KiB as text (22023/54000); returned with tokens scrubbed (create, update).';
+COMMENT ON FUNCTION flint._checked_text(text, text, integer) IS 'Internal: client text (revoke/disable reasons, leak-report source): raises 54000 past max_chars, returns it with tokens scrubbed.';
+COMMENT ON FUNCTION flint._context_via_grace() IS 'Internal: true when the auth context was opened with a pre-rotation secret still in its grace (checked by _authorize_caller).';
+COMMENT ON FUNCTION flint._counters() IS 'Internal: (name, value) from shared memory: log rows per outcome since start, cache_hits, cache_misses, worker_lag_us. Feeds the metrics views.';
+COMMENT ON FUNCTION flint._current_mode() IS 'Internal: the auth context''s key mode, NULL outside a context (the management checks'' twin of flint_current_mode).';
+COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s scopes, NULL outside a context (used by _check_grantable and _authorize_key).';
+COMMENT ON FUNCTION flint._expiry_bound(uuid) IS 'Internal: the latest expiry a merchant''s key may get: the calling key''s expiry or now() + max_key_lifetime, with why (for _check_lifetime).';
+COMMENT ON FUNCTION flint._invalidate_key_cache() IS 'Internal: ALWAYS statement trigger on api_keys, merchants and scopes: every backend''s key cache reloads once the change commits.';
+COMMENT ON FUNCTION flint._key_events_trigger() IS 'Internal: ALWAYS row trigger on api_keys: one flint.key_events row per change (no hashes), NOTIFY flint_key_events with the event id.';
+COMMENT ON FUNCTION flint._key_for_update(uuid, text) IS 'Internal: authorizes the caller, then locks and returns the key (P0002 if unknown or another merchant''s); used by every key-changing function.';
+COMMENT ON FUNCTION flint._leaked_key(text) IS 'Internal: for flint_report_leaked: the key whose current or in-grace secret the token is, else NULL; logs one row (source report_leaked).';
+COMMENT ON FUNCTION flint._lease_quota(uuid, bigint, timestamptz, bigint) IS 'Internal: the log worker leases a key''s quota units (refilling in a new period); returns units granted, 0 if none, -1 if the quota changed.';
+COMMENT ON FUNCTION flint._log_status_here() IS 'Internal: this server''s row of flint_log_status(): queue counters, server, role, forwarded and spooled rows, primary_connection.';
+COMMENT ON FUNCTION flint._maintain_request_log(date, interval) IS 'Internal: called by the log worker: creates request-log day partitions a week ahead, indexed; with a retention, calls the purge.';
+COMMENT ON FUNCTION flint._mint_token(text, uuid) IS 'Internal: a new token for a key: the secret (returned once), its display prefix and SHA-256 hash (called by create and _rotate_key).';
+COMMENT ON FUNCTION flint._quota_period_start(text, timestamptz) IS 'Internal: the UTC start of the day or month (refill_interval) holding a moment (called by _store_limits).';
+COMMENT ON FUNCTION flint._receive_last_used(uuid[], bigint[]) IS 'Internal: called by a standby''s forwarder on the primary: moves keys'' last_used_at forward (never back, never past now() + 5 min).';
+COMMENT ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea) IS 'Internal: called by a standby''s forwarder on the primary: inserts one batch of log rows once per origin; returns rows (0: already had it).';
+COMMENT ON FUNCTION flint._refuse_revoked(flint.api_keys, text) IS 'Internal: refuses management of a revoked key (55000) (called by flint_update_key, _rotate_key, disable, enable, flint_set_key_limits).';
+COMMENT ON FUNCTION flint._require_table_owner(regclass) IS 'Internal: caller must own the table; refuses partitioned, partition, temporary and flint/system tables (called by protect/unprotect).';
+COMMENT ON FUNCTION flint._rotate_key(uuid, interval) IS 'Internal: the body of flint_rotate_key: checks grace, revocation, expiry and lifetime, then stores the new secret''s hash.';
+COMMENT ON FUNCTION flint._scrub(text) IS 'Internal: masks any flint token in client text after its 16-character display prefix, before the text is stored.';
+COMMENT ON FUNCTION flint._store_limits(flint.api_keys, flint.api_keys) IS 'Internal: stores a key''s new limits after _check_not_looser (a changed quota gets a new quota_version); returns key_info (set/clear limits).';
+COMMENT ON FUNCTION flint._uncovered_scope(text[], text[]) IS 'Internal: the first wanted scope the held scopes do not cover, NULL if all are covered (used by _check_grantable, _authorize_key).';
+
+-- Tables
+COMMENT ON TABLE flint.merchants IS 'Merchants: name, status (active or suspended: its keys fail with merchant_suspended), merchant rate limit, max_key_lifetime policy.';
+COMMENT ON TABLE flint.scopes IS 'The scope catalog (resource:action); builtin rows are seeded by the extension, custom rows are dumped. Keys and checks use only these.';
+COMMENT ON TABLE flint.api_keys IS 'API keys: merchant, name, mode, scopes, SHA-256 of the secret (never the secret), expiry, revoke/disable, limits, last_used_at. RLS.';
+COMMENT ON TABLE flint.key_events IS 'Audit trail: one row per key change (created, updated, rotated, revoked, leaked, disabled, enabled, deleted), actor, old/new, no hashes. RLS.';
+COMMENT ON SEQUENCE flint.key_events_id_seq IS 'Identity sequence of flint.key_events.id (the id NOTIFY flint_key_events carries).';
+COMMENT ON TABLE flint.log_origins IS 'Per origin (a log worker''s run that spooled rows), the last batch inserted: forwarded or spooled batches are inserted once.';
+COMMENT ON TABLE flint.request_log IS 'One row per verification, authenticate, require_scope, guarded write and leak check, written by the log worker; by UTC day. RLS.';
+COMMENT ON TABLE flint.request_log_default IS 'Default partition of flint.request_log: rows of days without their own partition; they stay here and are purged by DELETE.';
+
+-- Views
+COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits. Runs as the caller (RLS).';
+COMMENT ON VIEW flint.expiring_keys IS 'Active keys expiring within 14 days: rotate them.';
+COMMENT ON VIEW flint.unused_keys IS 'Active keys not used for 90 days (never used: created over 90 days ago): revoke them.';
+COMMENT ON VIEW flint.keys_beyond_policy IS 'Active or disabled keys breaking their merchant''s max_key_lifetime (no expiry, or later than now() + max): they still work; rotate them.';
+COMMENT ON VIEW flint.recent_requests IS 'Request-log rows of the last day. Runs as the caller (RLS).';
+COMMENT ON VIEW flint.request_summary IS 'Request-log rows per key, merchant and outcome: requests, first_at, last_at. Runs as the caller (RLS).';
+COMMENT ON VIEW flint.verification_counts IS 'Logged checks per outcome (ok, malformed_key, invalid_key, ...) since the server started. Readable by pg_monitor.';
+COMMENT ON VIEW flint.metrics IS 'One row for monitoring: log queue depth and totals, worker_up, worker lag, key-cache hits/misses, keys by status (all merchants). pg_monitor.';
+
+SELECT flint._install_checks();

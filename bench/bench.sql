@@ -48,7 +48,7 @@ BEGIN
     IF have >= n THEN RETURN; END IF;
     ALTER TABLE flint.api_keys DISABLE TRIGGER key_events;  -- bulk load: no audit rows
     CREATE TEMP TABLE new_keys ON COMMIT DROP AS
-        SELECT id, flint._new_token('live', id) AS tok
+        SELECT id, (flint._mint_token('live', id)).secret AS tok
           FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, n - have)) s;
     INSERT INTO flint.api_keys (id, merchant_id, name, mode, scopes, display_prefix, secret_hash, created_by)
     SELECT id, m, 'bench', 'live', '{payments:write}', left(tok, 16), sha256(convert_to(tok, 'UTF8')), 'bench'

@@ -152,8 +152,8 @@ done
 
 say ""
 say "== 9. timing oracle: uncached lookups (flint.key_cache = off) of 20,000 unknown key ids vs 20,000 known ids with a wrong secret (median of $REPS, interleaved)"
-q -c "CREATE TABLE bench.unknown AS SELECT flint._new_token('live', gen_random_uuid()) AS tok FROM generate_series(1, 20000)" \
-  -c "CREATE TABLE bench.wrong AS SELECT flint._new_token('live', id) AS tok FROM bench.keys ORDER BY random() LIMIT 20000" >/dev/null
+q -c "CREATE TABLE bench.unknown AS SELECT (flint._mint_token('live', gen_random_uuid())).secret AS tok FROM generate_series(1, 20000)" \
+  -c "CREATE TABLE bench.wrong AS SELECT (flint._mint_token('live', id)).secret AS tok FROM bench.keys ORDER BY random() LIMIT 20000" >/dev/null
 UNK="SELECT count(*) FROM bench.unknown, LATERAL flint_check_key(tok, 'payments:read', '$M') c WHERE NOT c.ok"
 WRG="SELECT count(*) FROM bench.wrong, LATERAL flint_check_key(tok, 'payments:read', '$M') c WHERE NOT c.ok"
 read -r u_ms w_ms ratio < <(q -F' ' -c "SET flint.key_cache = off" -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 3) FROM bench.compare(\$\$$UNK\$\$, \$\$$WRG\$\$, $REPS)" | tail -1)

@@ -25,7 +25,7 @@ SELECT p.oid::regprocedure AS definer_without_search_path
 SELECT p.oid::regprocedure AS public_may_execute
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'flint_keys'
- WHERE has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1;
+ WHERE has_function_privilege('public', p.oid, 'EXECUTE') ORDER BY 1::text;
 
 -- Nothing in schema flint is readable or writable by PUBLIC.
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

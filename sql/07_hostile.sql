@@ -58,7 +58,7 @@ SELECT try(x) FROM (VALUES
     ('TRUNCATE flint.key_events'),
     ('INSERT INTO flint.scopes VALUES (''evil:write'', ''x'')'),
     ('UPDATE flint.merchants SET status = ''active'''),
-    ('SELECT flint._new_token(''live'', gen_random_uuid())'),
+    ('SELECT (flint._mint_token(''live'', gen_random_uuid())).secret'),
     ('SELECT flint._current_scopes()'),
     (format('SELECT flint._authorize(%L, %L)', :acme, 'keys:write')),
     ('SELECT flint_guard_write()'),

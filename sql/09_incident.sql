@@ -15,9 +15,9 @@ SELECT key_id AS dead_key, secret AS dead_old FROM flint_create_key(:acme, 'rota
 SELECT secret AS dead_new FROM flint_rotate_key(:'dead_key') \gset
 SELECT key_id AS gone_key, secret AS gone_secret FROM flint_create_key(:acme, 'already gone', ARRAY['payments:read']) \gset
 SELECT status FROM flint_revoke_key(:'gone_key', 'rotated out');
-SELECT flint._new_token('live', gen_random_uuid()) AS unknown_token \gset
+SELECT (flint._mint_token('live', gen_random_uuid())).secret AS unknown_token \gset
 SELECT key_id AS wrong_key, secret AS wrong_secret FROM flint_create_key(:acme, 'wrong secret', ARRAY['payments:read']) \gset
-SELECT flint._new_token('live', :'wrong_key') AS forged_token \gset
+SELECT (flint._mint_token('live', :'wrong_key')).secret AS forged_token \gset
 
 SELECT ord, display_prefix = left(t, 16) AS prefix_shown, key_id IS NOT NULL AS has_key, outcome
   FROM flint_report_leaked(ARRAY[:'live_secret', :'test_secret', :'rot_old', :'dead_old', :'gone_secret',
@@ -46,7 +46,7 @@ SELECT count(*) AS empty_report FROM flint_report_leaked('{}', 'scanner');
 SELECT status FROM flint_get_key(:'wrong_key');
 -- a batch of 10,000 garbage and forged tokens: all not_a_key
 SELECT outcome, count(*) FROM flint_report_leaked(
-    ARRAY(SELECT CASE WHEN i % 2 = 0 THEN flint._new_token('test', gen_random_uuid()) ELSE 'fk_live_' || md5(i::text) END
+    ARRAY(SELECT CASE WHEN i % 2 = 0 THEN (flint._mint_token('test', gen_random_uuid())).secret ELSE 'fk_live_' || md5(i::text) END
             FROM generate_series(1, 10000) AS i), 'bulk scanner') GROUP BY outcome;
 -- only roles granted it may report
 CREATE ROLE leak_receiver;

@@ -94,4 +94,12 @@ int64_t quota_period_start(Refill refill, int64_t at) {
     return days_from_civil(y, m, 1) * kUsecPerDay;
 }
 
+std::optional<Refill> parse_refill(std::string_view name) {
+    if (name == "day")
+        return Refill::day;
+    if (name == "month")
+        return Refill::month;
+    return std::nullopt;
+}
+
 } // namespace flint

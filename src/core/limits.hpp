@@ -8,6 +8,8 @@
 // bucket is exactly `limit` tokens, and one token is window_us of credit.
 #pragma once
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 namespace flint {
@@ -45,6 +47,10 @@ enum class Refill : uint8_t { none, day, month };
 
 // The start of the UTC day or month holding `at` (Postgres TimestampTz:
 // microseconds since 2000-01-01 00:00 UTC); 0 for Refill::none.
+// The one home of the quota period: the lease (C) and the period stored
+// with a changed quota (SQL flint._quota_period_start) both call it.
 int64_t quota_period_start(Refill refill, int64_t at);
+// The refill_interval column's values, 'day' and 'month'; nullopt otherwise.
+std::optional<Refill> parse_refill(std::string_view name);
 
 } // namespace flint

@@ -155,7 +155,7 @@ void read_quota_and_ips_unsafe(HeapTuple tuple, TupleDesc desc, KeyRow *out) {
     if ((col = column_unsafe(desc, "refill_interval", true)) != InvalidAttrNumber) {
         Datum d = heap_getattr(tuple, col, desc, &isnull);
         if (!isnull)
-            out->refill = std::strcmp(TextDatumGetCString(d), "month") == 0 ? Refill::month : Refill::day;
+            out->refill = parse_refill(TextDatumGetCString(d)).value_or(Refill::day); // the column's CHECK: day, month
     }
     out->quota_version = 0;
     if ((col = column_unsafe(desc, "quota_version", true)) != InvalidAttrNumber) {

@@ -18,6 +18,7 @@
 #include "error_boundary.hpp"
 #include "log_worker.hpp"
 #include "last_used.hpp"
+#include "last_used_sql.hpp"
 #include "overflow.hpp"
 #include "request_log.hpp"
 #include "state.hpp"
@@ -37,16 +38,8 @@ namespace flint::pg {
 
 namespace {
 
-// Moves last_used_at forward for the keys it can lock at once; returns the
-// ids it locked (done). Keys locked by another session are skipped, not waited for.
-constexpr const char *kLastUsedSql =
-    "WITH u AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)), "
-    "locked AS MATERIALIZED (SELECT k.id FROM flint.api_keys k WHERE k.id = ANY ($1::uuid[]) "
-    "                        FOR UPDATE SKIP LOCKED), "
-    "moved AS (UPDATE flint.api_keys k SET last_used_at = u.at FROM locked l JOIN u ON u.id = l.id "
-    "          WHERE k.id = l.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)) "
-    "SELECT id FROM locked";
-// Of the skipped ids, those whose key still exists (kept for the next try).
+// last_used_at moves with kRecordLastUsedSql (last_used_sql.hpp). Of the
+// ids it skipped (locked by another session), those whose key still exists (kept for the next try).
 constexpr const char *kStillThereSql = "SELECT id FROM flint.api_keys WHERE id = ANY($1::uuid[])";
 
 // An insert that cannot have its lock within 100 ms (a DBA's lock on the
@@ -165,7 +158,7 @@ void flush_last_used_unsafe(const Uuid *ids, const TimestampTz *ats, int n, std:
     Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
     Datum p[2] = {uuid_array_datum(ids, n),
                   PointerGetDatum(construct_array(at_datums, n, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE))};
-    if (SPI_execute_plan(prepare_unsafe(&last_used_plan, kLastUsedSql, 2, types), p, nullptr, false, 0) < 0)
+    if (SPI_execute_plan(prepare_unsafe(&last_used_plan, kRecordLastUsedSql, 2, types), p, nullptr, false, 0) < 0)
         elog(ERROR, "flint_keys: last_used_at update failed");
     collect_ids_unsafe(done);
     if (done->size() < static_cast<size_t>(n)) {

@@ -4,6 +4,7 @@
 #include "state.hpp"
 #include "auth_context.hpp"
 #include "scrub.hpp"
+#include "error_context.hpp"
 #include "log_worker.hpp"
 #include "forwarder.hpp"
 #include "traffic.hpp"
@@ -64,6 +65,8 @@ void scrub_log_message(ErrorData *edata) {
     for (char *field :
          {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context, edata->internalquery})
         flint::scrub_tokens(field);
+    // What the user called raised it, not the internal helper it called.
+    flint::drop_internal_frames(edata->context);
     if (flint::contains_token(debug_query_string))
         edata->hide_stmt = true;
     if (prev_emit_log_hook)

@@ -3,9 +3,15 @@
 #include "datums.hpp"
 #include "error_boundary.hpp"
 #include "key_store.hpp"
+#include "last_used_sql.hpp"
+#include "limits.hpp"
 #include "scopes.hpp"
 #include "scrub.hpp"
 #include "state.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+}
 
 namespace flint::pg {
 
@@ -150,10 +156,43 @@ Datum invalidate_trigger_body(FunctionCallInfo fcinfo) {
     return PointerGetDatum(nullptr);
 }
 
-// _bookkeeping(on): the statements between on and off write only
-// last_used_at (flint._receive_last_used); ended by abort too.
-Datum bookkeeping_body(FunctionCallInfo fcinfo) {
-    in_bookkeeping = !PG_ARGISNULL(0) && PG_GETARG_BOOL(0);
+// _receive_last_used(ids uuid[], used_at bigint[]): the last uses a
+// standby forwarded (microseconds since 2000-01-01 UTC, TimestampTz's own
+// unit), written by the worker's own statement (kRecordLastUsedSql). Pairs
+// with a NULL are skipped; arrays of different lengths are refused (a NULL
+// time would have become now() + 5 min and hidden the key from
+// flint.unused_keys). Bookkeeping: no key cache reloads for it.
+Datum receive_last_used_body(FunctionCallInfo fcinfo) {
+    const char *mismatch = "ids and used_at must be two arrays of the same length";
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        throw FlintError("22023", mismatch);
+    ArrayType *id_array = PG_GETARG_ARRAYTYPE_P(0), *at_array = PG_GETARG_ARRAYTYPE_P(1);
+    Datum *ids = nullptr, *ats = nullptr;
+    bool *id_nulls = nullptr, *at_nulls = nullptr;
+    int nids = 0, nats = 0;
+    pg_guard([&] {
+        deconstruct_array(id_array, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &ids, &id_nulls, &nids);
+        deconstruct_array(at_array, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ats, &at_nulls, &nats);
+    });
+    if (nids != nats)
+        throw FlintError("22023", mismatch);
+    int n = 0;
+    for (int i = 0; i < nids; ++i)
+        if (!id_nulls[i] && !at_nulls[i]) {
+            ids[n] = ids[i];
+            ats[n++] = ats[i]; // int8 and timestamptz: the same Datum
+        }
+    pg_guard([&] {
+        Oid types[2] = {UUIDARRAYOID, TIMESTAMPTZARRAYOID};
+        Datum args[2] = {PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR)),
+                         PointerGetDatum(construct_array(ats, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))};
+        SPI_connect();
+        in_bookkeeping = true; // reset at transaction end, abort included
+        if (SPI_execute_with_args(kRecordLastUsedSql, 2, types, args, nullptr, false, 0) < 0)
+            elog(ERROR, "flint_keys: last_used_at update failed");
+        in_bookkeeping = false;
+        SPI_finish();
+    });
     PG_RETURN_VOID();
 }
 
@@ -162,10 +201,22 @@ Datum bookkeeping_body(FunctionCallInfo fcinfo) {
 // the key-events trigger's WHEN clause, before its row comparison.
 Datum bookkeeping_now_body(FunctionCallInfo) { PG_RETURN_BOOL(in_log_worker || in_bookkeeping); }
 
+// _quota_period_start(refill_interval text, at timestamptz) -> timestamptz:
+// the UTC day or month holding `at`, by the same rule as the lease.
+Datum quota_period_start_body(FunctionCallInfo fcinfo) {
+    auto name = text_arg(fcinfo, 0);
+    auto refill = name ? parse_refill(*name) : std::nullopt;
+    if (!refill)
+        throw FlintError("22023", "refill_interval must be 'day' or 'month'");
+    PG_RETURN_TIMESTAMPTZ(quota_period_start(*refill, PG_GETARG_TIMESTAMPTZ(1)));
+}
+
 } // namespace
 } // namespace flint::pg
 
 using namespace flint::pg;
+// Only the 1.0 and 1.1 SQL call it (flint._new_token, dropped in 1.3): a
+// server running this library before ALTER EXTENSION ... UPDATE.
 FLINT_SQL_FUNCTION(flint_new_token, new_token_body)
 FLINT_SQL_FUNCTION(flint_mint_token, mint_token_body)
 FLINT_SQL_FUNCTION(flint_check_scopes, check_scopes_body)
@@ -173,5 +224,6 @@ FLINT_SQL_FUNCTION(flint_uncovered_scope, uncovered_scope_body)
 FLINT_SQL_FUNCTION(flint_actor, actor_body)
 FLINT_SQL_FUNCTION(flint_scrub, scrub_body)
 FLINT_SQL_FUNCTION(flint_invalidate_key_cache, invalidate_trigger_body)
-FLINT_SQL_FUNCTION(flint_bookkeeping, bookkeeping_body)
+FLINT_SQL_FUNCTION(flint_receive_last_used, receive_last_used_body)
 FLINT_SQL_FUNCTION(flint_bookkeeping_now, bookkeeping_now_body)
+FLINT_SQL_FUNCTION(flint_quota_period_start, quota_period_start_body)

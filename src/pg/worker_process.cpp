@@ -13,6 +13,7 @@ volatile sig_atomic_t worker_stop_requested = false;
 namespace {
 
 Latch *volatile *published_latch = nullptr;
+const char *flint_database_for_context = "";
 volatile pid_t *published_pid = nullptr;
 
 void handle_sigterm(SIGNAL_ARGS) {
@@ -20,6 +21,14 @@ void handle_sigterm(SIGNAL_ARGS) {
     worker_stop_requested = true;
     SetLatch(MyLatch);
     errno = save_errno;
+}
+
+// A worker whose flint.database does not exist fails at connect with
+// "database ... does not exist" every restart (5 s); say what to do.
+void connect_context(void *arg) {
+    errcontext("%s connecting to flint.database \"%s\": create that database, or set "
+               "flint.database in postgresql.conf and restart",
+               static_cast<const char *>(arg), flint_database_for_context);
 }
 
 void unpublish(int, Datum) {
@@ -49,7 +58,12 @@ void worker_run(const char *name, const char *database, Latch *volatile *latch_s
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, handle_sigterm);
     BackgroundWorkerUnblockSignals();
+    flint_database_for_context = database ? database : "";
+    ErrorContextCallback connecting{error_context_stack, connect_context, const_cast<char *>(name)};
+    if (database)
+        error_context_stack = &connecting;
     BackgroundWorkerInitializeConnection(database, nullptr, 0);
+    error_context_stack = connecting.previous;
     published_latch = latch_slot;
     published_pid = pid_slot;
     *pid_slot = MyProcPid;

@@ -44,7 +44,7 @@ $node->safe_psql('postgres', qq{
     UPDATE flint.api_keys SET expires_at = now() - interval '1 second' WHERE secret_hash = sha256(convert_to('$key{expired}', 'UTF8'));
     UPDATE flint.merchants SET status = 'suspended' WHERE id = '$gone';
 });
-my $forged = $node->safe_psql('postgres', "SELECT flint._new_token('live', gen_random_uuid())");
+my $forged = $node->safe_psql('postgres', "SELECT (flint._mint_token('live', gen_random_uuid())).secret");
 
 my $http = HTTP::Tiny->new(timeout => 20);
 my ($server, $port, $pgb);

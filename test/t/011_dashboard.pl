@@ -52,7 +52,7 @@ $node->safe_psql('postgres', qq{
 });
 # Tokens with a checksum but a wrong secret (invalid_key, logged against the
 # key), and one character changed (malformed_key, no key id).
-my %forged = map { $_ => $node->safe_psql('postgres', "SELECT flint._new_token('live', '$key{$_}{id}')") } qw(checkout reader);
+my %forged = map { $_ => $node->safe_psql('postgres', "SELECT (flint._mint_token('live', '$key{$_}{id}')).secret") } qw(checkout reader);
 my $typo = substr($key{checkout}{secret}, 0, 40) . (substr($key{checkout}{secret}, 40, 1) eq 'a' ? 'b' : 'a')
   . substr($key{checkout}{secret}, 41);
 my @secrets = ((map { $_->{secret} } values %key), values %forged, $typo);

@@ -42,7 +42,7 @@ $node->safe_psql('postgres', qq{
 });
 
 # Traffic: 7 ok, 3 invalid_key (right key id, wrong secret), 2 malformed_key.
-my $forged = $node->safe_psql('postgres', "SELECT flint._new_token('live', '$ok_id')");
+my $forged = $node->safe_psql('postgres', "SELECT (flint._mint_token('live', '$ok_id')).secret");
 my $typo = substr($ok_secret, 0, 68) . (substr($ok_secret, 68) eq 'a' ? 'b' : 'a');
 $node->safe_psql('postgres', qq{
     SELECT (flint_check_key('$ok_secret', 'payments:write', '$acme')).code FROM generate_series(1, 7);

@@ -40,8 +40,8 @@ my ($gone_id, $gone) = key('already gone');
 $node->safe_psql('postgres', "SELECT flint_revoke_key('$gone_id', 'rotated out')");
 my ($spare_id, $spare) = key('spare');    # reported only by refused requests, until the insecure demo
 my ($wrong_id, undef) = key('wrong secret');
-my $forged = $node->safe_psql('postgres', "SELECT flint._new_token('live', gen_random_uuid())");
-my $wrong = $node->safe_psql('postgres', "SELECT flint._new_token('live', '$wrong_id')");    # real id, other secret
+my $forged = $node->safe_psql('postgres', "SELECT (flint._mint_token('live', gen_random_uuid())).secret");
+my $wrong = $node->safe_psql('postgres', "SELECT (flint._mint_token('live', '$wrong_id')).secret");    # real id, other secret
 my $garbage = 'fk_live_this-is-not-a-token';
 my @secrets = ($cur, $rot_old, $rot_new, $gone, $spare, $forged, $wrong, $garbage);
 like($_, qr/^fk_live_[0-9A-Za-z]{61}$/, 'a well-formed token') for ($cur, $rot_old, $forged, $wrong);

@@ -14,11 +14,11 @@ my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
 # One merchant's 100,000 keys: the whole table is its share here.
 my $node = flint_node('many_limits', 'flint.log_queue_size = 262144', 'flint.merchant_share = 100');
 my $keys = 100000;
-# Keys made in bulk (as bench/bench.sql does): tokens from flint._new_token,
+# Keys made in bulk (as bench/bench.sql does): tokens from flint._mint_token,
 # only their digest stored, each with a limit of 1 per hour.
 $node->safe_psql('postgres', qq{
     ALTER TABLE flint.api_keys DISABLE TRIGGER key_events;
-    CREATE TABLE tokens AS SELECT id, flint._new_token('live', id) AS tok
+    CREATE TABLE tokens AS SELECT id, (flint._mint_token('live', id)).secret AS tok
       FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $keys)) s;
     INSERT INTO flint.api_keys (id, merchant_id, name, mode, scopes, display_prefix, secret_hash, created_by,
                                 rate_limit, rate_window)

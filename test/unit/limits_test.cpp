@@ -90,3 +90,11 @@ TEST(Limits, QuotaPeriods) {
     EXPECT_EQ(quota_period_start(Refill::month, 60 * kDay), 60 * kDay) << "2000-03-01 (leap year)";
     EXPECT_EQ(quota_period_start(Refill::none, late), 0);
 }
+
+TEST(QuotaPeriod, ParseRefillKnowsOnlyDayAndMonth) {
+    EXPECT_EQ(parse_refill("day"), Refill::day);
+    EXPECT_EQ(parse_refill("month"), Refill::month);
+    EXPECT_EQ(parse_refill("week"), std::nullopt);
+    EXPECT_EQ(parse_refill(""), std::nullopt);
+    EXPECT_EQ(parse_refill("Day"), std::nullopt);
+}
