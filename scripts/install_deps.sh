@@ -13,6 +13,7 @@ PKGS=(
     gnuplot-nox valgrind
     chromium fonts-dejavu-core prometheus-postgres-exporter
     debhelper lintian postgresql-server-dev-all
+    pgxnclient
 )
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)

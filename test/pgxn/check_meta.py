@@ -6,6 +6,16 @@ and checks that the release versions agree:
                       == flint_keys.control default_version (1.1 as 1.1.0)
     debian/changelog's upstream version == default_version
 
+and what a release of flint_keys needs beyond the spec:
+
+    provides.flint_keys.file is flint_keys--<default_version>.sql, the full
+      install script (pgxn load treats a provides file that is not .sql as
+      "not a PostgreSQL extension": it prints an INFO and creates nothing;
+      with a .sql file and the control file installed it runs CREATE EXTENSION)
+    resources has homepage, bugtracker and repository
+    license "postgresql" is the LICENSE file at the top (the PostgreSQL
+      License) and debian/copyright's License: PostgreSQL
+
 Checks the spec's required keys (name, abstract, version, maintainer, license,
 provides, meta-spec) and the formats of every key it uses: Terms, semantic
 versions (SemVer 1.0.0, as the spec requires), license strings from the spec's
@@ -200,6 +210,8 @@ def check_meta(meta, root, errors):
                                 err(f"resources.repository.{sub} must be a URI")
                         if "url" in value and "type" not in value:
                             err("resources.repository.type is required with url")
+                        if "type" in value and not (is_term(value["type"]) and value["type"].islower()):
+                            err("resources.repository.type must be a lower-case Term (git, svn, ...)")
                 elif not key.lower().startswith("x_"):
                     err(f"resources: unknown key {key!r}")
 
@@ -270,6 +282,53 @@ def check_versions(meta, root, errors):
     return control, want, deb
 
 
+# A sentence every copy of the PostgreSQL License has (LICENSE, debian/copyright
+# with its DEP-5 line folding undone).
+POSTGRESQL_LICENSE = ("Permission to use, copy, modify, and distribute this software and its documentation "
+                      "for any purpose, without fee, and without a written agreement is hereby granted")
+RESOURCES_REQUIRED = ("homepage", "bugtracker", "repository")
+
+
+def unfolded(text):
+    """Text with DEP-5 continuation markers (' .') and line breaks made single spaces."""
+    return " ".join(w for w in text.split() if w != ".")
+
+
+def check_release(meta, root, errors):
+    """What a flint_keys release needs beyond the spec (see the module doc)."""
+    if not isinstance(meta, dict):
+        return
+    control = control_default_version(root)
+    ext = meta.get("provides", {}).get("flint_keys") if isinstance(meta.get("provides"), dict) else None
+    if isinstance(ext, dict) and control is not None:
+        want = f"flint_keys--{control}.sql"
+        if ext.get("file") != want:
+            errors.append(f"provides.flint_keys.file {ext.get('file')!r} != {want!r}: the full install script of "
+                          f"default_version '{control}' (pgxn load skips an extension whose file is not .sql)")
+    resources = meta.get("resources")
+    missing = [k for k in RESOURCES_REQUIRED if not isinstance(resources, dict) or k not in resources]
+    if missing:
+        errors.append(f"resources: missing {', '.join(missing)}")
+    if meta.get("license") == "postgresql":
+        try:
+            with open(os.path.join(root, "LICENSE"), encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            errors.append("license 'postgresql' but no LICENSE file at the top of the distribution")
+        else:
+            if not text.startswith("PostgreSQL License") or POSTGRESQL_LICENSE not in unfolded(text):
+                errors.append("license 'postgresql' but LICENSE is not the PostgreSQL License")
+        path = os.path.join(root, "debian", "copyright")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            if not re.search(r"^License: PostgreSQL$", text, re.M) or POSTGRESQL_LICENSE not in unfolded(text):
+                errors.append("license 'postgresql' but debian/copyright has no License: PostgreSQL with its text")
+    elif "license" in meta:
+        errors.append(f"license {meta['license']!r}: flint_keys is released under the PostgreSQL License "
+                      "(\"postgresql\", the LICENSE file)")
+
+
 def main(argv):
     root = os.path.abspath(argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(__file__), "..", ".."))
     errors = []
@@ -281,13 +340,15 @@ def main(argv):
         return 1
     check_meta(meta, root, errors)
     versions = check_versions(meta, root, errors)
+    check_release(meta, root, errors)
     for e in errors:
         print(f"META.json: {e}")
     if errors:
         return 1
     control, want, deb = versions
     print(f"ok: META.json follows PGXN Meta Spec 1.0.0; version {want} = flint_keys.control '{control}'"
-          + (f" = debian/changelog {deb}" if deb else ""))
+          + (f" = debian/changelog {deb}" if deb else "")
+          + f"; provides {meta['provides']['flint_keys']['file']}; license {meta['license']}")
     return 0
 
 

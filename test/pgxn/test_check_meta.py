@@ -5,6 +5,7 @@ python3 test/pgxn/test_check_meta.py"""
 import copy
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -29,7 +30,9 @@ class CheckMetaTest(unittest.TestCase):
                     os.makedirs(os.path.dirname(os.path.join(self.dir, ext[key])), exist_ok=True)
                     shutil.copy(os.path.join(ROOT, ext[key]), os.path.join(self.dir, ext[key]))
         os.mkdir(os.path.join(self.dir, "debian"))
-        shutil.copy(os.path.join(ROOT, "debian", "changelog"), os.path.join(self.dir, "debian"))
+        for name in ("changelog", "copyright"):
+            shutil.copy(os.path.join(ROOT, "debian", name), os.path.join(self.dir, "debian"))
+        shutil.copy(os.path.join(ROOT, "LICENSE"), self.dir)
 
     def tearDown(self):
         shutil.rmtree(self.dir)
@@ -38,7 +41,12 @@ class CheckMetaTest(unittest.TestCase):
         errors = []
         check_meta.check_meta(meta, self.dir, errors)
         check_meta.check_versions(meta, self.dir, errors)
+        check_meta.check_release(meta, self.dir, errors)
         return errors
+
+    def write(self, name, text):
+        with open(os.path.join(self.dir, name), "w", encoding="utf-8") as f:
+            f.write(text)
 
     def assertCaught(self, mutate, needle):
         meta = copy.deepcopy(self.meta)
@@ -65,6 +73,45 @@ class CheckMetaTest(unittest.TestCase):
         self.assertCaught(lambda m: m["provides"]["flint_keys"].pop("file"), "missing required 'file'")
         self.assertCaught(lambda m: m["provides"]["flint_keys"].pop("version"), "missing required 'version'")
         self.assertCaught(lambda m: m["provides"]["flint_keys"].update(file="nope.sql"), "does not exist")
+
+    def test_provides_file_is_the_install_script(self):
+        # pgxn load runs CREATE EXTENSION only for a .sql file; the control file made it print an INFO.
+        self.assertCaught(lambda m: m["provides"]["flint_keys"].update(file="flint_keys.control"), "pgxn load skips")
+        self.write("flint_keys--1.0.sql", "-- an older install script\n")
+        self.assertCaught(lambda m: m["provides"]["flint_keys"].update(file="flint_keys--1.0.sql"),
+                          "the full install script")
+        # The control file bumped alone: the META.json file names the old version's script.
+        with open(os.path.join(self.dir, "flint_keys.control"), encoding="utf-8") as f:
+            control = f.read()
+        self.write("flint_keys.control", re.sub(r"(?m)^default_version = .*$", "default_version = '99.0'", control))
+        self.assertTrue(any("flint_keys--99.0.sql" in e for e in self.errors(self.meta)))
+
+    def test_resources(self):
+        for key in check_meta.RESOURCES_REQUIRED:
+            self.assertCaught(lambda m, k=key: m["resources"].pop(k), f"resources: missing {key}")
+        self.assertCaught(lambda m: m.pop("resources"), "resources: missing homepage, bugtracker, repository")
+        self.assertCaught(lambda m: m["resources"].update(homepage="github.com/flint-keys"), "homepage must be a URI")
+        self.assertCaught(lambda m: m["resources"]["repository"].pop("type"), "repository.type is required")
+        self.assertCaught(lambda m: m["resources"]["repository"].update(type="Git Hub"), "repository.type must be")
+        self.assertCaught(lambda m: m["resources"]["repository"].update(web="not a uri"), "repository.web must be")
+        self.assertCaught(lambda m: m["resources"].update(repository={"type": "git"}), "map with url and/or web")
+        self.assertCaught(lambda m: m["resources"]["bugtracker"].update(web="nope"), "bugtracker.web must be")
+
+    def test_license_is_the_postgresql_license(self):
+        self.assertEqual(self.meta["license"], "postgresql")
+        self.assertCaught(lambda m: m.update(license="restricted"), "released under the PostgreSQL License")
+        os.remove(os.path.join(self.dir, "LICENSE"))
+        self.assertTrue(any("no LICENSE file" in e for e in self.errors(self.meta)))
+        self.write("LICENSE", "All rights reserved.\n")
+        self.assertTrue(any("LICENSE is not the PostgreSQL License" in e for e in self.errors(self.meta)))
+        shutil.copy(os.path.join(ROOT, "LICENSE"), self.dir)
+        self.assertEqual(self.errors(self.meta), [])
+        with open(os.path.join(ROOT, "debian", "copyright"), encoding="utf-8") as f:
+            text = f.read()
+        self.write(os.path.join("debian", "copyright"), text.replace("License: PostgreSQL", "License: restricted"))
+        self.assertTrue(any("debian/copyright" in e for e in self.errors(self.meta)))
+        self.write(os.path.join("debian", "copyright"), text.split("\nLicense: PostgreSQL\n ")[0] + "\n")
+        self.assertTrue(any("debian/copyright" in e for e in self.errors(self.meta)))
 
     def test_prereqs_structure(self):
         self.assertCaught(lambda m: m["prereqs"].update(install={"requires": {}}), "unknown phase 'install'")
