@@ -48,7 +48,8 @@ fi
 debs=("$work"/postgresql-*-flint-keys_"$deb_version"_*.deb)
 [ -f "${debs[0]}" ] || { echo "build_deb: no .deb produced" >&2; exit 1; }
 
-# Every install and upgrade script of the source must be in the package.
+# Every install and upgrade script of the source must be in the package, and
+# the examples.
 for deb in "${debs[@]}"; do
     contents="$(dpkg-deb -c "$deb" | awk '{print $NF}')"
     for f in flint_keys.control flint_keys--*.sql; do
@@ -57,6 +58,12 @@ for deb in "${debs[@]}"; do
     done
     grep -q '/lib/postgresql/[0-9]*/lib/flint_keys.so$' <<<"$contents" || {
         echo "build_deb: flint_keys.so missing from $(basename "$deb")" >&2; exit 1; }
+    # The exporter's files and the example app, as examples (debian/rules).
+    pkg="$(dpkg-deb -f "$deb" Package)"
+    for f in contrib/postgres_exporter/* examples/payments_api/*; do
+        grep -q "^\./usr/share/doc/$pkg/examples/${f#*/}\$" <<<"$contents" || {
+            echo "build_deb: $f missing from $(basename "$deb") (usr/share/doc/$pkg/examples/${f#*/})" >&2; exit 1; }
+    done
 done
 
 echo "== lintian"

@@ -11,6 +11,10 @@
 #   test/deb_installcheck.sh [SOURCE_ROOT]     (default: this checkout)
 #
 # SOURCE_ROOT must hold dist/ with the .deb (scripts/build_deb.sh, `make deb`).
+# Every check runs from a scratch directory the postgres user can read, never
+# from SOURCE_ROOT (a checkout in a private directory must pass as well: psql
+# run as postgres would warn that it cannot change directory), and compares
+# query output only.
 # The regression inputs come from SOURCE_ROOT's HEAD, the commit the package
 # was built from, as the .deb does. As root (CI) servers run as postgres;
 # otherwise apt-get and make install go through sudo. Prints PASS/FAIL per
@@ -39,6 +43,8 @@ check() { # description, then a command: PASS or FAIL
 installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$PKG" 2>/dev/null)" = installed ]; }
 
 WORK="$(mktemp -d /tmp/flint_debcheck.XXXXXX)"
+chmod 755 "$WORK"
+cd "$WORK" || exit 1
 restored=""
 restore() {
     if [ -z "$restored" ]; then
@@ -73,13 +79,16 @@ rel_deb="./dist/$(basename "${debs[0]}")"
 
 # The files the package must bring: from the commit it was built from.
 if git -C "$SRC" rev-parse --verify -q HEAD >/dev/null; then
-    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' sql expected test/fixture.sql test/regress.conf |
-        tar -x -C "$WORK"
+    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' sql expected test/fixture.sql test/regress.conf \
+        contrib/postgres_exporter examples/payments_api debian/copyright | tar -x -C "$WORK"
 else
-    mkdir -p "$WORK/test"
+    mkdir -p "$WORK/test" "$WORK/contrib" "$WORK/examples" "$WORK/debian"
     cp -r "$SRC"/flint_keys.control "$SRC"/flint_keys--*.sql "$WORK/"
     cp -r "$SRC/sql" "$SRC/expected" "$WORK/"
     cp -r "$SRC/test/fixture.sql" "$SRC/test/regress.conf" "$WORK/test/"
+    cp -r "$SRC/contrib/postgres_exporter" "$WORK/contrib/"
+    cp -r "$SRC/examples/payments_api" "$WORK/examples/"
+    cp "$SRC/debian/copyright" "$WORK/debian/"
 fi
 default_version="$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$WORK/flint_keys.control")"
 mapfile -t scripts < <(cd "$WORK" && ls flint_keys--*.sql)
@@ -106,6 +115,36 @@ check "the package owns $PKGLIB/flint_keys.so and $EXTDIR/flint_keys.control" \
     owned "$PKGLIB/flint_keys.so" "$EXTDIR/flint_keys.control"
 check "the package owns every install and upgrade script: ${scripts[*]}" owned "${scripts[@]/#/$EXTDIR/}"
 check "dpkg --verify: the installed files are the package's bytes" as_root dpkg --verify "$PKG"
+
+# The exporter's files and the example app, installed as examples, byte for
+# byte the source's (no compression, no rewriting), and the licence.
+DOC="/usr/share/doc/$PKG"
+dpkg -L "$PKG" >"$WORK/dpkg-L.txt" 2>&1
+mapfile -t example_files < <(cd "$WORK" && find contrib/postgres_exporter examples/payments_api -type f | LC_ALL=C sort)
+listed_as_examples() { # dpkg -L lists each source file F as $DOC/examples/<F without its first directory>
+    local f ok=0
+    [ ${#example_files[@]} -ge 5 ] || { echo "      only ${#example_files[@]} example files in the source"; return 1; }
+    for f in "${example_files[@]}"; do
+        grep -qxF "$DOC/examples/${f#*/}" "$WORK/dpkg-L.txt" || { echo "      dpkg -L $PKG does not list $DOC/examples/${f#*/}"; ok=1; }
+    done
+    return $ok
+}
+same_bytes() { # SOURCE INSTALLED...: pairs of files that must be identical
+    local ok=0
+    while [ $# -ge 2 ]; do
+        cmp -s "$1" "$2" || { echo "      $2 differs from ${1#"$WORK"/} (or is missing)"; ok=1; }
+        shift 2
+    done
+    return $ok
+}
+check "dpkg -L lists the exporter's files and the example app under $DOC/examples/: ${example_files[*]}" listed_as_examples
+check "the installed examples/postgres_exporter/queries.yaml is byte-identical to contrib's" \
+    same_bytes "$WORK/contrib/postgres_exporter/queries.yaml" "$DOC/examples/postgres_exporter/queries.yaml"
+pairs=()
+for f in "${example_files[@]}"; do pairs+=("$WORK/$f" "$DOC/examples/${f#*/}"); done
+check "every installed example is byte-identical to the source's (none compressed)" same_bytes "${pairs[@]}"
+check "$DOC/copyright is debian/copyright (License: PostgreSQL)" \
+    same_bytes "$WORK/debian/copyright" "$DOC/copyright"
 
 echo "== pg_regress (sql/) on a throwaway server preloading the installed flint_keys"
 mkdir -p "$WORK/results"
@@ -135,7 +174,8 @@ if "${RUNNER[@]}" "$PGBIN/initdb" -D "$CLUSTER/data" -A trust -U postgres -E UTF
     lists_all() { local v; for v in $versions_files; do [[ " $available " == *" $v "* ]] || return 1; done; }
     check "pg_available_extension_versions lists every shipped version: $versions_files" lists_all ||
         echo "      available: $available"
-    out="$(psql_c 2>&1 <<SQL
+    # Query output only: stderr (a warning, a notice) goes to a file, shown on failure.
+    out="$(psql_c 2>"$WORK/upgrade.err" <<SQL
 CREATE EXTENSION flint_keys VERSION '1.0';
 INSERT INTO flint.merchants (name) VALUES ('Acme') RETURNING id AS acme \gset
 SELECT key_id, secret FROM flint_create_key(:'acme', 'deb check', ARRAY['payments:write']) \gset
@@ -148,7 +188,7 @@ SELECT :'extversion' || ' ' || :'verified' || ' ' || count(*)
 SQL
 )"
     check "CREATE EXTENSION 1.0, a key, ALTER EXTENSION UPDATE to $default_version, the key verifies, the log worker wrote its row" \
-        test "$out" = "$default_version t 1" || echo "$out" | sed 's/^/      /'
+        test "$out" = "$default_version t 1" || cat <(echo "$out") "$WORK/upgrade.err" | sed 's/^/      /'
     "${RUNNER[@]}" "$PGBIN/pg_ctl" -D "$CLUSTER/data" -m fast -w stop >/dev/null 2>&1
 else
     check "throwaway cluster started" false
