@@ -35,10 +35,10 @@ RUNNER=()
 
 passed=0
 failed=0
-check() { # description, then a command: PASS or FAIL
+check() { # description, then a command: PASS or FAIL (and status 1, for `check ... || show_why`)
     local what="$1"; shift
     if "$@"; then echo "PASS  $what"; passed=$((passed + 1))
-    else echo "FAIL  $what"; failed=$((failed + 1)); fi
+    else echo "FAIL  $what"; failed=$((failed + 1)); return 1; fi
 }
 installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$PKG" 2>/dev/null)" = installed ]; }
 
