@@ -222,6 +222,28 @@ CREATE OR REPLACE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]
 CREATE OR REPLACE FUNCTION flint._quota_period_start(refill_interval text, at timestamptz) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'flint_quota_period_start' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- A revoked key's limits are final, as its other settings are: clearing
+-- them is refused as setting them is.
+CREATE OR REPLACE FUNCTION @extschema@.flint_clear_key_limits(key_id uuid, kinds text[] DEFAULT ARRAY['rate', 'quota', 'ips'])
+    RETURNS flint.key_info
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    n    flint.api_keys;
+BEGIN
+    IF kinds IS NULL OR cardinality(kinds) = 0 OR array_position(kinds, NULL) IS NOT NULL
+       OR NOT kinds <@ ARRAY['rate', 'quota', 'ips'] THEN
+        RAISE EXCEPTION 'kinds must list some of rate, quota, ips' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
+    n := k;
+    IF 'rate' = ANY (kinds) THEN n.rate_limit := NULL; n.rate_window := NULL; END IF;
+    IF 'quota' = ANY (kinds) THEN n.remaining := NULL; n.refill_amount := NULL; n.refill_interval := NULL; END IF;
+    IF 'ips' = ANY (kinds) THEN n.allowed_ips := NULL; END IF;
+    RETURN flint._store_limits(k, n);
+END
+$$;
+
 -- Tokens are minted by flint._mint_token since 1.2; nothing calls this.
 DROP FUNCTION flint._new_token(text, uuid);
 
@@ -335,7 +357,7 @@ COMMENT ON FUNCTION flint._mint_token(text, uuid) IS 'Internal: a new token for 
 COMMENT ON FUNCTION flint._quota_period_start(text, timestamptz) IS 'Internal: the UTC start of the day or month (refill_interval) holding a moment (called by _store_limits).';
 COMMENT ON FUNCTION flint._receive_last_used(uuid[], bigint[]) IS 'Internal: called by a standby''s forwarder on the primary: moves keys'' last_used_at forward (never back, never past now() + 5 min).';
 COMMENT ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea) IS 'Internal: called by a standby''s forwarder on the primary: inserts one batch of log rows once per origin; returns rows (0: already had it).';
-COMMENT ON FUNCTION flint._refuse_revoked(flint.api_keys, text) IS 'Internal: refuses management of a revoked key (55000) (called by flint_update_key, _rotate_key, disable, enable, flint_set_key_limits).';
+COMMENT ON FUNCTION flint._refuse_revoked(flint.api_keys, text) IS 'Internal: refuses management of a revoked key (55000) (called by flint_update_key, _rotate_key, disable, enable, set and clear key limits).';
 COMMENT ON FUNCTION flint._require_table_owner(regclass) IS 'Internal: caller must own the table; refuses partitioned, partition, temporary and flint/system tables (called by protect/unprotect).';
 COMMENT ON FUNCTION flint._rotate_key(uuid, interval) IS 'Internal: the body of flint_rotate_key: checks grace, revocation, expiry and lifetime, then stores the new secret''s hash.';
 COMMENT ON FUNCTION flint._scrub(text) IS 'Internal: masks any flint token in client text after its 16-character display prefix, before the text is stored.';

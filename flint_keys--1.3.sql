@@ -576,7 +576,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION flint._refuse_revoked(k flint.api_keys, what text) IS 'Internal: refuses management of a revoked key (55000) (called by flint_update_key, _rotate_key, disable, enable, flint_set_key_limits).';
+COMMENT ON FUNCTION flint._refuse_revoked(k flint.api_keys, what text) IS 'Internal: refuses management of a revoked key (55000) (called by flint_update_key, _rotate_key, disable, enable, set and clear key limits).';
 
 CREATE FUNCTION flint._require_table_owner(tbl regclass) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -749,6 +749,7 @@ BEGIN
        OR NOT kinds <@ ARRAY['rate', 'quota', 'ips'] THEN
         RAISE EXCEPTION 'kinds must list some of rate, quota, ips' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
     n := k;
     IF 'rate' = ANY (kinds) THEN n.rate_limit := NULL; n.rate_window := NULL; END IF;
     IF 'quota' = ANY (kinds) THEN n.remaining := NULL; n.refill_amount := NULL; n.refill_interval := NULL; END IF;

@@ -13,10 +13,12 @@ SELECT key_id, secret, display_prefix
 \echo secret: :secret
 SELECT name, mode, display_prefix, scopes, status FROM flint_list_keys(:acme);
 
-\echo '\n== 2. Verification: the key id, or a precise error (FK001..FK008)'
+\echo '\n== 2. Verification: the key id, or a precise error (FK001..FK008; FK009..FK012 in part 4)'
 SELECT flint_verify_key(:'secret', 'payments:read', :acme) AS verified_key_id;
 SELECT flint_verify_key(left(:'secret', 68) || 'x', 'payments:read', :acme);   -- one typo
 SELECT flint_verify_key('fk_live_' || repeat('0', 61), 'payments:read', :acme); -- garbage
+SELECT flint_verify_key((flint._mint_token('live', gen_random_uuid())).secret,  -- well formed, but no such key
+                        'payments:read', :acme);
 SELECT flint_verify_key(:'secret', 'refunds:write', :acme);                    -- scope not held
 SELECT flint_verify_key(:'secret', 'payments:read', :bolt);                    -- someone else's
 SELECT flint_verify_key(:'secret', 'refunds:wirte', :acme);                    -- typo in the scope
@@ -32,8 +34,28 @@ UPDATE flint.merchants SET status = 'suspended' WHERE id = :bolt;
 SELECT secret AS bolt_secret FROM flint_create_key(:bolt, 'bolt', ARRAY['payments:read']) \gset
 SELECT flint_verify_key(:'bolt_secret', 'payments:read', :bolt);
 UPDATE flint.merchants SET status = 'active' WHERE id = :bolt;
+SELECT secret AS short_secret, key_id AS short_key FROM flint_create_key(:acme, 'short grace', ARRAY['payments:read']) \gset
+SELECT secret AS short_new FROM flint_rotate_key(:'short_key', grace => '0') \gset
+SELECT flint_verify_key(:'short_secret', 'payments:read', :acme);                -- old secret, no grace left
 
-\echo '\n== 4. Every verification left a request-log row (flushed by the log worker), and every change an event'
+\echo '\n== 4. Traffic controls and incident response: limits, an allowlist, disable/enable, a leak report'
+SELECT key_id AS api_key, secret AS api_secret FROM flint_create_key(:acme, 'public api', ARRAY['payments:read']) \gset
+SELECT status, rate_limit, rate_window, remaining, allowed_ips
+  FROM flint_set_key_limits(:'api_key', rate_limit => 2, rate_window => '1 minute', remaining => 5,
+                            allowed_ips => ARRAY['10.0.0.0/8']::cidr[]);
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '10.1.2.3', 1) IS NOT NULL AS first_call_ok;
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '192.0.2.7', 1);      -- outside the allowlist
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '10.1.2.3', 1) IS NOT NULL AS second_call_ok;
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '10.1.2.3', 1);       -- third call this minute
+SELECT status FROM flint_clear_key_limits(:'api_key', ARRAY['rate']);
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '10.1.2.3', 5);       -- costs more than is left
+SELECT status, disabled_reason FROM flint_disable_key(:'api_key', 'fraud review');
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '10.1.2.3', 1);       -- paused
+SELECT status FROM flint_enable_key(:'api_key');
+SELECT * FROM flint_report_leaked(ARRAY[:'api_secret'], 'github');                   -- found in a public repo: revoked
+SELECT flint_verify_key(:'api_secret', 'payments:read', :acme, '10.1.2.3', 1);
+
+\echo '\n== 5. Every verification left a request-log row (flushed by the log worker), and every change an event'
 SELECT flint_flush_log();
 SELECT to_char(at, 'HH24:MI:SS.MS') AS at, display_prefix, scope, outcome, sqlstate, source
   FROM flint.request_log ORDER BY at;
@@ -42,7 +64,7 @@ SELECT event, actor, old,
        CASE WHEN event = 'created' THEN jsonb_build_object('name', new -> 'name', 'scopes', new -> 'scopes') ELSE new END AS new
   FROM flint.key_events WHERE key_id = :'key_id' ORDER BY id;
 
-\echo '\n== 5. Row-level security: authenticate once per transaction, see only your merchant'
+\echo '\n== 6. Row-level security: authenticate once per transaction, see only your merchant'
 CREATE TABLE payments (id serial PRIMARY KEY, merchant_id uuid NOT NULL, amount_cents integer NOT NULL);
 INSERT INTO payments (merchant_id, amount_cents) VALUES (:acme, 1250), (:acme, 990), (:bolt, 50000);
 SELECT flint_protect_table('payments', 'merchant_id', read_scope => 'payments:read', write_scope => 'payments:write');

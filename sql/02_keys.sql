@@ -86,6 +86,9 @@ SELECT try(format('SELECT flint_revoke_key(%L)', 'cccccccc-0000-0000-0000-000000
 -- A revoked key can be neither changed nor rotated.
 SELECT try(format('SELECT flint_update_key(%L, name => %L)', :'k3', 'y'));
 SELECT try(format('SELECT flint_rotate_key(%L)', :'k3'));
+-- nor its limits set or cleared
+SELECT try(format('SELECT flint_set_key_limits(%L, rate_limit => 5, rate_window => %L)', :'k3', '1 minute'));
+SELECT try(format('SELECT flint_clear_key_limits(%L)', :'k3'));
 -- list hides revoked keys unless asked
 SELECT count(*) FROM flint_list_keys(:bolt);
 SELECT count(*) FROM flint_list_keys(:bolt, include_revoked => true);

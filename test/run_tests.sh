@@ -37,7 +37,7 @@ WORK="$(mktemp -d /tmp/flint_tests.XXXXXX)"
 cleanup() { [ -n "${FLINT_KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"; }
 trap cleanup EXIT
 # Servers and tests run as postgres when we are root: give them a readable copy.
-cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/examples" "$ROOT/contrib" "$ROOT/README.md" "$WORK/"
+cp -r "$ROOT/sql" "$ROOT/expected" "$ROOT/test" "$ROOT/scripts" "$ROOT/examples" "$ROOT/contrib" "$ROOT/README.md" "$WORK/"
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
 
 echo "== building and installing the extension"

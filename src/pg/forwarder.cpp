@@ -111,18 +111,6 @@ bool connect_to_primary() {
     return true;
 }
 
-std::string uuid_text(const Uuid &id) {
-    static const char *hex = "0123456789abcdef";
-    std::string out;
-    for (size_t i = 0; i < id.size(); ++i) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out += '-';
-        out += hex[id[i] >> 4];
-        out += hex[id[i] & 15];
-    }
-    return out;
-}
-
 // Sends a query and waits for its result on the latch and the socket, so a
 // stop request (SIGTERM) or the postmaster's death is seen at once: the
 // query is cancelled and nullptr returned. Otherwise the last result.
@@ -228,7 +216,7 @@ bool forward_batch(uint64_t seq) {
     }
     const std::string copy =
         encode_copy_binary(batch.rows.data(), batch.rows.size(), true, nullptr, batch.server.c_str());
-    const std::string origin = uuid_text(batch.origin), id = std::to_string(batch.batch_id);
+    const std::string origin = uuid_to_string(batch.origin), id = std::to_string(batch.batch_id);
     const char *values[4] = {origin.c_str(), id.c_str(), batch.server.c_str(), copy.data()};
     int lengths[4] = {0, 0, 0, static_cast<int>(copy.size())};
     int formats[4] = {0, 0, 0, 1};
@@ -279,7 +267,7 @@ bool send_last_used() {
         return false;
     std::string id_list = "{", at_list = "{";
     for (size_t i = 0; i < ids.size(); ++i) {
-        id_list += (i ? "," : "") + uuid_text(ids[i]);
+        id_list += (i ? "," : "") + uuid_to_string(ids[i]);
         at_list += (i ? "," : "") + std::to_string(ats[i]);
     }
     id_list += "}";

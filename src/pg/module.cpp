@@ -175,7 +175,7 @@ void define_gucs() {
                              "Invalidated by every committed change to keys, merchants or scopes.", &guc_key_cache,
                              true, PGC_SUSET, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("flint.key_cache_size",
-                            "Most keys the backend-local key cache holds (about 150 bytes each); past it, the "
+                            "Most keys the backend-local key cache holds (a 176-byte slot each); past it, the "
                             "least recently used key of a set is evicted.",
                             nullptr, &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr,
                             nullptr);
@@ -213,6 +213,13 @@ void define_gucs() {
 } // namespace
 
 void note_refusal_raised() { refusal_raised = true; }
+
+const std::string &server_name() {
+    static std::string name;
+    if (name.empty())
+        name = cluster_name && cluster_name[0] ? std::string(cluster_name) : std::to_string(GetSystemIdentifier());
+    return name;
+}
 
 void require_preload_unsafe() {
     if (!shared_state)

@@ -5,37 +5,19 @@
 #include "error_boundary.hpp"
 #include "scrub.hpp"
 #include "spool.hpp"
+#include "traffic.hpp"
 #include "state.hpp"
 
 extern "C" {
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
-#include <netinet/in.h>
 }
 
 namespace flint::pg {
 
 namespace {
 
-uint8_t client_family = 0;
-uint8_t client_ip[16];
-
-// The peer's address in binary, once per backend; none for Unix sockets.
-void client_address() {
-    if (!MyProcPort)
-        return;
-    const auto *sa = reinterpret_cast<const struct sockaddr *>(&MyProcPort->raddr.addr);
-    if (sa->sa_family == AF_INET) {
-        client_family = 4;
-        std::memcpy(client_ip, &reinterpret_cast<const struct sockaddr_in *>(sa)->sin_addr, 4);
-    } else if (sa->sa_family == AF_INET6) {
-        client_family = 6;
-        std::memcpy(client_ip, &reinterpret_cast<const struct sockaddr_in6 *>(sa)->sin6_addr, 16);
-    }
-}
-
 bool database_checked = false; // this backend's database is flint.database
-bool address_known = false;
 
 void check_database_unsafe() {
     require_preload_unsafe();
@@ -71,9 +53,6 @@ void nudge_worker_and_wait(long ms, bool forwarder_too = false) {
     });
 }
 
-// A request id that looks like it holds a key is dropped, never stored.
-bool looks_like_key(const char *s) { return std::strstr(s, "fk_live_") || std::strstr(s, "fk_test_"); }
-
 } // namespace
 
 void wake_log_worker() {
@@ -81,33 +60,23 @@ void wake_log_worker() {
         SetLatch(latch);
 }
 
-IpAddress connection_address() {
-    if (!address_known) {
-        client_address();
-        address_known = true;
-    }
-    IpAddress ip;
-    ip.family = client_family;
-    std::memcpy(ip.bytes, client_ip, sizeof ip.bytes);
-    return ip;
-}
-
 void emit_log_record(LogRecord &record) {
     if (!database_checked) { // flint.database cannot change without a restart
         pg_guard([] { check_database_unsafe(); });
         database_checked = true;
-        (void)connection_address();
     }
     record.backend_pid = MyProcPid;
     if (!record.client_given) {
-        record.client_family = client_family;
-        std::memcpy(record.client_ip, client_ip, sizeof client_ip);
+        const IpAddress ip = connection_address();
+        record.client_family = ip.family;
+        std::memcpy(record.client_ip, ip.bytes, sizeof ip.bytes);
     }
     if (application_name) { // client-supplied: a token placed there keeps only its display prefix
         copy_field(record.application_name, application_name, std::strlen(application_name));
         scrub_tokens(record.application_name);
     }
-    if (guc_request_id && !looks_like_key(guc_request_id))
+    // A request id that holds a key (as the scrubber finds one) is dropped, never stored.
+    if (guc_request_id && !contains_token(guc_request_id))
         copy_field(record.request_id, guc_request_id, std::strlen(guc_request_id));
 
     LogQueue *queue = shared_state->queue;

@@ -23,9 +23,6 @@ LogRecord context_log_record(LogSource source, Code outcome);
 // Sets the log worker's latch (it also serves quota leases).
 void wake_log_worker();
 
-// The connection's client address (family 0 over a Unix socket).
-IpAddress connection_address();
-
 // Waits until every record queued so far is in flint.request_log and
 // last_used_at is written from them.
 void flush_log();

@@ -209,11 +209,4 @@ size_t spool_room_rows() {
     return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
 }
 
-const std::string &server_name() {
-    static std::string name;
-    if (name.empty())
-        name = cluster_name && cluster_name[0] ? std::string(cluster_name) : std::to_string(GetSystemIdentifier());
-    return name;
-}
-
 } // namespace flint::pg

@@ -38,7 +38,4 @@ void spool_account_at_start();
 // Rows the spool can still take under flint.log_spool_size.
 size_t spool_room_rows();
 
-// The name this server logs under: cluster_name, or the system identifier.
-const std::string &server_name();
-
 } // namespace flint::pg

@@ -72,6 +72,9 @@ extern int guc_merchant_share;
 extern bool guc_log_refusals;
 extern int guc_refusal_summary_interval_ms;
 
+// The name this server logs under: cluster_name, or the system identifier.
+const std::string &server_name();
+
 // Raises a clear error, with the fix, when the library was not preloaded.
 void require_preload_unsafe();
 

@@ -10,6 +10,7 @@ extern "C" {
 #include "executor/spi.h"
 #include "access/xlog.h"
 #include "storage/spin.h"
+#include <netinet/in.h>
 }
 
 namespace flint::pg {
@@ -562,6 +563,24 @@ void lease_quota_unsafe(const LeaseRequest &r, int64 *granted) {
     bool isnull;
     Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     *granted = isnull ? -1 : DatumGetInt64(d);
+}
+
+IpAddress connection_address() {
+    // The peer's address in binary, once per backend; none for Unix sockets.
+    static std::optional<IpAddress> known;
+    if (!known) {
+        IpAddress ip;
+        const auto *sa = MyProcPort ? reinterpret_cast<const struct sockaddr *>(&MyProcPort->raddr.addr) : nullptr;
+        if (sa && sa->sa_family == AF_INET) {
+            ip.family = 4;
+            std::memcpy(ip.bytes, &reinterpret_cast<const struct sockaddr_in *>(sa)->sin_addr, 4);
+        } else if (sa && sa->sa_family == AF_INET6) {
+            ip.family = 6;
+            std::memcpy(ip.bytes, &reinterpret_cast<const struct sockaddr_in6 *>(sa)->sin6_addr, 16);
+        }
+        known = ip;
+    }
+    return *known;
 }
 
 } // namespace flint::pg

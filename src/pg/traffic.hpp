@@ -53,4 +53,9 @@ void apply_lease(const LeaseRequest &r, int64 granted);
 // The lease transaction failed (a lock timeout): look at the requests again next time.
 void retry_leases_later();
 
+// The connection's client address (family 0 over a Unix socket): what an
+// IP allowlist checks when the caller passes no client_ip, and what the
+// request log records.
+IpAddress connection_address();
+
 } // namespace flint::pg

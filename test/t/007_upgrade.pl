@@ -72,7 +72,7 @@ is($node->safe_psql('postgres', "SELECT string_agg(event, ',' ORDER BY id) FROM 
 # A fresh install of the default version matches an upgraded one.
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION flint_keys');
-my $objects = q{SELECT string_agg(pg_describe_object(classid, objid, 0), E'\n' ORDER BY 1)
+my $objects = q{SELECT string_agg(pg_describe_object(classid, objid, 0), E'\n' ORDER BY pg_describe_object(classid, objid, 0))
                   FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'flint_keys') AND deptype = 'e'};
 is($node->safe_psql('fresh', $objects), $node->safe_psql('postgres', $objects), 'upgraded and fresh installs have the same objects');
 done_testing();
