@@ -73,8 +73,12 @@ lintian --fail-on error --display-info "${debs[@]}" | tee "$work/lintian.log" ||
 [ -s "$work/lintian.log" ] || echo "lintian: no tags"
 
 mkdir -p "$ROOT/dist"
-rm -f "$ROOT"/dist/postgresql-*-flint-keys_*.deb
+rm -f "$ROOT"/dist/postgresql-*-flint-keys_*.deb "$ROOT"/dist/postgresql-*-flint-keys_*.commit
 cp "${debs[@]}" "$ROOT/dist/"
+# The commit each .deb was built from, for test/deb_installcheck.sh.
+for deb in "${debs[@]}"; do
+    echo "$commit" >"$ROOT/dist/$(basename "${deb%.deb}").commit"
+done
 cp "$work/lintian.log" "$ROOT/dist/lintian.txt"
 for deb in "${debs[@]}"; do
     echo "built dist/$(basename "$deb")"

@@ -14,11 +14,11 @@
 # Every check runs from a scratch directory the postgres user can read, never
 # from SOURCE_ROOT (a checkout in a private directory must pass as well: psql
 # run as postgres would warn that it cannot change directory), and compares
-# query output only.
-# The regression inputs come from SOURCE_ROOT's HEAD, the commit the package
-# was built from, as the .deb does. As root (CI) servers run as postgres;
-# otherwise apt-get and make install go through sudo. Prints PASS/FAIL per
-# check and "N passed, N failed".
+# query output only. The regression inputs come from the commit the package
+# was built from (dist/<package>.commit, written by scripts/build_deb.sh; else
+# HEAD). As root (CI) servers run as postgres; otherwise apt-get and make
+# install go through sudo. Prints PASS/FAIL per check and "N passed, N
+# failed".
 set -uo pipefail
 
 SRC="$(cd "${1:-$(dirname "${BASH_SOURCE[0]}")/..}" && pwd)"
@@ -77,9 +77,13 @@ fi
 deb_version="$(dpkg-deb -f "${debs[0]}" Version)"
 rel_deb="./dist/$(basename "${debs[0]}")"
 
-# The files the package must bring: from the commit it was built from.
-if git -C "$SRC" rev-parse --verify -q HEAD >/dev/null; then
-    git -C "$SRC" archive HEAD flint_keys.control 'flint_keys--*.sql' sql expected test/fixture.sql test/regress.conf \
+# The files the package must bring: from the commit it was built from
+# (scripts/build_deb.sh writes it next to the .deb; HEAD may have moved on).
+ref=HEAD
+[ -f "${debs[0]%.deb}.commit" ] && ref="$(cat "${debs[0]%.deb}.commit")"
+if git -C "$SRC" rev-parse --verify -q "$ref^{commit}" >/dev/null; then
+    echo "== the package's files to expect: from $(git -C "$SRC" rev-parse --short "$ref")"
+    git -C "$SRC" archive "$ref" flint_keys.control 'flint_keys--*.sql' sql expected test/fixture.sql test/regress.conf \
         contrib/postgres_exporter examples/payments_api debian/copyright | tar -x -C "$WORK"
 else
     mkdir -p "$WORK/test" "$WORK/contrib" "$WORK/examples" "$WORK/debian"

@@ -94,10 +94,17 @@ if ! command -v pgxn >/dev/null; then
     finish
 fi
 cp "$zip" "$WORK/"
+# git archive writes the commit into the zip's comment: the files to expect are
+# that commit's, even if HEAD has moved on since make dist.
+commit="$(python3 -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).comment.decode())' "$WORK/$prefix.zip")"
+if ! git -C "$SRC" rev-parse --verify -q "$commit^{commit}" >/dev/null; then
+    check "the zip's comment names the commit it was built from (git archive), not '$commit'" false
+    finish
+fi
 python3 -c 'import sys, zipfile; print("\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))' "$WORK/$prefix.zip" >"$WORK/zip.txt"
 
-echo "== the zip: $prefix.zip"
-mapfile -t scripts < <(git -C "$SRC" ls-tree --name-only HEAD | grep -E '^flint_keys--.*\.sql$')
+echo "== the zip: $prefix.zip of ${commit:0:7}"
+mapfile -t scripts < <(git -C "$SRC" ls-tree --name-only "$commit" | grep -E '^flint_keys--.*\.sql$')
 holds_all() {
     local f ok=0
     for f in META.json LICENSE flint_keys.control "${scripts[@]}"; do
@@ -105,7 +112,7 @@ holds_all() {
     done
     return $ok
 }
-check "it holds META.json, LICENSE, flint_keys.control and HEAD's scripts (${scripts[*]})" holds_all
+check "it holds META.json, LICENSE, flint_keys.control and the scripts of ${commit:0:7} (${scripts[*]})" holds_all
 check "nothing outside $prefix/" bash -c "! grep -v '^$prefix/' '$WORK/zip.txt' | sed 's/^/      outside: /' | grep ."
 check "no dotfile or dot-directory (.ci/, .gitignore, .clang-format, .gitattributes)" \
     bash -c "! grep -E '(^|/)\\.[^/]' '$WORK/zip.txt' | sed 's/^/      in the zip: /' | grep ."
