@@ -14,14 +14,6 @@
 
 namespace flint {
 
-struct UuidHash {
-    size_t operator()(const Uuid &id) const {
-        size_t h;
-        std::memcpy(&h, id.data(), sizeof h); // key ids are random: any 8 bytes hash well
-        return h;
-    }
-};
-
 class LastUsedTracker {
   public:
     // Successful rows with a key id move that key's newest use forward.

@@ -9,6 +9,7 @@
 // before a table is touched.
 #pragma once
 #include <array>
+#include <cstring>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,6 +20,14 @@
 namespace flint {
 
 using Uuid = std::array<uint8_t, 16>;
+// For unordered maps keyed by key or merchant ids.
+struct UuidHash {
+    size_t operator()(const Uuid &id) const {
+        size_t h;
+        std::memcpy(&h, id.data(), sizeof h); // ids are random: any 8 bytes hash well
+        return h;
+    }
+};
 using SecretBytes = std::array<uint8_t, 24>;
 
 enum class Mode : uint8_t { live, test };

@@ -449,6 +449,7 @@ bool insert_spool(size_t max_batches = SIZE_MAX) {
                 pg_guard([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
                 try {
                     spool_set_aside(seq, bytes.size(), batch.rows.size());
+                    spool_shares_removed(batch.rows.data(), batch.rows.size());
                 } catch (const FlintError &) {
                 }
             }
@@ -461,6 +462,7 @@ bool insert_spool(size_t max_batches = SIZE_MAX) {
         } catch (const FlintError &) {
             return false;
         }
+        spool_shares_removed(batch.rows.data(), batch.rows.size());
     }
     return true;
 }

@@ -111,6 +111,8 @@ void shmem_startup() {
             pg_atomic_init_u64(v, 0);
         pg_atomic_init_u32(&f.spool_ready, 0);
         pg_atomic_init_u32(&f.spool_full, 0);
+        pg_atomic_init_u32(&state->spool_shares.seq, 0);
+        pg_atomic_init_u32(&state->spool_shares.count, 0);
         f.forwarder_latch = nullptr;
         f.forwarder_pid = 0;
         SpinLockInit(&f.lock);
@@ -156,9 +158,10 @@ void define_gucs() {
                                 &guc_log_queue_size, 16384, 64, 1 << 22, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     }
     DefineCustomIntVariable("flint.merchant_share",
-                            "Percent of the rate-limit and quota tables one merchant's keys may hold.",
-                            "Past it that merchant's new limited keys fail with their own error; other merchants "
-                            "always find room.",
+                            "Percent of the rate-limit and quota tables, and of a primary's half-full log spool, "
+                            "one merchant may hold.",
+                            "Past it that merchant's new limited keys, or its verifications while its rows fill the "
+                            "spool, fail with their own error; other merchants always find room.",
                             &guc_merchant_share, 10, 1, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomBoolVariable("flint.log_refusals", "Write one server-log ERROR line per refused verification.",
                              "Off: refusals are counted and summed up in one LOG line per "

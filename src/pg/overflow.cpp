@@ -2,6 +2,7 @@
 
 #include "error_boundary.hpp"
 #include "spool.hpp"
+#include "spool_shares.hpp"
 #include "state.hpp"
 
 extern "C" {
@@ -24,6 +25,32 @@ std::atomic<int64_t> busy_since_us{0}; // 0: the worker is not in a transaction
 std::atomic<bool> stop_requested{false};
 std::atomic<bool> worker_failing{false};
 std::thread *writer = nullptr; // never destroyed unjoined: see overflow_stop
+
+// One spool writer at a time (the worker, a standby's or after a failed
+// insert, and the thread), and the count of each merchant's spooled rows
+// (a primary's, from overflow_start on) with the list of merchants past
+// their share that backends read (SharedState::spool_shares).
+std::mutex spool_mutex;
+SpoolShares spool_shares;
+bool counting_shares = false;
+
+void publish_over_share_locked() {
+    std::vector<Uuid> over;
+    if (counting_shares) {
+        const uint64_t capacity = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024 / sizeof(LogRecord);
+        over = spool_shares.over_share(pg_atomic_read_u64(&shared_state->forward.spool_rows), capacity,
+                                       guc_merchant_share, kMaxOverShare);
+    }
+    SpoolShareList &list = shared_state->spool_shares;
+    if (over.empty() && pg_atomic_read_u32(&list.count) == 0)
+        return;
+    pg_atomic_fetch_add_u32(&list.seq, 1); // odd: readers try again
+    for (size_t i = 0; i < over.size(); ++i)
+        std::memcpy(list.merchants[i], over[i].data(), 16);
+    pg_atomic_write_u32(&list.count, static_cast<uint32>(over.size()));
+    pg_write_barrier();
+    pg_atomic_fetch_add_u32(&list.seq, 1);
+}
 
 std::mutex error_mutex;
 std::string last_error;
@@ -117,6 +144,12 @@ void overflow_start(const Uuid &origin, std::atomic<uint64_t> *next_batch_id, co
     if (writer || RecoveryInProgress())
         return;
     stop_requested = false;
+    {
+        // A primary's spool is shared by its merchants: count their rows
+        // from now on (rows spooled before a restart are not attributed).
+        std::lock_guard<std::mutex> guard(spool_mutex);
+        counting_shares = true;
+    }
     // The thread must never run a Postgres signal handler: block every
     // signal while it is created (it inherits the mask), then restore ours.
     sigset_t all, old;
@@ -149,11 +182,9 @@ std::string overflow_take_error() {
 void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std::string &server, const LogRecord *rows,
                 size_t n) {
     ForwardState &f = shared_state->forward;
-    // One writer at a time: the worker (a standby, or a failed insert) and
-    // the thread (a primary) may both spool. The batch id and the file's
-    // sequence are taken together, so that batches are inserted in id order
-    // (a primary remembers the highest id of each origin it has inserted).
-    static std::mutex spool_mutex;
+    // The batch id and the file's sequence are taken together, so that
+    // batches are inserted in id order (a primary remembers the highest id of
+    // each origin it has inserted).
     std::lock_guard<std::mutex> guard(spool_mutex);
     const uint64_t batch_id = batch_ids->fetch_add(1) + 1;
     const std::string bytes = encode_spool_batch(origin, batch_id, server, rows, n);
@@ -170,8 +201,39 @@ void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std:
         throw;
     }
     pg_atomic_write_u64(&f.spooled_seq, seq);
+    if (counting_shares) {
+        spool_shares.add(rows, n);
+        publish_over_share_locked();
+    }
     if (Latch *latch = f.forwarder_latch)
         SetLatch(latch);
+}
+
+void spool_shares_removed(const LogRecord *rows, size_t n) {
+    std::lock_guard<std::mutex> guard(spool_mutex);
+    spool_shares.remove(rows, n);
+    publish_over_share_locked();
+}
+
+bool spool_share_spent(const LogRecord &row) {
+    SpoolShareList &list = shared_state->spool_shares;
+    if (pg_atomic_read_u32(&list.count) == 0)
+        return false; // the usual case: one atomic read
+    const Uuid owner = SpoolShares::owner(row);
+    for (int tries = 0; tries < 100; ++tries) {
+        uint32 seq = pg_atomic_read_u32(&list.seq);
+        if (seq & 1)
+            continue; // being written
+        pg_read_barrier();
+        const uint32 n = std::min(pg_atomic_read_u32(&list.count), kMaxOverShare);
+        bool found = false;
+        for (uint32 i = 0; i < n && !found; ++i)
+            found = std::memcmp(list.merchants[i], owner.data(), 16) == 0;
+        pg_read_barrier();
+        if (pg_atomic_read_u32(&list.seq) == seq)
+            return found;
+    }
+    return false; // the worker kept rewriting it: let this row through
 }
 
 } // namespace flint::pg

@@ -49,4 +49,14 @@ std::string overflow_take_error();
 void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std::string &server, const LogRecord *rows,
                 size_t n);
 
+// The rows of a spooled batch left the spool (inserted, or set aside): the
+// merchants' shares of it come back.
+void spool_shares_removed(const LogRecord *rows, size_t n);
+
+// For a backend about to queue `row`: is its merchant past its share of a
+// primary's spool (more than flint.merchant_share percent of
+// flint.log_spool_size, while the spool is past half full)? Then the
+// verification is refused, and other merchants' go on.
+bool spool_share_spent(const LogRecord &row);
+
 } // namespace flint::pg

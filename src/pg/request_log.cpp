@@ -4,6 +4,7 @@
 #include "datums.hpp"
 #include "error_boundary.hpp"
 #include "scrub.hpp"
+#include "overflow.hpp"
 #include "spool.hpp"
 #include "traffic.hpp"
 #include "state.hpp"
@@ -80,6 +81,18 @@ void emit_log_record(LogRecord &record) {
         copy_field(record.request_id, guc_request_id, std::strlen(guc_request_id));
 
     LogQueue *queue = shared_state->queue;
+    if (spool_share_spent(record)) {
+        queue->refused.fetch_add(1);
+        throw FlintError("53000",
+                         "log_queue_full: this merchant's share of the request-log spool is spent; the verification "
+                         "was refused",
+                         "The log worker cannot insert into flint.request_log and keeps rows in its spool; this "
+                         "merchant has more than flint.merchant_share (" +
+                             std::to_string(guc_merchant_share) + "%) of flint.log_spool_size spooled.",
+                         "Other merchants' verifications go on. Look for what holds up the inserts (a lock on "
+                         "flint.request_log, a full disk: the worker's WARNINGs say).",
+                         true);
+    }
     pg_atomic_fetch_add_u64(&shared_state->outcome_counts[static_cast<int>(record.outcome) % kOutcomeSlots], 1);
     if (queue->try_push(record)) {
         if (queue->depth() > queue->capacity() / 4)

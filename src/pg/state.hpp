@@ -29,6 +29,16 @@ struct ForwardState {
     char connection[256]; // the state of the connection to the primary, for flint_log_status()
 };
 
+// A primary's merchants past their share of the spool (core
+// spool_shares.hpp): written by the log worker's process, read by backends
+// before they queue a row. A seqlock: seq is odd while it is written.
+inline constexpr uint32_t kMaxOverShare = 128;
+struct SpoolShareList {
+    pg_atomic_uint32 seq;
+    pg_atomic_uint32 count;
+    uint8_t merchants[kMaxOverShare][16];
+};
+
 struct SharedState {
     // Bumped after every commit that changed keys, merchants or scopes, so
     // backend-local key caches know to reload (see key_store.cpp).
@@ -46,6 +56,7 @@ struct SharedState {
     pg_atomic_uint64 cache_hits;
     pg_atomic_uint64 cache_misses;
     ForwardState forward;
+    SpoolShareList spool_shares;
     LogQueue *queue;
 };
 
