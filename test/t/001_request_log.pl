@@ -12,7 +12,10 @@ use FlintNode;
 my $merchant = 'aaaaaaaa-0000-0000-0000-000000000001';
 # A slow timer: only the shutdown drain (or a flush) moves rows to the table.
 my $node = flint_node('log', 'flint.log_flush_interval = 60s', 'flint.log_queue_size = 4096',
-                      'flint.log_queue_wait = 200ms', 'flint.log_spool_size = 1MB');
+                      'flint.log_queue_wait = 200ms', 'flint.log_spool_size = 1MB',
+                      # one merchant fills the spool here: all of it is its share
+                      # (per-merchant shares of the spool: 022_spool_shares.pl)
+                      'flint.merchant_share = 100');
 my ($key, $secret) = make_key($node);
 
 # 1. A clean restart drains the queue: no row lost.
