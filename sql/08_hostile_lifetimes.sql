@@ -121,6 +121,18 @@ SELECT flint_flush_log();
 SELECT position(substr(:'scrub_secret', 17, 20) IN application_name) = 0 AS app_name_scrubbed,
        application_name LIKE 'app ' || left(:'scrub_secret', 16) || '*%' AS keeps_prefix
   FROM flint.request_log WHERE key_id = :'scrub_key' ORDER BY at DESC LIMIT 1;
+-- A doubled prefix ('fk_live_' || secret, cut to 63 bytes in application_name)
+-- and a secret without its prefix are found by the token's body and checksum.
+SET client_min_messages = warning;  -- the NOTICE that the name is cut (the client's own text)
+SELECT set_config('application_name', 'fk_live_' || :'scrub_secret', false) IS NOT NULL AS set;
+RESET client_min_messages;
+SELECT ok FROM flint_check_key(:'scrub_secret', 'payments:read', :acme);
+RESET application_name;
+SELECT flint_flush_log();
+SELECT position(substr(:'scrub_secret', 31, 10) IN application_name) = 0 AS doubled_prefix_scrubbed
+  FROM flint.request_log WHERE key_id = :'scrub_key' ORDER BY at DESC LIMIT 1;
+SELECT position(substr(:'scrub_secret', 17) IN flint._scrub('x fk_live_' || :'scrub_secret')) = 0 AS doubled_scrubbed,
+       position(substr(:'scrub_secret', 17) IN flint._scrub('body ' || substr(:'scrub_secret', 9))) = 0 AS body_scrubbed;
 SELECT position(substr(:'scrub_secret', 17) IN u.name || u.metadata::text || k.name || k.metadata::text) = 0 AS row_scrubbed
   FROM flint_update_key(:'scrub_key', name => 'leaked ' || :'scrub_secret',
                         metadata => jsonb_build_object('note', :'scrub_secret')) AS u

@@ -17,6 +17,46 @@ char *next_prefix(char *p) {
     }
     return nullptr;
 }
+
+// A token's body (key id, secret and checksum: 61 base62 characters) is
+// recognised wherever it stands, with its prefix or without (a doubled or
+// cut-off prefix, a quote of the tail): its checksum, over a prefix and the
+// body, names it. Calls found(start) for each, left to right, and returns
+// how many; `start` points at the body's first character.
+template <class Found> size_t for_each_body(char *text, Found found) {
+    using namespace token_layout;
+    size_t count = 0;
+    char candidate[kTokenLen];
+    for (char *p = text; *p;) {
+        if (base62::digit(*p) < 0) {
+            ++p;
+            continue;
+        }
+        char *end = p;
+        while (base62::digit(*end) >= 0)
+            ++end;
+        const size_t run = static_cast<size_t>(end - p);
+        for (size_t i = 0; run >= kBodyLen && i + kBodyLen <= run;) {
+            bool body = false;
+            for (const char *prefix : {"fk_live_", "fk_test_"}) {
+                std::memcpy(candidate, prefix, kPrefixLen);
+                std::memcpy(candidate + kPrefixLen, p + i, kBodyLen);
+                ParsedToken parsed;
+                body = body || parse_token(std::string_view(candidate, kTokenLen), parsed) == ParseError::none;
+            }
+            if (body) {
+                found(p + i);
+                ++count;
+                i += kBodyLen;
+            } else {
+                ++i;
+            }
+        }
+        p = end;
+    }
+    std::memset(candidate, 0, sizeof candidate); // held a secret
+    return count;
+}
 } // namespace
 
 bool contains_token(const char *text) {
@@ -25,18 +65,35 @@ bool contains_token(const char *text) {
     for (char *p = next_prefix(const_cast<char *>(text)); p; p = next_prefix(p + 8))
         if (base62::digit(p[8]) >= 0)
             return true;
-    return false;
+    return for_each_body(const_cast<char *>(text), [](char *) {}) > 0;
 }
 
 size_t scrub_tokens(char *text) {
     if (!text)
         return 0;
-    size_t masked = 0;
+    // Whole bodies first, before the prefix pass changes what surrounds them:
+    // the secret goes, the key id's first characters stay (as the display
+    // prefix shows them).
+    size_t masked = for_each_body(text, [](char *body) {
+        const size_t keep = token_layout::kDisplayPrefixLen - token_layout::kPrefixLen;
+        std::memset(body + keep, '*', token_layout::kBodyLen - keep);
+    });
     for (char *p = next_prefix(text); p; p = next_prefix(p)) {
         char *q = p + token_layout::kPrefixLen;
         size_t run = 0;
         while (base62::digit(q[run]) >= 0)
             ++run;
+        // A doubled prefix ('fk_live_' || token): the run ends in the "fk" of
+        // the next prefix. Masking it would hide that prefix and leave the
+        // token after it whole; mask what comes before it, then go on there.
+        if (run >= 2 && next_prefix(q + run - 2) == q + run - 2) {
+            if (run > 2) {
+                std::memset(q, '*', run - 2);
+                ++masked;
+            }
+            p = q + run - 2;
+            continue;
+        }
         const size_t keep = token_layout::kDisplayPrefixLen - token_layout::kPrefixLen;
         if (run > 0 && run != keep) {
             // Keep the key-id characters of the display prefix (a display

@@ -5,13 +5,16 @@
 
 namespace flint {
 
-// True when `text` holds "fk_live_" or "fk_test_" followed by base62 characters.
+// True when `text` holds "fk_live_" or "fk_test_" followed by base62
+// characters, or a token's body (61 base62 characters whose checksum, after
+// either prefix, is right) with any prefix or none.
 bool contains_token(const char *text);
 
-// Masks, in place, every base62 character after the first 16 of each
-// "fk_live_"/"fk_test_" run (the display prefix stays, for support): a token,
-// a truncated one or one with a typo alike. Returns how many it masked.
-// Text without the prefixes is not written to at all.
+// Masks, in place, every token's body wherever it stands (its secret and
+// checksum; the first 8 key-id characters stay), and every base62 character
+// after the first 16 of each "fk_live_"/"fk_test_" run (the display prefix
+// stays, for support): a token, a truncated one or one with a typo alike.
+// Returns how many it masked. Text with neither is not written to.
 size_t scrub_tokens(char *text);
 
 } // namespace flint

@@ -62,3 +62,66 @@ TEST(Scrub, ADisplayPrefixAloneIsLeftAsItIs) {
     EXPECT_EQ(scrub_tokens(longer.data()), 1u);
     EXPECT_EQ(longer, "key " + t.substr(0, 16) + "* x") << "one character past the prefix is masked";
 }
+
+TEST(Scrub, ADoubledPrefixStillLosesTheSecret) {
+    // 'fk_live_' || token: the inner "fk" is a fragment after the outer
+    // prefix; the token itself is found by its body.
+    std::string t = token();
+    std::string msg = "statement: SELECT flint_verify_key('fk_live_" + t + "', 'payments:read', NULL)";
+    ASSERT_TRUE(contains_token(msg.c_str()));
+    EXPECT_GE(scrub_tokens(msg.data()), 1u);
+    EXPECT_EQ(msg.find(t.substr(16, 20)), std::string::npos) << msg;
+    EXPECT_EQ(msg.find(t.substr(40)), std::string::npos) << msg;
+}
+
+TEST(Scrub, ABodyWithoutItsPrefixIsFoundByItsChecksum) {
+    std::string t = token();
+    const std::string body = t.substr(8); // 61 characters: key id, secret, checksum
+    for (const std::string &around :
+         {std::string("app_") + body, "x" + body + "y", "\"" + body + "\" is invalid", "live_" + body}) {
+        std::string msg = around;
+        ASSERT_TRUE(contains_token(msg.c_str())) << around;
+        EXPECT_EQ(scrub_tokens(msg.data()), 1u) << around;
+        EXPECT_EQ(msg.find(body.substr(8)), std::string::npos) << msg;
+        EXPECT_NE(msg.find(body.substr(0, 8) + std::string(53, '*')), std::string::npos) << msg;
+    }
+}
+
+TEST(Scrub, ATestKeysBodyToo) {
+    Uuid id;
+    SecretBytes s;
+    random_bytes(id.data(), id.size());
+    random_bytes(s.data(), s.size());
+    std::string body = format_token(Mode::test, id, s).substr(8);
+    std::string msg = "name: " + body;
+    EXPECT_EQ(scrub_tokens(msg.data()), 1u);
+    EXPECT_EQ(msg.find(body.substr(8)), std::string::npos);
+}
+
+TEST(Scrub, LongRunsWithoutAChecksumAreLeftAlone) {
+    // A SHA-256 in hex (64 characters), a base62 blob: no checksum matches.
+    std::string msg =
+        "digest e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 and " + std::string(120, 'Q');
+    std::string copy = msg;
+    EXPECT_FALSE(contains_token(msg.c_str()));
+    EXPECT_EQ(scrub_tokens(msg.data()), 0u);
+    EXPECT_EQ(msg, copy);
+}
+
+TEST(Scrub, TwoBodiesGluedTogetherAreBothFound) {
+    std::string a = token().substr(8), b = token().substr(8);
+    std::string msg = a + b;
+    EXPECT_EQ(scrub_tokens(msg.data()), 2u);
+    EXPECT_EQ(msg.find(a.substr(8, 30)), std::string::npos);
+    EXPECT_EQ(msg.find(b.substr(8, 30)), std::string::npos);
+}
+
+TEST(Scrub, ADoubledPrefixCutShortLosesWhatItHasOfTheSecret) {
+    // application_name keeps 63 bytes: 'fk_live_' || token holds the inner
+    // prefix, the key id and 25 of the 33 secret characters, no checksum.
+    std::string t = token();
+    std::string msg = ("fk_live_" + t).substr(0, 63);
+    EXPECT_GE(scrub_tokens(msg.data()), 1u);
+    EXPECT_EQ(msg.find(t.substr(30, 10)), std::string::npos) << msg; // secret characters
+    EXPECT_NE(msg.find(t.substr(0, 16)), std::string::npos) << msg;  // the display prefix stays
+}
