@@ -519,7 +519,29 @@ constexpr size_t kSpoolBatchesPerPass = 2;
 constexpr size_t kLastUsedPerPass = 2000;
 size_t last_used_round_left = 0; // keys still to write in the current round
 
+// Writes `ids`' newest uses now; false when the transaction failed.
+bool write_last_used(std::vector<Uuid> &ids, std::vector<int64_t> &ats) {
+    std::vector<Uuid> done, kept;
+    bool ok = run_transaction(
+        [&] { flush_last_used_unsafe(ids.data(), ats.data(), static_cast<int>(ids.size()), &done, &kept); });
+    if (!ok)
+        return false;
+    last_used.mark_written(done, GetCurrentTimestamp());
+    last_used.forget(ids, kept);
+    last_used.defer(kept); // out of this round's later parts
+    return true;
+}
+
 void flush_last_used_if_due(bool force) {
+    last_used.set_interval(int64_t{guc_last_used_interval_ms} * 1000);
+    if (!force && last_used.urgent() > 0) {
+        // First uses: within this pass, so a new key never reads "never used".
+        std::vector<Uuid> ids;
+        std::vector<int64_t> ats;
+        last_used.take_urgent(&ids, &ats, kLastUsedPerPass);
+        if (!ids.empty() && !write_last_used(ids, ats))
+            return; // they stay pending: the round writes them
+    }
     if (force && last_used.deferred() > 0) { // asked for: keys locked earlier get one more try now
         last_used.restore();
         last_used_round_left = std::max(last_used_round_left, last_used.size());
@@ -531,22 +553,22 @@ void flush_last_used_if_due(bool force) {
         last_used_round_left = last_used.size();
         if (last_used_round_left == 0)
             return;
+        last_used.prune_written(GetCurrentTimestamp());
         next_last_used_flush = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_last_used_interval_ms);
     }
     do {
-        std::vector<Uuid> ids, done, kept;
+        std::vector<Uuid> ids;
         std::vector<int64_t> ats;
-        last_used.snapshot(&ids, &ats, std::min(kLastUsedPerPass, last_used_round_left));
+        // A timed round leaves keys written within the interval (a first use
+        // just written) for the next; flint_flush_log() writes them all.
+        last_used.snapshot(&ids, &ats, std::min(kLastUsedPerPass, last_used_round_left),
+                           force ? -1 : GetCurrentTimestamp());
         if (ids.empty()) {
             last_used_round_left = 0;
             break;
         }
-        bool ok = run_transaction(
-            [&] { flush_last_used_unsafe(ids.data(), ats.data(), static_cast<int>(ids.size()), &done, &kept); });
-        if (!ok)
+        if (!write_last_used(ids, ats))
             return; // tried again on the next pass
-        last_used.forget(ids, kept);
-        last_used.defer(kept); // out of this round's later parts
         last_used_round_left -= std::min(last_used_round_left, ids.size());
     } while (force && last_used_round_left > 0);
 }

@@ -111,3 +111,103 @@ TEST(LastUsed, DeferredKeysWaitForTheNextRound) {
     EXPECT_EQ(newest(t, 1), 40);
     EXPECT_EQ(t.size(), 3u);
 }
+
+namespace {
+LogRecord use_of(const Uuid &id, int64_t at) {
+    LogRecord r;
+    r.outcome = Code::ok;
+    r.has_key_id = true;
+    r.key_id = id;
+    r.at = at;
+    return r;
+}
+Uuid key_n(uint8_t n) {
+    Uuid id{};
+    id[0] = n;
+    return id;
+}
+} // namespace
+
+TEST(LastUsedFirstUse, AFirstUseIsUrgentOnce) {
+    LastUsedTracker t;
+    t.set_interval(60'000'000);
+    LogRecord rows[] = {use_of(key_n(1), 1000), use_of(key_n(1), 2000), use_of(key_n(2), 1500)};
+    t.note(rows, 3);
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    t.take_urgent(&ids, &ats, 100);
+    ASSERT_EQ(ids.size(), 2u);
+    EXPECT_EQ(ids[0], key_n(1));
+    EXPECT_EQ(ats[0], 2000); // its newest use, not the first
+    t.take_urgent(&ids, &ats, 100);
+    EXPECT_TRUE(ids.empty()) << "taken once";
+}
+
+TEST(LastUsedFirstUse, AKeyWrittenWithinTheIntervalIsNotUrgent) {
+    LastUsedTracker t;
+    t.set_interval(60'000'000);
+    LogRecord first = use_of(key_n(1), 1'000'000);
+    t.note(&first, 1);
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    t.take_urgent(&ids, &ats, 100);
+    t.mark_written(ids, 1'100'000);
+    t.forget(ids, {});
+    // Used again 30 s later: waits for the round (one write per interval).
+    LogRecord again = use_of(key_n(1), 31'000'000);
+    t.note(&again, 1);
+    t.take_urgent(&ids, &ats, 100);
+    EXPECT_TRUE(ids.empty());
+    EXPECT_EQ(t.size(), 1u);
+    // The round writes it; used again two minutes after the first write: urgent.
+    t.forget({key_n(1)}, {});
+    LogRecord later = use_of(key_n(1), 121'100'000);
+    t.note(&later, 1);
+    t.take_urgent(&ids, &ats, 100);
+    EXPECT_EQ(ids, std::vector<Uuid>{key_n(1)});
+}
+
+TEST(LastUsedFirstUse, LimitAndPruning) {
+    LastUsedTracker t;
+    t.set_interval(10);
+    std::vector<LogRecord> rows;
+    for (uint8_t i = 1; i <= 5; ++i)
+        rows.push_back(use_of(key_n(i), 100));
+    t.note(rows.data(), rows.size());
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    t.take_urgent(&ids, &ats, 2);
+    EXPECT_EQ(ids.size(), 2u);
+    EXPECT_EQ(t.urgent(), 3u);
+    t.mark_written(ids, 100);
+    t.prune_written(105);
+    t.forget(ids, {});
+    LogRecord again = use_of(ids[0], 105);
+    t.note(&again, 1);
+    EXPECT_EQ(t.urgent(), 3u) << "written 5 us ago, interval 10: not urgent";
+    t.prune_written(110); // the write is an interval old: forgotten
+    t.forget({ids[0]}, {});
+    LogRecord later = use_of(ids[0], 111);
+    t.note(&later, 1);
+    EXPECT_EQ(t.urgent(), 4u);
+}
+
+TEST(LastUsedFirstUse, ATimedRoundSkipsAKeyJustWrittenAForcedOneDoesNot) {
+    LastUsedTracker t;
+    t.set_interval(60'000'000);
+    LogRecord first = use_of(key_n(1), 1'000'000);
+    t.note(&first, 1);
+    std::vector<Uuid> ids;
+    std::vector<int64_t> ats;
+    t.take_urgent(&ids, &ats, 100);
+    t.mark_written(ids, 1'000'000);
+    t.forget(ids, {});
+    LogRecord again = use_of(key_n(1), 20'000'000);
+    t.note(&again, 1);
+    t.snapshot(&ids, &ats, 100, 30'000'000); // the round, 29 s after the write
+    EXPECT_TRUE(ids.empty()) << "one write per key per interval";
+    t.snapshot(&ids, &ats, 100, 61'000'001); // the next round
+    EXPECT_EQ(ids, std::vector<Uuid>{key_n(1)});
+    t.snapshot(&ids, &ats, 100); // flint_flush_log: everything
+    EXPECT_EQ(ids, std::vector<Uuid>{key_n(1)});
+}
