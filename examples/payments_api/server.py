@@ -24,12 +24,15 @@ limit, its usage quota, its IP allowlist):
 
         ./server.py --trust-forwarded-for
 
-    to use the first entry of X-Forwarded-For instead (the peer address when
-    the header is absent; 400 bad_request when that entry is not an IP
-    address). Only do this when every request reaches the server through a
-    proxy that sets the header itself (overwriting whatever the client sent):
-    otherwise any client picks the address its key's allowlist is checked
-    against. The address is passed explicitly, so the database connection's
+    to use the X-Forwarded-For entry your proxy added instead: the last one
+    (a proxy appends the address it saw to whatever the client sent, so only
+    entries added by your own proxies can be trusted; the first is the
+    client's to choose). Behind a chain of N proxies of yours, add
+    --forwarded-hops N: the N-th entry from the end. The peer address is used
+    when the header is absent; 400 bad_request when the entry is not an IP
+    address or the header has fewer than N entries. Only do this when every
+    request reaches the server through your proxies: otherwise any client
+    picks the address its key's allowlist is checked against. The address is passed explicitly, so the database connection's
     own address (a Unix socket, PgBouncer) never matters.
   * Cost: the units a request weighs against the key's usage quota. Creating
     a payment costs 1; reads (GET) cost 0, so a key whose quota is used up can
@@ -613,6 +616,7 @@ class Handler(BaseHTTPRequestHandler):
     scanner_keys = None  # --scanner-public-keys
     scanner_insecure = False  # --scanner-insecure-no-signature
     trust_forwarded_for = False  # --trust-forwarded-for
+    forwarded_hops = 1  # --forwarded-hops: our proxies in front of us
     protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):  # keep test output quiet; never log headers (they hold keys)
@@ -653,16 +657,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def _client_ip(self):
         """The end client's address, for the key's allowlist and the request
-        log: the peer's, or with --trust-forwarded-for the first entry of
-        X-Forwarded-For when there is one."""
+        log: the peer's, or with --trust-forwarded-for the X-Forwarded-For
+        entry our nearest proxy added (--forwarded-hops from the end), when
+        there is the header. Entries before it are the client's to choose."""
         if self.trust_forwarded_for:
             forwarded = self.headers.get_all("X-Forwarded-For") or []
-            first = ",".join(forwarded).split(",", 1)[0].strip()
+            entries = [e.strip() for e in ",".join(forwarded).split(",")]
             if forwarded:
+                if len(entries) < self.forwarded_hops:
+                    raise ApiError(400, "bad_request", "X-Forwarded-For has fewer entries than --forwarded-hops")
                 try:
-                    return parse_address(first)
+                    return parse_address(entries[-self.forwarded_hops])
                 except ValueError:
-                    raise ApiError(400, "bad_request", "the first X-Forwarded-For entry is not an IP address") from None
+                    raise ApiError(400, "bad_request", "the trusted X-Forwarded-For entry is not an IP address") from None
         return parse_address(self.client_address[0])
 
     def _in_transaction(self, work, token=None, cost=1):
@@ -843,10 +850,16 @@ def main():
     parser.add_argument("--scanner-insecure-no-signature", action="store_true",
                         help="enable POST /secret-scanning WITHOUT signature verification (local demos only)")
     parser.add_argument("--trust-forwarded-for", action="store_true",
-                        help="take the client address from the first X-Forwarded-For entry (only behind a proxy "
-                             "that sets it); default: the request's peer address")
+                        help="take the client address from the X-Forwarded-For entry our proxy added, the last "
+                             "one (only behind proxies of ours); default: the request's peer address")
+    parser.add_argument("--forwarded-hops", type=int, default=1, metavar="N",
+                        help="with --trust-forwarded-for: our proxies in a chain; the N-th entry from the end "
+                             "(default 1)")
     args = parser.parse_args()
+    if args.forwarded_hops < 1:
+        parser.error("--forwarded-hops must be at least 1")
     Handler.trust_forwarded_for = args.trust_forwarded_for
+    Handler.forwarded_hops = args.forwarded_hops
     if args.scanner_public_keys and args.scanner_insecure_no_signature:
         parser.error("--scanner-public-keys and --scanner-insecure-no-signature exclude each other")
     Handler.pool = Pool(os.environ["FLINT_DSN"], args.pool_size)

@@ -172,21 +172,30 @@ SKIP: {
     is($node->safe_psql('postgres', "SELECT string_agg(outcome || ':' || cost, ',' ORDER BY at) FROM flint.request_log WHERE key_id = '$quota_key' AND source = 'authenticate'"),
         'ok:1,ok:1,usage_exceeded:1,ok:0', 'and each authentication\'s cost: POST 1, GET 0');
 
-    # Behind a proxy: --trust-forwarded-for takes the first X-Forwarded-For entry.
+    # Behind a proxy: --trust-forwarded-for takes the entry the proxy
+    # appended, the last; what the client put before it is its own choice.
     stop_api();
     start_api('--trust-forwarded-for');
-    is((call('GET', '/payments', $far_secret, xff => '10.9.1.2, 127.0.0.1', request_id => 'via-proxy'))[0], 200,
-        '--trust-forwarded-for: first entry 10.9.1.2 is in 10.9.0.0/16: 200');
-    ($status, $json) = call('GET', '/payments', $near_secret, xff => '198.51.100.7');
-    is($status . ' ' . ($json->{error}{code} // ''), '403 ip_not_allowed', 'first entry 198.51.100.7 is not in 127.0.0.1/32: 403');
+    is((call('GET', '/payments', $far_secret, xff => '198.51.100.7, 10.9.1.2', request_id => 'via-proxy'))[0], 200,
+        '--trust-forwarded-for: the last entry 10.9.1.2 (the proxy\'s) is in 10.9.0.0/16: 200');
+    ($status, $json) = call('GET', '/payments', $near_secret, xff => '127.0.0.1, 198.51.100.7');
+    is($status . ' ' . ($json->{error}{code} // ''), '403 ip_not_allowed',
+        'a client that sends X-Forwarded-For: 127.0.0.1 itself gets the proxy\'s 198.51.100.7 checked: 403');
     is((call('GET', '/payments', $near_secret, xff => '::ffff:127.0.0.1'))[0], 200,
         'an IPv4-mapped entry is taken as the IPv4 address it maps');
-    ($status, $json) = call('GET', '/payments', $near_secret, xff => 'unknown');
-    is($status . ' ' . ($json->{error}{code} // ''), '400 bad_request', 'a first entry that is no address: 400');
+    ($status, $json) = call('GET', '/payments', $near_secret, xff => '127.0.0.1, unknown');
+    is($status . ' ' . ($json->{error}{code} // ''), '400 bad_request', 'a trusted entry that is no address: 400');
     is((call('GET', '/payments', $near_secret))[0], 200, 'no X-Forwarded-For: the peer address');
     flush_log();
     is($node->safe_psql('postgres', "SELECT host(client_addr) FROM flint.request_log WHERE request_id = 'via-proxy'"),
         '10.9.1.2', 'the log row carries the forwarded address');
+    # Two proxies of ours (a CDN, then a load balancer): the second entry from the end.
+    stop_api();
+    start_api('--trust-forwarded-for', '--forwarded-hops', '2');
+    is((call('GET', '/payments', $far_secret, xff => '127.0.0.1, 10.9.1.2, 192.0.2.10'))[0], 200,
+        '--forwarded-hops 2: the entry before the load balancer\'s, 10.9.1.2: 200');
+    ($status, $json) = call('GET', '/payments', $far_secret, xff => '192.0.2.10');
+    is($status . ' ' . ($json->{error}{code} // ''), '400 bad_request', 'fewer entries than hops: 400');
 
     # The dashboard (cost 0) is rate limited too, with Retry-After on its HTML error page.
     my (undef, $dash_secret) = limited_key($acme, '{keys:read}', "rate_limit => 1, rate_window => '1 minute'");
