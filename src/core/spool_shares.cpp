@@ -33,7 +33,11 @@ std::vector<Uuid> SpoolShares::over_share(uint64_t spooled_rows, uint64_t capaci
     std::vector<std::pair<uint64_t, Uuid>> over;
     if (spooled_rows * 2 <= capacity_rows)
         return {};
-    const uint64_t share = capacity_rows * static_cast<uint64_t>(std::clamp(share_percent, 1, 100)) / 100;
+    // capacity_rows is an estimate (the spool counts bytes, and a batch
+    // file's rows may pack tighter): a spool holding more rows than that
+    // estimate is the measure instead, so that a 100% share is never spent.
+    const uint64_t capacity = std::max(capacity_rows, spooled_rows);
+    const uint64_t share = capacity * static_cast<uint64_t>(std::clamp(share_percent, 1, 100)) / 100;
     for (const auto &[merchant, rows] : rows_)
         if (rows > share)
             over.emplace_back(rows, merchant);

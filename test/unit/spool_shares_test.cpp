@@ -81,3 +81,13 @@ TEST(SpoolShares, ShareIsClampedToOneToHundredPercent) {
     EXPECT_EQ(s.over_share(600, 1000, 0, 16), std::vector<Uuid>{merchant(1)}); // 0 -> 1%: 10 rows
     EXPECT_EQ(s.over_share(600, 1000, 500, 16), std::vector<Uuid>{});          // 500 -> 100%
 }
+
+TEST(SpoolShares, AFullShareIsNeverSpentEvenPastTheEstimatedCapacity) {
+    SpoolShares s;
+    auto a = rows_of(1, 1200);
+    s.add(a.data(), a.size());
+    // 1,200 rows spooled where the estimate said 1,000 fit: one merchant
+    // holding all of them has not spent a 100% share, and has spent a 50% one.
+    EXPECT_EQ(s.over_share(1200, 1000, 100, 16), std::vector<Uuid>{});
+    EXPECT_EQ(s.over_share(1200, 1000, 50, 16), std::vector<Uuid>{merchant(1)});
+}
