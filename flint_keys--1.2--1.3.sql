@@ -288,6 +288,411 @@ END
 $$;
 REVOKE ALL ON FUNCTION flint._install_checks() FROM PUBLIC;
 ------------------------------------------------------------------------------
+-- Roles: named scope bundles of one merchant. A key's effective scopes are
+-- its own and its roles'; the key cache resolves them when it loads the key,
+-- and a change to a role reloads the caches like any key change.
+------------------------------------------------------------------------------
+CREATE TABLE flint.roles (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    merchant_id uuid NOT NULL REFERENCES flint.merchants (id),
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    scopes      text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, name)
+);
+CREATE TABLE flint.key_roles (
+    key_id      uuid NOT NULL REFERENCES flint.api_keys (id) ON DELETE CASCADE,
+    role_id     uuid NOT NULL REFERENCES flint.roles (id),
+    merchant_id uuid NOT NULL REFERENCES flint.merchants (id), -- the key's and the role's: RLS
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key_id, role_id)
+);
+CREATE INDEX key_roles_role_id_idx ON flint.key_roles (role_id);
+ALTER TABLE flint.roles ENABLE ROW LEVEL SECURITY;
+ALTER TABLE flint.key_roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_isolation ON flint.roles
+    USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
+CREATE POLICY merchant_isolation ON flint.key_roles
+    USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
+CREATE TRIGGER invalidate_key_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flint.roles
+    FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+CREATE TRIGGER invalidate_key_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flint.key_roles
+    FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
+SELECT pg_catalog.pg_extension_config_dump('flint.roles', '');
+SELECT pg_catalog.pg_extension_config_dump('flint.key_roles', '');
+
+-- Role events name no key when a role itself changes.
+ALTER TABLE flint.key_events ALTER COLUMN key_id DROP NOT NULL;
+ALTER TABLE flint.key_events DROP CONSTRAINT key_events_event_check;
+ALTER TABLE flint.key_events ADD CONSTRAINT key_events_event_check CHECK (event = ANY (ARRAY[
+    'created', 'updated', 'rotated', 'revoked', 'deleted', 'leaked', 'disabled', 'enabled',
+    'role_granted', 'role_revoked', 'role_changed']));
+
+-- The roles a key holds, as the caller may see them: in a context only its
+-- merchant's, outside one only an admin (BYPASSRLS) sees any. PUBLIC may
+-- call them, since flint.key_info (security_invoker) does for every reader,
+-- and readers GRANTed before 1.3 have no privilege on the role tables.
+CREATE FUNCTION flint._context_merchant() RETURNS uuid
+    LANGUAGE c STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'flint_context_merchant';
+CREATE FUNCTION flint._may_see_roles_of(merchant uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN flint._context_merchant() IS NOT NULL THEN flint._context_merchant() = $1
+                ELSE EXISTS (SELECT 1 FROM pg_roles AS a WHERE a.rolname = flint._actor() AND (a.rolsuper OR a.rolbypassrls))
+           END
+$$;
+REVOKE ALL ON FUNCTION flint._context_merchant(), flint._may_see_roles_of(uuid) FROM PUBLIC;
+CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT COALESCE(array_agg(r.name ORDER BY r.name), '{}')
+      FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
+     WHERE kr.key_id = $1
+       AND flint._may_see_roles_of(kr.merchant_id)
+$$;
+CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT COALESCE(array_agg(DISTINCT s ORDER BY s), '{}')
+      FROM (SELECT unnest($2)
+            UNION ALL
+            SELECT unnest(r.scopes)
+              FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
+             WHERE kr.key_id = $1
+               AND flint._may_see_roles_of(kr.merchant_id)) AS e(s)
+$$;
+GRANT EXECUTE ON FUNCTION flint._key_role_names(uuid), flint._effective_scopes(uuid, text[]) TO PUBLIC;
+
+CREATE OR REPLACE VIEW flint.key_info WITH (security_invoker = true) AS
+SELECT k.id AS key_id, k.merchant_id, k.name, k.mode, k.display_prefix, k.scopes, k.metadata,
+       CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked'
+            WHEN k.expires_at <= now() THEN 'expired'
+            WHEN k.disabled_at IS NOT NULL THEN 'disabled'
+            ELSE 'active' END AS status,
+       k.created_at, k.created_by, k.expires_at, k.revoked_at, k.revoked_reason, k.last_used_at,
+       k.previous_secret_expires_at, k.disabled_at, k.disabled_reason,
+       k.rate_limit, k.rate_window, k.remaining, k.refill_amount, k.refill_interval, k.allowed_ips,
+       flint._key_role_names(k.id) AS roles,
+       flint._effective_scopes(k.id, k.scopes) AS effective_scopes
+  FROM flint.api_keys AS k;
+
+-- To change a key, a context key must hold everything the key can do: its
+-- effective scopes (a key could otherwise rotate a key with a wider role and
+-- take its secret).
+CREATE OR REPLACE FUNCTION flint._authorize_key(k flint.api_keys, needed text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    beyond text;
+BEGIN
+    PERFORM flint._authorize(k.merchant_id, needed);
+    IF @extschema@.flint_current_key() IS NULL OR needed = 'keys:read' THEN
+        RETURN;
+    END IF;
+    IF k.mode IS DISTINCT FROM flint._current_mode() THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: a %s key cannot manage %s keys', flint._current_mode(), k.mode);
+    END IF;
+    beyond := flint._uncovered_scope(flint._current_scopes(), flint._effective_scopes(k.id, k.scopes));
+    IF beyond IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: key %s… holds scope "%s", which the authenticated key lacks',
+                             k.display_prefix, beyond);
+    END IF;
+END
+$$;
+
+-- One key_events row and its wake-up (the event id only) for a role change.
+CREATE FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    event_id bigint;
+BEGIN
+    INSERT INTO flint.key_events (at, key_id, merchant_id, event, actor, old, new)
+    VALUES (clock_timestamp(), key_id, merchant, kind, flint._actor(), old, new)
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('flint_key_events', event_id::text);
+END
+$$;
+
+-- Authorizes the caller for the role's merchant and locks the role. An
+-- unknown role and another merchant's raise the same no_data_found.
+CREATE FUNCTION flint._role_for_update(role_id uuid) RETURNS flint.roles
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r flint.roles;
+BEGIN
+    IF role_id IS NULL THEN
+        RAISE EXCEPTION 'role_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize_caller();
+    SELECT * INTO r FROM flint.roles AS x
+     WHERE x.id = _role_for_update.role_id
+       AND (@extschema@.flint_current_key() IS NULL OR x.merchant_id = @extschema@.flint_current_merchant())
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no role with id %', role_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM flint._authorize(r.merchant_id, 'keys:write');
+    -- a context key changes only a role it could have created
+    PERFORM flint._check_grantable(r.scopes);
+    RETURN r;
+END
+$$;
+
+-- The key's merchant's role of that name, locked; no_data_found if none.
+CREATE FUNCTION flint._role_by_name(merchant uuid, role_name text) RETURNS flint.roles
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r flint.roles;
+BEGIN
+    IF role_name IS NULL THEN
+        RAISE EXCEPTION 'role_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM flint.roles AS x WHERE x.merchant_id = merchant AND x.name = role_name FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no role named "%" for this key''s merchant', left(flint._scrub(role_name), 100)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN r;
+END
+$$;
+
+CREATE FUNCTION @extschema@.flint_create_role(merchant uuid, name text, scopes text[]) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    role_scopes text[];
+    new_id      uuid;
+BEGIN
+    IF merchant IS NULL OR name IS NULL OR scopes IS NULL THEN
+        RAISE EXCEPTION 'merchant, name and scopes must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize(merchant, 'keys:write');
+    IF NOT EXISTS (SELECT 1 FROM flint.merchants AS m WHERE m.id = merchant) THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+    IF length(btrim(name)) = 0 OR length(name) > 100 THEN
+        RAISE EXCEPTION 'a role name must have 1 to 100 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    role_scopes := flint._check_scopes(scopes);
+    PERFORM flint._check_grantable(role_scopes);
+    BEGIN
+        INSERT INTO flint.roles AS r (merchant_id, name, scopes)
+        VALUES (merchant, flint._scrub(name), role_scopes)
+        RETURNING r.id INTO new_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'this merchant already has a role named "%"', flint._scrub(name)
+            USING ERRCODE = 'unique_violation';
+    END;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION @extschema@.flint_update_role(role_id uuid, scopes text[]) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r           flint.roles := flint._role_for_update(role_id);
+    role_scopes text[];
+BEGIN
+    IF scopes IS NULL THEN
+        RAISE EXCEPTION 'scopes must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    role_scopes := flint._check_scopes(scopes);
+    PERFORM flint._check_grantable(role_scopes);
+    IF role_scopes = r.scopes THEN
+        RETURN; -- no change, no event
+    END IF;
+    UPDATE flint.roles AS x SET scopes = role_scopes, updated_at = now() WHERE x.id = r.id;
+    PERFORM flint._role_event(NULL, r.merchant_id, 'role_changed',
+        jsonb_build_object('role', r.name, 'role_id', r.id, 'scopes', r.scopes),
+        jsonb_build_object('role', r.name, 'role_id', r.id, 'scopes', role_scopes));
+END
+$$;
+
+CREATE FUNCTION @extschema@.flint_drop_role(role_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    r       flint.roles := flint._role_for_update(role_id);
+    holders bigint;
+BEGIN
+    -- Revoked keys hold nothing any more: only live holders keep the role.
+    SELECT count(*) INTO holders
+      FROM flint.key_roles AS kr JOIN flint.api_keys AS k ON k.id = kr.key_id
+     WHERE kr.role_id = r.id AND k.revoked_at IS NULL;
+    IF holders > 0 THEN
+        RAISE EXCEPTION 'role "%" is held by % key(s)', r.name, holders
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'flint_revoke_role(key_id, role_name) from each key first (flint.key_info.roles lists them).';
+    END IF;
+    DELETE FROM flint.key_roles AS kr WHERE kr.role_id = r.id;
+    DELETE FROM flint.roles AS x WHERE x.id = r.id;
+END
+$$;
+
+CREATE FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    r      flint.roles;
+    before text[] := flint._key_role_names(k.id);
+    info   flint.key_info;
+BEGIN
+    PERFORM flint._refuse_revoked(k, ' and cannot be given roles');
+    r := flint._role_by_name(k.merchant_id, role_name);
+    PERFORM flint._check_grantable(r.scopes);
+    INSERT INTO flint.key_roles AS kr (key_id, role_id, merchant_id) VALUES (k.id, r.id, k.merchant_id)
+        ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        PERFORM flint._role_event(k.id, k.merchant_id, 'role_granted',
+            jsonb_build_object('roles', before),
+            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+CREATE FUNCTION @extschema@.flint_revoke_role(key_id uuid, role_name text) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    r      flint.roles;
+    before text[] := flint._key_role_names(k.id);
+    info   flint.key_info;
+BEGIN
+    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
+    r := flint._role_by_name(k.merchant_id, role_name);
+    DELETE FROM flint.key_roles AS kr WHERE kr.key_id = k.id AND kr.role_id = r.id;
+    IF FOUND THEN
+        PERFORM flint._role_event(k.id, k.merchant_id, 'role_revoked',
+            jsonb_build_object('roles', before),
+            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Usage rollups: requests and cost per (minute, merchant, key, outcome),
+-- added by the log worker in the transaction that inserts the rows, so they
+-- sum exactly the request log and outlive its purging.
+------------------------------------------------------------------------------
+CREATE TABLE flint.usage (
+    minute      timestamptz NOT NULL,
+    merchant_id uuid,   -- the key's merchant; NULL for unknown and malformed keys
+    key_id      uuid,   -- NULL for malformed keys
+    outcome     text NOT NULL,
+    requests    bigint NOT NULL,
+    cost        bigint NOT NULL,
+    CONSTRAINT usage_group UNIQUE NULLS NOT DISTINCT (minute, merchant_id, key_id, outcome)
+);
+CREATE INDEX usage_merchant_minute_idx ON flint.usage (merchant_id, minute);
+ALTER TABLE flint.usage ENABLE ROW LEVEL SECURITY;
+CREATE POLICY merchant_isolation ON flint.usage
+    USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
+SELECT pg_catalog.pg_extension_config_dump('flint.usage', '');
+
+-- Totals for monitoring, no merchant or key: runs as its owner, so
+-- pg_monitor reads it without reading any merchant's rows.
+CREATE VIEW flint.usage_totals AS
+SELECT date_trunc('hour', u.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, u.outcome,
+       sum(u.requests)::bigint AS requests, sum(u.cost)::bigint AS cost
+  FROM flint.usage AS u
+ GROUP BY 1, 2;
+GRANT SELECT ON flint.usage_totals TO pg_monitor;
+
+-- flint_usage's checks: raises on bad arguments, or in a context without
+-- logs:read or for another merchant; else true. PUBLIC may call it (it
+-- reads nothing), as flint_usage runs as the caller.
+CREATE FUNCTION flint._usage_args_ok(merchant uuid, since timestamptz, until timestamptz, bucket text) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF merchant IS NULL OR since IS NULL OR until IS NULL OR bucket IS NULL THEN
+        RAISE EXCEPTION 'merchant, since, until and bucket must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF bucket NOT IN ('minute', 'hour', 'day') THEN
+        RAISE EXCEPTION 'bucket must be minute, hour or day (got "%")', left(bucket, 20)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF since > until THEN
+        RAISE EXCEPTION 'since must not be after until' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        PERFORM @extschema@.flint_require_scope('logs:read');
+        IF merchant IS DISTINCT FROM @extschema@.flint_current_merchant() THEN
+            RAISE EXCEPTION USING ERRCODE = 'FK006',
+                MESSAGE = 'wrong_merchant: the authenticated key acts only for its own merchant';
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$;
+GRANT EXECUTE ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) TO PUBLIC;
+
+-- Runs as the caller: RLS decides whose rollups it sums. A rollup row covers
+-- a whole minute: the window takes each minute it overlaps ([since, until)
+-- rounded out to whole minutes). Buckets are UTC.
+CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamptz, until timestamptz,
+                                        bucket text DEFAULT 'hour', key_id uuid DEFAULT NULL)
+    RETURNS TABLE(bucket_start timestamptz, key_id uuid, outcome text, requests bigint, cost bigint)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT date_trunc($4, u.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', u.key_id, u.outcome,
+           sum(u.requests)::bigint, sum(u.cost)::bigint
+      FROM flint.usage AS u
+     WHERE flint._usage_args_ok($1, $2, $3, $4)
+       AND u.merchant_id = $1
+       AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+       AND u.minute < $3
+       AND ($5 IS NULL OR u.key_id = $5)
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3
+$$;
+
+-- Called by the log worker: drops rollups older than flint.usage_retention.
+CREATE FUNCTION flint._prune_usage(retention interval) RETURNS bigint
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    WITH gone AS (DELETE FROM flint.usage AS u WHERE u.minute < now() - retention RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+REVOKE ALL ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb), flint._role_for_update(uuid),
+    flint._role_by_name(uuid, text), flint._prune_usage(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.flint_create_role(uuid, text, text[]), @extschema@.flint_update_role(uuid, text[]),
+    @extschema@.flint_drop_role(uuid), @extschema@.flint_grant_role(uuid, text), @extschema@.flint_revoke_role(uuid, text),
+    @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) FROM PUBLIC;
+
+------------------------------------------------------------------------------
 -- What psql shows: every object's purpose (\df+, \dt+, \dv+, \dx+)
 ------------------------------------------------------------------------------
 
@@ -331,7 +736,7 @@ COMMENT ON FUNCTION flint._install_checks() IS 'Internal: warnings at CREATE EXT
 COMMENT ON FUNCTION flint._actor() IS 'Internal: the acting role as SET ROLE left it, even inside SECURITY DEFINER functions (created_by, key_events.actor, admin checks).';
 COMMENT ON FUNCTION flint._authorize(uuid, text) IS 'Internal: may the caller manage this merchant''s keys (admin, or context with the scope and merchant)? Called by create, list and _authorize_key.';
 COMMENT ON FUNCTION flint._authorize_caller() IS 'Internal: refuses key management on a standby, by non-admins outside a context, and in a context opened with a pre-rotation secret.';
-COMMENT ON FUNCTION flint._authorize_key(flint.api_keys, text) IS 'Internal: _authorize for the key''s merchant; to change it a context key also needs its mode and all its scopes (called by _key_for_update).';
+COMMENT ON FUNCTION flint._authorize_key(flint.api_keys, text) IS 'Internal: _authorize for the key''s merchant; to change it a context key also needs its mode and all its effective scopes (called by _key_for_update).';
 COMMENT ON FUNCTION flint._bookkeeping_now() IS 'Internal: true in the log worker and inside _receive_last_used; first term of the key_events_update trigger''s WHEN clause.';
 COMMENT ON FUNCTION flint._check_grantable(text[]) IS 'Internal: in a context, raises missing_scope (FK005) for a scope the calling key does not hold (called by flint_create_key, flint_update_key).';
 COMMENT ON FUNCTION flint._check_lifetime(uuid, timestamptz) IS 'Internal: raises 22023 if an expiry (NULL: none) outlives _expiry_bound for the merchant (called by create, update, rotate, enable).';
@@ -344,7 +749,7 @@ COMMENT ON FUNCTION flint._checked_text(text, text, integer) IS 'Internal: clien
 COMMENT ON FUNCTION flint._context_via_grace() IS 'Internal: true when the auth context was opened with a pre-rotation secret still in its grace (checked by _authorize_caller).';
 COMMENT ON FUNCTION flint._counters() IS 'Internal: (name, value) from shared memory: log rows per outcome since start, cache_hits, cache_misses, worker_lag_us. Feeds the metrics views.';
 COMMENT ON FUNCTION flint._current_mode() IS 'Internal: the auth context''s key mode, NULL outside a context (the management checks'' twin of flint_current_mode).';
-COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s scopes, NULL outside a context (used by _check_grantable and _authorize_key).';
+COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s effective scopes (own and roles''), NULL outside a context (used by _check_grantable and _authorize_key).';
 COMMENT ON FUNCTION flint._expiry_bound(uuid) IS 'Internal: the latest expiry a merchant''s key may get: the calling key''s expiry or now() + max_key_lifetime, with why (for _check_lifetime).';
 COMMENT ON FUNCTION flint._invalidate_key_cache() IS 'Internal: ALWAYS statement trigger on api_keys, merchants and scopes: every backend''s key cache reloads once the change commits.';
 COMMENT ON FUNCTION flint._key_events_trigger() IS 'Internal: ALWAYS row trigger on api_keys: one flint.key_events row per change (no hashes), NOTIFY flint_key_events with the event id.';
@@ -368,14 +773,14 @@ COMMENT ON FUNCTION flint._uncovered_scope(text[], text[]) IS 'Internal: the fir
 COMMENT ON TABLE flint.merchants IS 'Merchants: name, status (active or suspended: its keys fail with merchant_suspended), merchant rate limit, max_key_lifetime policy.';
 COMMENT ON TABLE flint.scopes IS 'The scope catalog (resource:action); builtin rows are seeded by the extension, custom rows are dumped. Keys and checks use only these.';
 COMMENT ON TABLE flint.api_keys IS 'API keys: merchant, name, mode, scopes, SHA-256 of the secret (never the secret), expiry, revoke/disable, limits, last_used_at. RLS.';
-COMMENT ON TABLE flint.key_events IS 'Audit trail: one row per key change (created, updated, rotated, revoked, leaked, disabled, enabled, deleted), actor, old/new, no hashes. RLS.';
+COMMENT ON TABLE flint.key_events IS 'Audit trail: one row per key or role change (created, updated, rotated, revoked, leaked, disabled, enabled, deleted, role_granted, role_revoked, role_changed), actor, old/new, no hashes. RLS.';
 COMMENT ON SEQUENCE flint.key_events_id_seq IS 'Identity sequence of flint.key_events.id (the id NOTIFY flint_key_events carries).';
 COMMENT ON TABLE flint.log_origins IS 'Per origin (a log worker''s run that spooled rows), the last batch inserted: forwarded or spooled batches are inserted once.';
 COMMENT ON TABLE flint.request_log IS 'One row per verification, authenticate, require_scope, guarded write and leak check, written by the log worker; by UTC day. RLS.';
 COMMENT ON TABLE flint.request_log_default IS 'Default partition of flint.request_log: rows of days without their own partition; they stay here and are purged by DELETE.';
 
 -- Views
-COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits. Runs as the caller (RLS).';
+COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits, roles and effective scopes. Runs as the caller (RLS).';
 COMMENT ON VIEW flint.expiring_keys IS 'Active keys expiring within 14 days: rotate them.';
 COMMENT ON VIEW flint.unused_keys IS 'Active keys not used for 90 days (never used: created over 90 days ago): revoke them.';
 COMMENT ON VIEW flint.keys_beyond_policy IS 'Active or disabled keys breaking their merchant''s max_key_lifetime (no expiry, or later than now() + max): they still work; rotate them.';
@@ -383,5 +788,26 @@ COMMENT ON VIEW flint.recent_requests IS 'Request-log rows of the last day. Runs
 COMMENT ON VIEW flint.request_summary IS 'Request-log rows per key, merchant and outcome: requests, first_at, last_at. Runs as the caller (RLS).';
 COMMENT ON VIEW flint.verification_counts IS 'Logged checks per outcome (ok, malformed_key, invalid_key, ...) since the server started. Readable by pg_monitor.';
 COMMENT ON VIEW flint.metrics IS 'One row for monitoring: log queue depth and totals, worker_up, worker lag, key-cache hits/misses, keys by status (all merchants). pg_monitor.';
+
+-- 1.3: roles and usage
+COMMENT ON TABLE flint.roles IS 'Roles: named scope bundles of one merchant (names unique per merchant). A key''s effective scopes are its own and its roles''. RLS.';
+COMMENT ON TABLE flint.key_roles IS 'Which key holds which role (flint_grant_role, flint_revoke_role); merchant_id is the key''s, for RLS.';
+COMMENT ON TABLE flint.usage IS 'Usage rollups: requests and cost per minute, merchant, key and outcome, written with the request-log rows; kept for flint.usage_retention. RLS.';
+COMMENT ON VIEW flint.usage_totals IS 'Usage per hour and outcome over all merchants (no merchant or key): readable by pg_monitor.';
+COMMENT ON FUNCTION @extschema@.flint_create_role(uuid, text, text[]) IS 'Creates a merchant''s role (1-100 character name, scopes from the catalog); returns its id. In a context: keys:write and only scopes the key holds.';
+COMMENT ON FUNCTION @extschema@.flint_update_role(uuid, text[]) IS 'Sets a role''s scopes; every key holding it verifies with them from its next call (event role_changed). In a context: keys:write, held scopes only.';
+COMMENT ON FUNCTION @extschema@.flint_drop_role(uuid) IS 'Drops a role; refused (2BP01, with the count) while an unrevoked key holds it.';
+COMMENT ON FUNCTION @extschema@.flint_grant_role(uuid, text) IS 'Gives a key its merchant''s role of that name (event role_granted); returns key_info. In a context the calling key must hold the role''s scopes.';
+COMMENT ON FUNCTION @extschema@.flint_revoke_role(uuid, text) IS 'Takes a role from a key (event role_revoked; a no-op when the key does not hold it); returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) IS 'A merchant''s requests and cost per bucket (minute, hour, day; UTC), key and outcome in [since, until), from flint.usage. Runs as the caller (RLS); logs:read in a context.';
+COMMENT ON FUNCTION flint._context_merchant() IS 'Internal: the auth context''s merchant even after its key died (flint_current_merchant raises then), NULL outside a context.';
+COMMENT ON FUNCTION flint._may_see_roles_of(uuid) IS 'Internal: may the caller see this merchant''s roles: its context''s merchant, or an admin outside a context (_key_role_names, _effective_scopes).';
+COMMENT ON FUNCTION flint._key_role_names(uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
+COMMENT ON FUNCTION flint._effective_scopes(uuid, text[]) IS 'Internal: a key''s own scopes and its roles'' (as the caller may see them), sorted; flint.key_info.effective_scopes and _authorize_key.';
+COMMENT ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb) IS 'Internal: one key_events row for a role change (role_granted, role_revoked, role_changed) and NOTIFY flint_key_events with its id.';
+COMMENT ON FUNCTION flint._role_for_update(uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
+COMMENT ON FUNCTION flint._role_by_name(uuid, text) IS 'Internal: a merchant''s role by name, locked FOR SHARE; no_data_found if none (called by flint_grant_role, flint_revoke_role).';
+COMMENT ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
+COMMENT ON FUNCTION flint._prune_usage(interval) IS 'Internal: called by the log worker: deletes flint.usage rows older than flint.usage_retention; returns how many.';
 
 SELECT flint._install_checks();

@@ -126,7 +126,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'FK005',
             MESSAGE = format('missing_scope: a %s key cannot manage %s keys', flint._current_mode(), k.mode);
     END IF;
-    beyond := flint._uncovered_scope(flint._current_scopes(), k.scopes);
+    beyond := flint._uncovered_scope(flint._current_scopes(), flint._effective_scopes(k.id, k.scopes));
     IF beyond IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'FK005',
             MESSAGE = format('missing_scope: key %s… holds scope "%s", which the authenticated key lacks',
@@ -135,7 +135,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION flint._authorize_key(k flint.api_keys, needed text) IS 'Internal: _authorize for the key''s merchant; to change it a context key also needs its mode and all its scopes (called by _key_for_update).';
+COMMENT ON FUNCTION flint._authorize_key(k flint.api_keys, needed text) IS 'Internal: _authorize for the key''s merchant; to change it a context key also needs its mode and all its effective scopes (called by _key_for_update).';
 
 CREATE FUNCTION flint._bookkeeping_now() RETURNS boolean
     LANGUAGE c PARALLEL SAFE
@@ -281,6 +281,12 @@ $$;
 
 COMMENT ON FUNCTION flint._checked_text(what text, value text, max_chars integer) IS 'Internal: client text (revoke/disable reasons, leak-report source): raises 54000 past max_chars, returns it with tokens scrubbed.';
 
+CREATE FUNCTION flint._context_merchant() RETURNS uuid
+    LANGUAGE c STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'flint_context_merchant';
+
+COMMENT ON FUNCTION flint._context_merchant() IS 'Internal: the auth context''s merchant even after its key died (flint_current_merchant raises then), NULL outside a context.';
+
 CREATE FUNCTION flint._context_via_grace() RETURNS boolean
     LANGUAGE c STABLE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'flint_context_via_grace';
@@ -303,7 +309,22 @@ CREATE FUNCTION flint._current_scopes() RETURNS text[]
     LANGUAGE c STABLE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'flint_current_scopes';
 
-COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s scopes, NULL outside a context (used by _check_grantable and _authorize_key).';
+COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s effective scopes (own and roles''), NULL outside a context (used by _check_grantable and _authorize_key).';
+
+CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT COALESCE(array_agg(DISTINCT s ORDER BY s), '{}')
+      FROM (SELECT unnest($2)
+            UNION ALL
+            SELECT unnest(r.scopes)
+              FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
+             WHERE kr.key_id = $1
+               AND flint._may_see_roles_of(kr.merchant_id)) AS e(s)
+$_$;
+
+COMMENT ON FUNCTION flint._effective_scopes(key_id uuid, own text[]) IS 'Internal: a key''s own scopes and its roles'' (as the caller may see them), sorted; flint.key_info.effective_scopes and _authorize_key.';
 
 CREATE FUNCTION flint._expiry_bound(merchant uuid, OUT bound timestamp with time zone, OUT why text) RETURNS record
     LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -455,6 +476,18 @@ $$;
 
 COMMENT ON FUNCTION flint._key_for_update(key_id uuid, needed text) IS 'Internal: authorizes the caller, then locks and returns the key (P0002 if unknown or another merchant''s); used by every key-changing function.';
 
+CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT COALESCE(array_agg(r.name ORDER BY r.name), '{}')
+      FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
+     WHERE kr.key_id = $1
+       AND flint._may_see_roles_of(kr.merchant_id)
+$_$;
+
+COMMENT ON FUNCTION flint._key_role_names(key_id uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
+
 CREATE FUNCTION flint._leaked_key(token text, OUT key_id uuid, OUT display_prefix text) RETURNS record
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'flint_leaked_key';
@@ -537,11 +570,32 @@ $$;
 
 COMMENT ON FUNCTION flint._maintain_request_log(today date, retention interval) IS 'Internal: called by the log worker: creates request-log day partitions a week ahead, indexed; with a retention, calls the purge.';
 
+CREATE FUNCTION flint._may_see_roles_of(merchant uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT CASE WHEN flint._context_merchant() IS NOT NULL THEN flint._context_merchant() = $1
+                ELSE EXISTS (SELECT 1 FROM pg_roles AS a WHERE a.rolname = flint._actor() AND (a.rolsuper OR a.rolbypassrls))
+           END
+$_$;
+
+COMMENT ON FUNCTION flint._may_see_roles_of(merchant uuid) IS 'Internal: may the caller see this merchant''s roles: its context''s merchant, or an admin outside a context (_key_role_names, _effective_scopes).';
+
 CREATE FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) RETURNS record
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'flint_mint_token';
 
 COMMENT ON FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) IS 'Internal: a new token for a key: the secret (returned once), its display prefix and SHA-256 hash (called by create and _rotate_key).';
+
+CREATE FUNCTION flint._prune_usage(retention interval) RETURNS bigint
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    WITH gone AS (DELETE FROM flint.usage AS u WHERE u.minute < now() - retention RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+
+COMMENT ON FUNCTION flint._prune_usage(retention interval) IS 'Internal: called by the log worker: deletes flint.usage rows older than flint.usage_retention; returns how many.';
 
 CREATE FUNCTION flint._quota_period_start(refill_interval text, at timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
@@ -606,6 +660,82 @@ END
 $$;
 
 COMMENT ON FUNCTION flint._require_table_owner(tbl regclass) IS 'Internal: caller must own the table; refuses partitioned, partition, temporary and flint/system tables (called by protect/unprotect).';
+
+CREATE TABLE flint.roles (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    merchant_id uuid NOT NULL,
+    name text NOT NULL,
+    scopes text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT roles_name_check CHECK ((length(name) BETWEEN 1 AND 100))
+);
+
+COMMENT ON TABLE flint.roles IS 'Roles: named scope bundles of one merchant (names unique per merchant). A key''s effective scopes are its own and its roles''. RLS.';
+
+CREATE FUNCTION flint._role_by_name(merchant uuid, role_name text) RETURNS flint.roles
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    r flint.roles;
+BEGIN
+    IF role_name IS NULL THEN
+        RAISE EXCEPTION 'role_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM flint.roles AS x WHERE x.merchant_id = merchant AND x.name = role_name FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no role named "%" for this key''s merchant', left(flint._scrub(role_name), 100)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN r;
+END
+$$;
+
+COMMENT ON FUNCTION flint._role_by_name(merchant uuid, role_name text) IS 'Internal: a merchant''s role by name, locked FOR SHARE; no_data_found if none (called by flint_grant_role, flint_revoke_role).';
+
+CREATE FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    event_id bigint;
+BEGIN
+    INSERT INTO flint.key_events (at, key_id, merchant_id, event, actor, old, new)
+    VALUES (clock_timestamp(), key_id, merchant, kind, flint._actor(), old, new)
+    RETURNING id INTO event_id;
+    PERFORM pg_notify('flint_key_events', event_id::text);
+END
+$$;
+
+COMMENT ON FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) IS 'Internal: one key_events row for a role change (role_granted, role_revoked, role_changed) and NOTIFY flint_key_events with its id.';
+
+CREATE FUNCTION flint._role_for_update(role_id uuid) RETURNS flint.roles
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    r flint.roles;
+BEGIN
+    IF role_id IS NULL THEN
+        RAISE EXCEPTION 'role_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize_caller();
+    SELECT * INTO r FROM flint.roles AS x
+     WHERE x.id = _role_for_update.role_id
+       AND (@extschema@.flint_current_key() IS NULL OR x.merchant_id = @extschema@.flint_current_merchant())
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no role with id %', role_id USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM flint._authorize(r.merchant_id, 'keys:write');
+    -- a context key changes only a role it could have created
+    PERFORM flint._check_grantable(r.scopes);
+    RETURN r;
+END
+$$;
+
+COMMENT ON FUNCTION flint._role_for_update(role_id uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
 
 CREATE FUNCTION flint._rotate_key(target uuid, grace interval) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -677,10 +807,12 @@ CREATE VIEW flint.key_info WITH (security_invoker='true') AS
     k.remaining,
     k.refill_amount,
     k.refill_interval,
-    k.allowed_ips
+    k.allowed_ips,
+    flint._key_role_names(k.id) AS roles,
+    flint._effective_scopes(k.id, k.scopes) AS effective_scopes
    FROM flint.api_keys k;
 
-COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits. Runs as the caller (RLS).';
+COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits, roles and effective scopes. Runs as the caller (RLS).';
 
 CREATE FUNCTION flint._store_limits(old flint.api_keys, new flint.api_keys) RETURNS flint.key_info
     LANGUAGE plpgsql SECURITY DEFINER
@@ -712,6 +844,34 @@ CREATE FUNCTION flint._uncovered_scope(held text[], wanted text[]) RETURNS text
     AS 'MODULE_PATHNAME', 'flint_uncovered_scope';
 
 COMMENT ON FUNCTION flint._uncovered_scope(held text[], wanted text[]) IS 'Internal: the first wanted scope the held scopes do not cover, NULL if all are covered (used by _check_grantable, _authorize_key).';
+
+CREATE FUNCTION flint._usage_args_ok(merchant uuid, since timestamp with time zone, until timestamp with time zone, bucket text) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF merchant IS NULL OR since IS NULL OR until IS NULL OR bucket IS NULL THEN
+        RAISE EXCEPTION 'merchant, since, until and bucket must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF bucket NOT IN ('minute', 'hour', 'day') THEN
+        RAISE EXCEPTION 'bucket must be minute, hour or day (got "%")', left(bucket, 20)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF since > until THEN
+        RAISE EXCEPTION 'since must not be after until' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        PERFORM @extschema@.flint_require_scope('logs:read');
+        IF merchant IS DISTINCT FROM @extschema@.flint_current_merchant() THEN
+            RAISE EXCEPTION USING ERRCODE = 'FK006',
+                MESSAGE = 'wrong_merchant: the authenticated key acts only for its own merchant';
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION flint._usage_args_ok(merchant uuid, since timestamp with time zone, until timestamp with time zone, bucket text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
 
 CREATE FUNCTION @extschema@.flint_authenticate(secret text) RETURNS TABLE(key_id uuid, merchant_id uuid, mode text, scopes text[])
     LANGUAGE c ROWS 1
@@ -808,6 +968,40 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone, mode text, metadata jsonb) IS 'Creates a key (merchant, name, scopes, expires_at, mode, metadata); returns key_id, the secret (shown once, never stored), display_prefix.';
 
+CREATE FUNCTION @extschema@.flint_create_role(merchant uuid, name text, scopes text[]) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    role_scopes text[];
+    new_id      uuid;
+BEGIN
+    IF merchant IS NULL OR name IS NULL OR scopes IS NULL THEN
+        RAISE EXCEPTION 'merchant, name and scopes must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize(merchant, 'keys:write');
+    IF NOT EXISTS (SELECT 1 FROM flint.merchants AS m WHERE m.id = merchant) THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+    IF length(btrim(name)) = 0 OR length(name) > 100 THEN
+        RAISE EXCEPTION 'a role name must have 1 to 100 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    role_scopes := flint._check_scopes(scopes);
+    PERFORM flint._check_grantable(role_scopes);
+    BEGIN
+        INSERT INTO flint.roles AS r (merchant_id, name, scopes)
+        VALUES (merchant, flint._scrub(name), role_scopes)
+        RETURNING r.id INTO new_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'this merchant already has a role named "%"', flint._scrub(name)
+            USING ERRCODE = 'unique_violation';
+    END;
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.flint_create_role(merchant uuid, name text, scopes text[]) IS 'Creates a merchant''s role (1-100 character name, scopes from the catalog); returns its id. In a context: keys:write and only scopes the key holds.';
+
 CREATE FUNCTION @extschema@.flint_current_key() RETURNS uuid
     LANGUAGE c STABLE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'flint_current_key';
@@ -845,6 +1039,30 @@ END
 $$;
 
 COMMENT ON FUNCTION @extschema@.flint_disable_key(key_id uuid, reason text) IS 'Pauses a key (reversible): it fails with key_disabled (FK012) until flint_enable_key. Revoked keys are refused. Returns key_info.';
+
+CREATE FUNCTION @extschema@.flint_drop_role(role_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    r       flint.roles := flint._role_for_update(role_id);
+    holders bigint;
+BEGIN
+    -- Revoked keys hold nothing any more: only live holders keep the role.
+    SELECT count(*) INTO holders
+      FROM flint.key_roles AS kr JOIN flint.api_keys AS k ON k.id = kr.key_id
+     WHERE kr.role_id = r.id AND k.revoked_at IS NULL;
+    IF holders > 0 THEN
+        RAISE EXCEPTION 'role "%" is held by % key(s)', r.name, holders
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'flint_revoke_role(key_id, role_name) from each key first (flint.key_info.roles lists them).';
+    END IF;
+    DELETE FROM flint.key_roles AS kr WHERE kr.role_id = r.id;
+    DELETE FROM flint.roles AS x WHERE x.id = r.id;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.flint_drop_role(role_id uuid) IS 'Drops a role; refused (2BP01, with the count) while an unrevoked key holds it.';
 
 CREATE FUNCTION @extschema@.flint_enable_key(key_id uuid) RETURNS flint.key_info
     LANGUAGE plpgsql SECURITY DEFINER
@@ -898,6 +1116,33 @@ END
 $$;
 
 COMMENT ON FUNCTION @extschema@.flint_get_key(key_id uuid) IS 'One key as a flint.key_info row; P0002 for an unknown key (or another merchant''s, in a context). Needs keys:read in a context.';
+
+CREATE FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    r      flint.roles;
+    before text[] := flint._key_role_names(k.id);
+    info   flint.key_info;
+BEGIN
+    PERFORM flint._refuse_revoked(k, ' and cannot be given roles');
+    r := flint._role_by_name(k.merchant_id, role_name);
+    PERFORM flint._check_grantable(r.scopes);
+    INSERT INTO flint.key_roles AS kr (key_id, role_id, merchant_id) VALUES (k.id, r.id, k.merchant_id)
+        ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        PERFORM flint._role_event(k.id, k.merchant_id, 'role_granted',
+            jsonb_build_object('roles', before),
+            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) IS 'Gives a key its merchant''s role of that name (event role_granted); returns key_info. In a context the calling key must hold the role''s scopes.';
 
 CREATE FUNCTION @extschema@.flint_guard_write() RETURNS trigger
     LANGUAGE c
@@ -1156,6 +1401,31 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.flint_revoke_key(key_id uuid, reason text) IS 'Revokes a key for good (key_revoked, FK003) with an optional reason; revoking twice keeps the first time and reason. Returns key_info.';
 
+CREATE FUNCTION @extschema@.flint_revoke_role(key_id uuid, role_name text) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    r      flint.roles;
+    before text[] := flint._key_role_names(k.id);
+    info   flint.key_info;
+BEGIN
+    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
+    r := flint._role_by_name(k.merchant_id, role_name);
+    DELETE FROM flint.key_roles AS kr WHERE kr.key_id = k.id AND kr.role_id = r.id;
+    IF FOUND THEN
+        PERFORM flint._role_event(k.id, k.merchant_id, 'role_revoked',
+            jsonb_build_object('roles', before),
+            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.flint_revoke_role(key_id uuid, role_name text) IS 'Takes a role from a key (event role_revoked; a no-op when the key does not hold it); returns key_info.';
+
 CREATE FUNCTION @extschema@.flint_rotate_key(key_id uuid, grace interval DEFAULT '00:00:00'::interval) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1296,6 +1566,49 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.flint_update_key(key_id uuid, name text, scopes text[], expires_at timestamp with time zone, metadata jsonb) IS 'Changes a key''s name, scopes, expires_at or metadata (NULL: unchanged); returns its flint.key_info row. Revoked keys cannot be changed.';
 
+CREATE FUNCTION @extschema@.flint_update_role(role_id uuid, scopes text[]) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    r           flint.roles := flint._role_for_update(role_id);
+    role_scopes text[];
+BEGIN
+    IF scopes IS NULL THEN
+        RAISE EXCEPTION 'scopes must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    role_scopes := flint._check_scopes(scopes);
+    PERFORM flint._check_grantable(role_scopes);
+    IF role_scopes = r.scopes THEN
+        RETURN; -- no change, no event
+    END IF;
+    UPDATE flint.roles AS x SET scopes = role_scopes, updated_at = now() WHERE x.id = r.id;
+    PERFORM flint._role_event(NULL, r.merchant_id, 'role_changed',
+        jsonb_build_object('role', r.name, 'role_id', r.id, 'scopes', r.scopes),
+        jsonb_build_object('role', r.name, 'role_id', r.id, 'scopes', role_scopes));
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.flint_update_role(role_id uuid, scopes text[]) IS 'Sets a role''s scopes; every key holding it verifies with them from its next call (event role_changed). In a context: keys:write, held scopes only.';
+
+CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamp with time zone, until timestamp with time zone, bucket text DEFAULT 'hour'::text, key_id uuid DEFAULT NULL::uuid) RETURNS TABLE(bucket_start timestamp with time zone, key_id uuid, outcome text, requests bigint, cost bigint)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT date_trunc($4, u.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', u.key_id, u.outcome,
+           sum(u.requests)::bigint, sum(u.cost)::bigint
+      FROM flint.usage AS u
+     WHERE flint._usage_args_ok($1, $2, $3, $4)
+       AND u.merchant_id = $1
+       AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+       AND u.minute < $3
+       AND ($5 IS NULL OR u.key_id = $5)
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3
+$_$;
+
+COMMENT ON FUNCTION @extschema@.flint_usage(merchant uuid, since timestamp with time zone, until timestamp with time zone, bucket text, key_id uuid) IS 'A merchant''s requests and cost per bucket (minute, hour, day; UTC), key and outcome in [since, until), from flint.usage. Runs as the caller (RLS); logs:read in a context.';
+
 CREATE FUNCTION @extschema@.flint_verify_key(secret text, scope text, merchant uuid) RETURNS uuid
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'flint_verify_key';
@@ -1340,16 +1653,16 @@ COMMENT ON VIEW flint.expiring_keys IS 'Active keys expiring within 14 days: rot
 CREATE TABLE flint.key_events (
     id bigint NOT NULL,
     at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
-    key_id uuid NOT NULL,
+    key_id uuid,
     merchant_id uuid NOT NULL,
     event text NOT NULL,
     actor text NOT NULL,
     old jsonb,
     new jsonb,
-    CONSTRAINT key_events_event_check CHECK ((event = ANY (ARRAY['created'::text, 'updated'::text, 'rotated'::text, 'revoked'::text, 'deleted'::text, 'leaked'::text, 'disabled'::text, 'enabled'::text])))
+    CONSTRAINT key_events_event_check CHECK ((event = ANY (ARRAY['created'::text, 'updated'::text, 'rotated'::text, 'revoked'::text, 'deleted'::text, 'leaked'::text, 'disabled'::text, 'enabled'::text, 'role_granted'::text, 'role_revoked'::text, 'role_changed'::text])))
 );
 
-COMMENT ON TABLE flint.key_events IS 'Audit trail: one row per key change (created, updated, rotated, revoked, leaked, disabled, enabled, deleted), actor, old/new, no hashes. RLS.';
+COMMENT ON TABLE flint.key_events IS 'Audit trail: one row per key or role change (created, updated, rotated, revoked, leaked, disabled, enabled, deleted, role_granted, role_revoked, role_changed), actor, old/new, no hashes. RLS.';
 
 ALTER TABLE flint.key_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME flint.key_events_id_seq
@@ -1361,6 +1674,15 @@ ALTER TABLE flint.key_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 COMMENT ON SEQUENCE flint.key_events_id_seq IS 'Identity sequence of flint.key_events.id (the id NOTIFY flint_key_events carries).';
+
+CREATE TABLE flint.key_roles (
+    key_id uuid NOT NULL,
+    role_id uuid NOT NULL,
+    merchant_id uuid NOT NULL,
+    granted_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+COMMENT ON TABLE flint.key_roles IS 'Which key holds which role (flint_grant_role, flint_revoke_role); merchant_id is the key''s, for RLS.';
 
 CREATE TABLE flint.merchants (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
@@ -1577,6 +1899,27 @@ CREATE VIEW flint.unused_keys WITH (security_invoker='true') AS
 
 COMMENT ON VIEW flint.unused_keys IS 'Active keys not used for 90 days (never used: created over 90 days ago): revoke them.';
 
+CREATE TABLE flint.usage (
+    minute timestamp with time zone NOT NULL,
+    merchant_id uuid,
+    key_id uuid,
+    outcome text NOT NULL,
+    requests bigint NOT NULL,
+    cost bigint NOT NULL
+);
+
+COMMENT ON TABLE flint.usage IS 'Usage rollups: requests and cost per minute, merchant, key and outcome, written with the request-log rows; kept for flint.usage_retention. RLS.';
+
+CREATE VIEW flint.usage_totals AS
+ SELECT (date_trunc('hour'::text, (u.minute AT TIME ZONE 'UTC'::text)) AT TIME ZONE 'UTC'::text) AS hour,
+    u.outcome,
+    (sum(u.requests))::bigint AS requests,
+    (sum(u.cost))::bigint AS cost
+   FROM flint.usage u
+  GROUP BY ((date_trunc('hour'::text, (u.minute AT TIME ZONE 'UTC'::text)) AT TIME ZONE 'UTC'::text)), u.outcome;
+
+COMMENT ON VIEW flint.usage_totals IS 'Usage per hour and outcome over all merchants (no merchant or key): readable by pg_monitor.';
+
 CREATE VIEW flint.verification_counts AS
  SELECT c.name AS outcome,
     c.value AS total
@@ -1593,20 +1936,34 @@ ALTER TABLE ONLY flint.api_keys
 ALTER TABLE ONLY flint.key_events
     ADD CONSTRAINT key_events_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY flint.key_roles
+    ADD CONSTRAINT key_roles_pkey PRIMARY KEY (key_id, role_id);
+
 ALTER TABLE ONLY flint.log_origins
     ADD CONSTRAINT log_origins_pkey PRIMARY KEY (origin);
 
 ALTER TABLE ONLY flint.merchants
     ADD CONSTRAINT merchants_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY flint.roles
+    ADD CONSTRAINT roles_merchant_id_name_key UNIQUE (merchant_id, name);
+
+ALTER TABLE ONLY flint.roles
+    ADD CONSTRAINT roles_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY flint.scopes
     ADD CONSTRAINT scopes_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY flint.usage
+    ADD CONSTRAINT usage_group UNIQUE NULLS NOT DISTINCT (minute, merchant_id, key_id, outcome);
 
 CREATE INDEX api_keys_merchant_idx ON flint.api_keys USING btree (merchant_id);
 
 CREATE INDEX key_events_key_idx ON flint.key_events USING btree (key_id, at);
 
 CREATE INDEX key_events_merchant_idx ON flint.key_events USING btree (merchant_id, at);
+
+CREATE INDEX key_roles_role_id_idx ON flint.key_roles USING btree (role_id);
 
 CREATE INDEX request_log_default_failures_idx ON flint.request_log_default USING btree (merchant_id, at) WHERE (outcome <> 'ok'::text);
 
@@ -1616,15 +1973,25 @@ CREATE INDEX request_log_default_key_merchant_idx ON flint.request_log_default U
 
 CREATE INDEX request_log_default_merchant_idx ON flint.request_log_default USING btree (merchant_id, at);
 
+CREATE INDEX usage_merchant_minute_idx ON flint.usage USING btree (merchant_id, minute);
+
 CREATE STATISTICS flint.request_log_default_key_merchant_stats (dependencies) ON key_id, merchant_id FROM flint.request_log_default;
 
 CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.api_keys FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
 
 ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER invalidate_key_cache;
 
+CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.key_roles FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
+
 CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.merchants FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
 
 ALTER TABLE flint.merchants ENABLE ALWAYS TRIGGER invalidate_key_cache;
+
+CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.roles FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
 
 CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.scopes FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
 
@@ -1641,17 +2008,41 @@ ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER key_events_update;
 ALTER TABLE ONLY flint.api_keys
     ADD CONSTRAINT api_keys_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES flint.merchants(id);
 
+ALTER TABLE ONLY flint.key_roles
+    ADD CONSTRAINT key_roles_key_id_fkey FOREIGN KEY (key_id) REFERENCES flint.api_keys(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY flint.key_roles
+    ADD CONSTRAINT key_roles_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES flint.merchants(id);
+
+ALTER TABLE ONLY flint.key_roles
+    ADD CONSTRAINT key_roles_role_id_fkey FOREIGN KEY (role_id) REFERENCES flint.roles(id);
+
+ALTER TABLE ONLY flint.roles
+    ADD CONSTRAINT roles_merchant_id_fkey FOREIGN KEY (merchant_id) REFERENCES flint.merchants(id);
+
 ALTER TABLE flint.api_keys ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE flint.key_events ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE flint.key_roles ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY merchant_isolation ON flint.api_keys USING ((merchant_id = ( SELECT @extschema@.flint_current_merchant() AS flint_current_merchant)));
 
 CREATE POLICY merchant_isolation ON flint.key_events USING ((merchant_id = ( SELECT @extschema@.flint_current_merchant() AS flint_current_merchant)));
 
+CREATE POLICY merchant_isolation ON flint.key_roles USING ((merchant_id = ( SELECT @extschema@.flint_current_merchant() AS flint_current_merchant)));
+
 CREATE POLICY merchant_isolation ON flint.request_log USING ((merchant_id = ( SELECT @extschema@.flint_current_merchant() AS flint_current_merchant)));
 
+CREATE POLICY merchant_isolation ON flint.roles USING ((merchant_id = ( SELECT @extschema@.flint_current_merchant() AS flint_current_merchant)));
+
+CREATE POLICY merchant_isolation ON flint.usage USING ((merchant_id = ( SELECT @extschema@.flint_current_merchant() AS flint_current_merchant)));
+
 ALTER TABLE flint.request_log ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE flint.roles ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE flint.usage ENABLE ROW LEVEL SECURITY;
 
 GRANT USAGE ON SCHEMA flint TO pg_monitor;
 
@@ -1678,6 +2069,8 @@ REVOKE ALL ON FUNCTION flint._checked_expiry(expires_at timestamp with time zone
 REVOKE ALL ON FUNCTION flint._checked_metadata(metadata jsonb) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._checked_text(what text, value text, max_chars integer) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._context_merchant() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._context_via_grace() FROM PUBLIC;
 
@@ -1706,7 +2099,11 @@ REVOKE ALL ON FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bi
 
 REVOKE ALL ON FUNCTION flint._maintain_request_log(today date, retention interval) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION flint._may_see_roles_of(merchant uuid) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._prune_usage(retention interval) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._quota_period_start(refill_interval text, at timestamp with time zone) FROM PUBLIC;
 
@@ -1717,6 +2114,12 @@ REVOKE ALL ON FUNCTION flint._receive_log_batch(origin uuid, batch_id bigint, se
 REVOKE ALL ON FUNCTION flint._refuse_revoked(k flint.api_keys, what text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._require_table_owner(tbl regclass) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._role_by_name(merchant uuid, role_name text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._role_for_update(role_id uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._rotate_key(target uuid, grace interval) FROM PUBLIC;
 
@@ -1738,13 +2141,19 @@ REVOKE ALL ON FUNCTION @extschema@.flint_clear_key_limits(key_id uuid, kinds tex
 
 REVOKE ALL ON FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone, mode text, metadata jsonb) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION @extschema@.flint_create_role(merchant uuid, name text, scopes text[]) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION @extschema@.flint_disable_key(key_id uuid, reason text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION @extschema@.flint_drop_role(role_id uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_enable_key(key_id uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_flush_log() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_get_key(key_id uuid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_list_keys(merchant uuid, include_revoked boolean) FROM PUBLIC;
 
@@ -1763,6 +2172,8 @@ REVOKE ALL ON FUNCTION @extschema@.flint_require_scope(scope text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_revoke_key(key_id uuid, reason text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION @extschema@.flint_revoke_role(key_id uuid, role_name text) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION @extschema@.flint_rotate_key(key_id uuid, grace interval) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_set_key_limits(key_id uuid, rate_limit integer, rate_window interval, remaining bigint, refill_amount bigint, refill_interval text, allowed_ips cidr[]) FROM PUBLIC;
@@ -1773,15 +2184,24 @@ REVOKE ALL ON FUNCTION @extschema@.flint_unprotect_table(tbl regclass) FROM PUBL
 
 REVOKE ALL ON FUNCTION @extschema@.flint_update_key(key_id uuid, name text, scopes text[], expires_at timestamp with time zone, metadata jsonb) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION @extschema@.flint_update_role(role_id uuid, scopes text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION @extschema@.flint_usage(merchant uuid, since timestamp with time zone, until timestamp with time zone, bucket text, key_id uuid) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION @extschema@.flint_verify_key(secret text, scope text, merchant uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_verify_key(secret text, scope text, merchant uuid, client_ip inet, cost integer) FROM PUBLIC;
 
 GRANT SELECT ON TABLE flint.metrics TO pg_monitor;
 
+GRANT SELECT ON TABLE flint.usage_totals TO pg_monitor;
+
 GRANT SELECT ON TABLE flint.verification_counts TO pg_monitor;
 
 -- Privileges the upgrade chain set explicitly, equal to the defaults.
+GRANT EXECUTE ON FUNCTION flint._effective_scopes(uuid,text[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION flint._key_role_names(uuid) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION flint._usage_args_ok(uuid,timestamp with time zone,timestamp with time zone,text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.flint_current_key() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.flint_current_merchant() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.flint_current_mode() TO PUBLIC;
@@ -1812,6 +2232,9 @@ SELECT pg_catalog.pg_extension_config_dump('flint.key_events', '');
 SELECT pg_catalog.pg_extension_config_dump('flint.key_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('flint.request_log_default', '');
 SELECT pg_catalog.pg_extension_config_dump('flint.log_origins', '');
+SELECT pg_catalog.pg_extension_config_dump('flint.roles', '');
+SELECT pg_catalog.pg_extension_config_dump('flint.key_roles', '');
+SELECT pg_catalog.pg_extension_config_dump('flint.usage', '');
 
 -- Warnings about the server this was installed on.
 SELECT flint._install_checks();

@@ -10,7 +10,7 @@
 -- (pg_regress sets PG_ABS_SRCDIR to its absolute --inputdir, the top level.) It is
 -- not echoed: only its errors, if any, reach the expected output. It leaves:
 -- flint_keys and pgcrypto (an independent SHA-256 oracle) installed; the
--- helper public.try(); empty key, event and request-log tables; exactly the
+-- helper public.try(); empty key, role, event, request-log and usage tables; exactly the
 -- two merchants Acme and Bolt, active, without a lifetime policy; and the
 -- psql variables :acme and :bolt holding their quoted ids.
 SET client_min_messages = warning;
@@ -39,9 +39,12 @@ $$;
 -- gave memcheck reports in the log worker, inside PostgreSQL's processing of
 -- the relation-file invalidations it sends, under the valgrind suite.)
 SELECT flint_flush_log() IS NULL AS flushed \gset
+DELETE FROM flint.key_roles;
+DELETE FROM flint.roles;
 DELETE FROM flint.api_keys;
 DELETE FROM flint.key_events;
 DELETE FROM flint.request_log;
+DELETE FROM flint.usage;
 DELETE FROM flint.merchants;
 
 -- Two merchants used throughout.

@@ -102,6 +102,16 @@ Datum context_via_grace_body(FunctionCallInfo fcinfo) {
     return read_context(fcinfo, [](const AuthContext &c) { return BoolGetDatum(c.via_previous_secret); });
 }
 
+// The context's merchant even after its key died: what the key_info view
+// shows of roles depends on it, and a key that revoked itself still reads
+// its own row (flint._context_merchant).
+Datum context_merchant_body(FunctionCallInfo fcinfo) {
+    const AuthContext *ctx = current_auth();
+    if (!ctx)
+        PG_RETURN_NULL();
+    return uuid_datum(ctx->merchant_id);
+}
+
 Datum has_scope_body(FunctionCallInfo fcinfo) {
     const AuthContext *ctx = live_auth();
     auto scope = text_arg(fcinfo, 0);
@@ -118,3 +128,4 @@ FLINT_SQL_FUNCTION(flint_current_scopes, current_scopes_body)
 FLINT_SQL_FUNCTION(flint_current_mode, current_mode_body)
 FLINT_SQL_FUNCTION(flint_has_scope, has_scope_body)
 FLINT_SQL_FUNCTION(flint_context_via_grace, context_via_grace_body)
+FLINT_SQL_FUNCTION(flint_context_merchant, context_merchant_body)

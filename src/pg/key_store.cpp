@@ -18,6 +18,9 @@ struct Relations {
     Oid keys = InvalidOid, keys_pkey = InvalidOid;
     Oid merchants = InvalidOid, merchants_pkey = InvalidOid;
     Oid scopes = InvalidOid;
+    // 1.3 (absent before the upgrade: the library may be newer than the SQL)
+    Oid roles = InvalidOid, roles_pkey = InvalidOid;
+    Oid key_roles = InvalidOid, key_roles_pkey = InvalidOid;
 };
 
 // The key cache's slots live in their own memory context, a child of
@@ -70,7 +73,7 @@ bool invalidated_by_wal = false;
 void forget_relations(Datum, Oid relid) {
     if (!OidIsValid(relid) || relid == known_relations.keys || relid == known_relations.keys_pkey ||
         relid == known_relations.merchants || relid == known_relations.merchants_pkey ||
-        relid == known_relations.scopes) {
+        relid == known_relations.scopes || relid == known_relations.roles || relid == known_relations.key_roles) {
         relations_known = false;
         invalidated_by_wal = true;
     }
@@ -85,6 +88,10 @@ void resolve_relations_unsafe(Relations *rels) {
         rels->merchants = get_relname_relid("merchants", nsp);
         rels->merchants_pkey = get_relname_relid("merchants_pkey", nsp);
         rels->scopes = get_relname_relid("scopes", nsp);
+        rels->roles = get_relname_relid("roles", nsp);
+        rels->roles_pkey = get_relname_relid("roles_pkey", nsp);
+        rels->key_roles = get_relname_relid("key_roles", nsp);
+        rels->key_roles_pkey = get_relname_relid("key_roles_pkey", nsp);
     }
     if (!OidIsValid(rels->keys) || !OidIsValid(rels->keys_pkey) || !OidIsValid(rels->merchants) ||
         !OidIsValid(rels->merchants_pkey) || !OidIsValid(rels->scopes))
@@ -117,6 +124,7 @@ struct KeyRow {
     TimestampTz previous_expires, expires;
     Datum *scopes;
     int nscopes;
+    List *role_scopes; // text Datums of the key's roles' scopes (1.3)
     // traffic controls (1.2 columns; absent before the upgrade)
     int32 rate_limit, merchant_rate_limit;
     int64 rate_window_us, merchant_rate_window_us;
@@ -194,6 +202,56 @@ HeapTuple fetch_by_pkey_unsafe(Relation rel, Oid index, const pg_uuid_t *id, Sna
     return copy;
 }
 
+// The scopes of the key's roles (flint.key_roles, then each flint.roles row).
+void load_role_scopes_unsafe(const Relations *rels, const pg_uuid_t *key_id, Snapshot snapshot, KeyRow *out) {
+    out->role_scopes = NIL;
+    if (!OidIsValid(rels->roles) || !OidIsValid(rels->roles_pkey) || !OidIsValid(rels->key_roles) ||
+        !OidIsValid(rels->key_roles_pkey))
+        return;
+    Relation key_roles = table_open(rels->key_roles, AccessShareLock);
+    TupleDesc kr_desc = RelationGetDescr(key_roles);
+    ScanKeyData key;
+    ScanKeyInit(&key, column_unsafe(kr_desc, "key_id"), BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(key_id));
+    SysScanDesc scan = systable_beginscan(key_roles, rels->key_roles_pkey, true, snapshot, 1, &key);
+    const AttrNumber role_col = column_unsafe(kr_desc, "role_id");
+    List *role_ids = NIL;
+    HeapTuple tuple;
+    while (HeapTupleIsValid(tuple = systable_getnext(scan))) {
+        bool isnull;
+        Datum d = heap_getattr(tuple, role_col, kr_desc, &isnull);
+        if (!isnull) {
+            auto *copy = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+            *copy = *DatumGetUUIDP(d);
+            role_ids = lappend(role_ids, copy);
+        }
+    }
+    systable_endscan(scan);
+    table_close(key_roles, AccessShareLock);
+    if (role_ids == NIL)
+        return;
+    Relation roles = table_open(rels->roles, AccessShareLock);
+    TupleDesc desc = RelationGetDescr(roles);
+    const AttrNumber scopes_col = column_unsafe(desc, "scopes");
+    ListCell *lc;
+    foreach (lc, role_ids) {
+        HeapTuple role = fetch_by_pkey_unsafe(roles, rels->roles_pkey, static_cast<pg_uuid_t *>(lfirst(lc)), snapshot);
+        if (!role)
+            continue;
+        bool isnull;
+        Datum d = heap_getattr(role, scopes_col, desc, &isnull);
+        if (isnull)
+            continue;
+        Datum *elems;
+        bool *nulls;
+        int n;
+        deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+        for (int i = 0; i < n; ++i)
+            if (!nulls[i])
+                out->role_scopes = lappend(out->role_scopes, DatumGetPointer(elems[i]));
+    }
+    table_close(roles, AccessShareLock);
+}
+
 void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
     Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
     Relation keys = table_open(rels->keys, AccessShareLock);
@@ -237,6 +295,8 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
         read_quota_and_ips_unsafe(tuple, desc, out);
     }
     table_close(keys, AccessShareLock);
+    if (out->found)
+        load_role_scopes_unsafe(rels, id, snapshot, out);
 
     out->merchant_suspended = false;
     {
@@ -322,6 +382,16 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id) {
     for (int i = 0; i < row.nscopes; ++i) {
         const text *t = reinterpret_cast<const text *>(DatumGetPointer(row.scopes[i]));
         rec.scopes.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+    }
+    // Verification checks the effective scopes: the key's own and its roles'.
+    if (row.role_scopes != NIL) {
+        ListCell *lc;
+        foreach (lc, row.role_scopes) {
+            const text *t = static_cast<const text *>(lfirst(lc));
+            rec.scopes.emplace_back(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+        }
+        std::sort(rec.scopes.begin(), rec.scopes.end());
+        rec.scopes.erase(std::unique(rec.scopes.begin(), rec.scopes.end()), rec.scopes.end());
     }
     return rec;
 }

@@ -2,6 +2,7 @@
 
 #include "error_boundary.hpp"
 #include "log_record.hpp"
+#include "usage_rollup.hpp"
 
 extern "C" {
 #include "commands/copy.h"
@@ -9,6 +10,7 @@ extern "C" {
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
 #include "parser/parse_relation.h"
+#include "utils/array.h"
 }
 
 namespace flint::pg {
@@ -38,6 +40,60 @@ constexpr const char *kClaimSql =
     "WHERE o.last_batch < EXCLUDED.last_batch RETURNING 1";
 constexpr const char *kCountSql = "UPDATE flint.log_origins SET rows_received = rows_received + $2 WHERE origin = $1";
 
+// One statement per batch: each group of the batch adds to its row.
+constexpr const char *kUsageSql =
+    "INSERT INTO flint.usage AS u (minute, merchant_id, key_id, outcome, requests, cost) "
+    "SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::int8[]) "
+    "ON CONFLICT (minute, merchant_id, key_id, outcome) "
+    "DO UPDATE SET requests = u.requests + EXCLUDED.requests, cost = u.cost + EXCLUDED.cost";
+
+Datum uuid_datum(const Uuid &id) {
+    auto *u = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+    std::memcpy(u->data, id.data(), 16);
+    return UUIDPGetDatum(u);
+}
+
+Datum array_datum(std::vector<Datum> &values, const bool *nulls, Oid type, int16 len, bool byval, char align) {
+    int dims[1] = {static_cast<int>(values.size())}, lbs[1] = {1};
+    return PointerGetDatum(
+        construct_md_array(values.data(), const_cast<bool *>(nulls), 1, dims, lbs, type, len, byval, align));
+}
+
+void add_usage_unsafe(const UsageRollup &rollup) {
+    const std::vector<UsageGroup> groups = rollup.groups();
+    if (groups.empty())
+        return;
+    const size_t n = groups.size();
+    std::vector<Datum> minutes(n), merchants(n), keys(n), outcomes(n), requests(n), costs(n);
+    // palloc0: all false (not NULL); freed with the transaction's memory.
+    bool *no_nulls = static_cast<bool *>(palloc0(n)), *merchant_nulls = static_cast<bool *>(palloc0(n)),
+         *key_nulls = static_cast<bool *>(palloc0(n));
+    for (size_t i = 0; i < n; ++i) {
+        const UsageGroup &g = groups[i];
+        minutes[i] = TimestampTzGetDatum(g.minute);
+        merchant_nulls[i] = !g.has_merchant;
+        merchants[i] = g.has_merchant ? uuid_datum(g.merchant) : Datum(0);
+        key_nulls[i] = !g.has_key;
+        keys[i] = g.has_key ? uuid_datum(g.key) : Datum(0);
+        outcomes[i] = PointerGetDatum(cstring_to_text_with_len(g.outcome.data(), static_cast<int>(g.outcome.size())));
+        requests[i] = Int64GetDatum(g.requests);
+        costs[i] = Int64GetDatum(g.cost);
+    }
+    Oid types[6] = {TIMESTAMPTZARRAYOID, UUIDARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+    Datum args[6] = {
+        array_datum(minutes, no_nulls, TIMESTAMPTZOID, 8, true, TYPALIGN_DOUBLE),
+        array_datum(merchants, merchant_nulls, UUIDOID, 16, false, TYPALIGN_CHAR),
+        array_datum(keys, key_nulls, UUIDOID, 16, false, TYPALIGN_CHAR),
+        array_datum(outcomes, no_nulls, TEXTOID, -1, false, TYPALIGN_INT),
+        array_datum(requests, no_nulls, INT8OID, 8, true, TYPALIGN_DOUBLE),
+        array_datum(costs, no_nulls, INT8OID, 8, true, TYPALIGN_DOUBLE),
+    };
+    SPI_connect();
+    if (SPI_execute_with_args(kUsageSql, 6, types, args, nullptr, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "flint_keys: could not add to flint.usage");
+    SPI_finish();
+}
+
 } // namespace
 
 LogTable log_table_unsafe() {
@@ -50,6 +106,7 @@ LogTable log_table_unsafe() {
         t.has_cost = get_attnum(t.relid, "cost") != InvalidAttrNumber;
         t.has_server = get_attnum(t.relid, kServerColumn) != InvalidAttrNumber;
     }
+    t.has_usage = OidIsValid(get_relname_relid("usage", nsp));
     return t;
 }
 
@@ -71,6 +128,12 @@ uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len)
     uint64 rows = CopyFrom(cstate);
     EndCopyFrom(cstate);
     table_close(rel, NoLock);
+    if (table.has_usage) {
+        UsageRollup rollup;
+        if (!rollup.add_copy_binary(std::string_view(data, len), table.has_cost))
+            elog(ERROR, "flint_keys: a request-log batch COPY took could not be summed for flint.usage");
+        add_usage_unsafe(rollup);
+    }
     return rows;
 }
 

@@ -16,11 +16,14 @@ struct LogTable {
     Oid relid = InvalidOid;
     bool has_cost = false;
     bool has_server = false;
+    bool has_usage = false; // flint.usage (1.3): rollups written with the rows
 };
 LogTable log_table_unsafe();
 
 // Binary COPY of `data` (encode_copy_binary's columns, as `table` has them)
-// into flint.request_log; returns the rows inserted.
+// into flint.request_log, and the rows' sums into flint.usage in the same
+// transaction (one upsert per minute, merchant, key and outcome); returns
+// the rows inserted.
 uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len);
 
 // A standby's batch, exactly once: the primary remembers the highest batch id

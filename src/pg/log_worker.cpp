@@ -187,6 +187,12 @@ void maintain_partitions_unsafe(bool *found_table) {
         char nulls[1] = {retention ? ' ' : 'n'};
         SPI_execute_with_args("SELECT flint._maintain_request_log(current_date, $1::interval)", 1, types, args, nulls,
                               false, 0);
+        // Rollups have their own retention (1.3: flint.usage and _prune_usage).
+        const char *usage_retention = guc_usage_retention && guc_usage_retention[0] ? guc_usage_retention : nullptr;
+        if (usage_retention && OidIsValid(get_relname_relid("usage", get_namespace_oid("flint", false)))) {
+            Datum uargs[1] = {CStringGetTextDatum(usage_retention)};
+            SPI_execute_with_args("SELECT flint._prune_usage($1::interval)", 1, types, uargs, nullptr, false, 0);
+        }
     }
     commit_transaction_unsafe();
 }

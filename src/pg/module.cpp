@@ -33,6 +33,7 @@ int guc_quota_lease = 10000;
 char *guc_database = nullptr;
 char *guc_request_id = nullptr;
 char *guc_log_retention = nullptr;
+char *guc_usage_retention = nullptr;
 char *guc_primary_conninfo = nullptr;
 int guc_log_spool_size_mb = 1024;
 int guc_merchant_share = 10;
@@ -201,6 +202,10 @@ void define_gucs() {
     DefineCustomStringVariable("flint.log_retention",
                                "Request-log partitions older than this are dropped by the worker ('' keeps all).",
                                nullptr, &guc_log_retention, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("flint.usage_retention",
+                               "Usage rollups (flint.usage) older than this are deleted by the worker ('' keeps all).",
+                               "Separate from flint.log_retention: rollups outlive the raw log.", &guc_usage_retention,
+                               "400 days", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomStringVariable("flint.primary_conninfo",
                                "How a standby's forwarder connects to the primary ('' : primary_conninfo).",
                                "Empty: the standby's own primary_conninfo with dbname = flint.database.",

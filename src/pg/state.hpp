@@ -77,6 +77,7 @@ extern int guc_quota_lease;
 extern char *guc_database;
 extern char *guc_request_id;
 extern char *guc_log_retention;
+extern char *guc_usage_retention;
 extern char *guc_primary_conninfo;
 extern int guc_log_spool_size_mb;
 extern int guc_merchant_share;

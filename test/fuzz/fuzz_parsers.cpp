@@ -14,6 +14,7 @@
 #include "log_record.hpp"
 #include "scopes.hpp"
 #include "spool_batch.hpp"
+#include "usage_rollup.hpp"
 #include "token.hpp"
 
 using namespace flint;
@@ -70,5 +71,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (again.size() != size)
             __builtin_trap();
     }
+
+    // A COPY batch (forwarded by a standby): refused, or summed into groups
+    // that count at least one request each.
+    UsageRollup rollup;
+    if (rollup.add_copy_binary(text, true))
+        for (const UsageGroup &g : rollup.groups())
+            if (g.requests < 1)
+                __builtin_trap();
     return 0;
 }
