@@ -338,7 +338,9 @@ ALTER TABLE flint.key_events ADD CONSTRAINT key_events_event_check CHECK (event 
 CREATE FUNCTION flint._context_merchant() RETURNS uuid
     LANGUAGE c STABLE PARALLEL RESTRICTED
     AS 'MODULE_PATHNAME', 'flint_context_merchant';
-CREATE FUNCTION flint._may_see_roles_of(merchant uuid) RETURNS boolean
+-- May the caller see this merchant's roles and held units: its context's
+-- merchant, or an admin outside a context.
+CREATE FUNCTION flint._caller_sees(merchant uuid) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -346,7 +348,7 @@ CREATE FUNCTION flint._may_see_roles_of(merchant uuid) RETURNS boolean
                 ELSE EXISTS (SELECT 1 FROM pg_roles AS a WHERE a.rolname = flint._actor() AND (a.rolsuper OR a.rolbypassrls))
            END
 $$;
-REVOKE ALL ON FUNCTION flint._context_merchant(), flint._may_see_roles_of(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION flint._context_merchant(), flint._caller_sees(uuid) FROM PUBLIC;
 CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
@@ -354,7 +356,7 @@ CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
     SELECT COALESCE(array_agg(r.name ORDER BY r.name), '{}')
       FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
      WHERE kr.key_id = $1
-       AND flint._may_see_roles_of(kr.merchant_id)
+       AND flint._caller_sees(kr.merchant_id)
 $$;
 CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
     LANGUAGE sql STABLE SECURITY DEFINER
@@ -366,9 +368,23 @@ CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
             SELECT unnest(r.scopes)
               FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
              WHERE kr.key_id = $1
-               AND flint._may_see_roles_of(kr.merchant_id)) AS e(s)
+               AND flint._caller_sees(kr.merchant_id)) AS e(s)
 $$;
-GRANT EXECUTE ON FUNCTION flint._key_role_names(uuid), flint._effective_scopes(uuid, text[]) TO PUBLIC;
+-- Units leased to this server's shared memory are taken from
+-- flint.api_keys.remaining but not spent: key_info adds them back.
+CREATE FUNCTION flint._leased_units(key_id uuid, version bigint, period timestamptz) RETURNS bigint
+    LANGUAGE c STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'flint_leased_units';
+REVOKE ALL ON FUNCTION flint._leased_units(uuid, bigint, timestamptz) FROM PUBLIC;
+CREATE FUNCTION flint._unspent_lease(key_id uuid) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT COALESCE((SELECT flint._leased_units(k.id, k.quota_version, k.quota_period_start)
+                       FROM flint.api_keys AS k WHERE k.id = $1 AND flint._caller_sees(k.merchant_id)), 0)
+$$;
+GRANT EXECUTE ON FUNCTION flint._key_role_names(uuid), flint._effective_scopes(uuid, text[]),
+    flint._unspent_lease(uuid) TO PUBLIC;
 
 CREATE OR REPLACE VIEW flint.key_info WITH (security_invoker = true) AS
 SELECT k.id AS key_id, k.merchant_id, k.name, k.mode, k.display_prefix, k.scopes, k.metadata,
@@ -378,7 +394,9 @@ SELECT k.id AS key_id, k.merchant_id, k.name, k.mode, k.display_prefix, k.scopes
             ELSE 'active' END AS status,
        k.created_at, k.created_by, k.expires_at, k.revoked_at, k.revoked_reason, k.last_used_at,
        k.previous_secret_expires_at, k.disabled_at, k.disabled_reason,
-       k.rate_limit, k.rate_window, k.remaining, k.refill_amount, k.refill_interval, k.allowed_ips,
+       k.rate_limit, k.rate_window,
+       k.remaining + CASE WHEN k.remaining IS NULL THEN 0 ELSE flint._unspent_lease(k.id) END AS remaining,
+       k.refill_amount, k.refill_interval, k.allowed_ips,
        flint._key_role_names(k.id) AS roles,
        flint._effective_scopes(k.id, k.scopes) AS effective_scopes
   FROM flint.api_keys AS k;
@@ -407,6 +425,75 @@ BEGIN
             MESSAGE = format('missing_scope: key %s… holds scope "%s", which the authenticated key lacks',
                              k.display_prefix, beyond);
     END IF;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Who disabled a key: only a caller at least as privileged may enable it.
+-- NULL with disabled_at set: an admin (or a disable from before 1.3), whom
+-- only an admin may undo; else the disabling context key's effective scopes,
+-- all of which an enabling context key must hold.
+------------------------------------------------------------------------------
+ALTER TABLE flint.api_keys ADD COLUMN disabled_by_scopes text[];
+
+CREATE OR REPLACE FUNCTION @extschema@.flint_disable_key(key_id uuid, reason text DEFAULT NULL) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    info flint.key_info;
+    by_admin boolean := @extschema@.flint_current_key() IS NULL;
+BEGIN
+    reason := flint._checked_text('reason', reason, 1000);
+    PERFORM flint._refuse_revoked(k, '; revocation is final');
+    IF k.disabled_at IS NULL THEN
+        UPDATE flint.api_keys AS a
+           SET disabled_at = now(), disabled_reason = reason,
+               disabled_by_scopes = CASE WHEN by_admin THEN NULL ELSE flint._current_scopes() END
+         WHERE a.id = k.id;
+    ELSIF by_admin AND k.disabled_by_scopes IS NOT NULL THEN
+        -- an admin's disable of a key a context disabled: from now on only an admin may enable it
+        UPDATE flint.api_keys AS a
+           SET disabled_by_scopes = NULL, disabled_reason = COALESCE(reason, a.disabled_reason)
+         WHERE a.id = k.id;
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.flint_enable_key(key_id uuid) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    info   flint.key_info;
+    beyond text;
+BEGIN
+    PERFORM flint._refuse_revoked(k, '; revocation is final and enable cannot undo it');
+    IF k.disabled_at IS NOT NULL THEN
+        IF @extschema@.flint_current_key() IS NOT NULL THEN
+            IF k.disabled_by_scopes IS NULL THEN
+                RAISE EXCEPTION 'key %… was disabled by an admin role; only an admin may enable it', k.display_prefix
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = 'Ask an admin (a role with BYPASSRLS) to call flint_enable_key outside an authenticated transaction.';
+            END IF;
+            beyond := flint._uncovered_scope(flint._current_scopes(), k.disabled_by_scopes);
+            IF beyond IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'FK005',
+                    MESSAGE = format('missing_scope: key %s… was disabled by a key holding scope "%s", which the authenticated key lacks',
+                                     k.display_prefix, beyond);
+            END IF;
+        END IF;
+        -- Bringing a key back is management too: it may not outlive the caller.
+        PERFORM flint._check_lifetime(k.merchant_id, k.expires_at);
+        UPDATE flint.api_keys AS a SET disabled_at = NULL, disabled_reason = NULL, disabled_by_scopes = NULL
+         WHERE a.id = k.id;
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
 END
 $$;
 
@@ -598,9 +685,16 @@ END
 $$;
 
 ------------------------------------------------------------------------------
--- Usage rollups: requests and cost per (minute, merchant, key, outcome),
--- added by the log worker in the transaction that inserts the rows, so they
--- sum exactly the request log and outlive its purging.
+-- Usage rollups: requests and cost per (minute, merchant, key, outcome). They
+-- sum exactly the request log and outlive its purging:
+--  - flint.usage holds every row logged before flint.usage_watermark; the
+--    log worker moves the mark forward once a minute, summing the minute's
+--    rows from the log (one upsert per group) in the transaction that moves it;
+--  - a row inserted later for a time before the mark (a standby's forwarded
+--    batch, the spool, a batch held up by a lock) adds its group in the
+--    transaction that inserts it (one upsert per group and batch);
+--  - flint_usage adds the rows after the mark from the log itself.
+-- A crash loses no count the log keeps: both steps commit with the rows.
 ------------------------------------------------------------------------------
 CREATE TABLE flint.usage (
     minute      timestamptz NOT NULL,
@@ -612,6 +706,95 @@ CREATE TABLE flint.usage (
     CONSTRAINT usage_group UNIQUE NULLS NOT DISTINCT (minute, merchant_id, key_id, outcome)
 );
 CREATE INDEX usage_merchant_minute_idx ON flint.usage (merchant_id, minute);
+CREATE TABLE flint.usage_watermark (
+    single       boolean PRIMARY KEY DEFAULT true CHECK (single),
+    rolled_up_to timestamptz NOT NULL
+);
+-- Rows logged before the update (or CREATE EXTENSION) are not rolled up. Not
+-- dumped: a restore starts the mark afresh (CREATE EXTENSION inserts it).
+INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (date_trunc('minute', now()));
+
+-- The minute sums read the log by time: a BRIN index per day partition (a
+-- few pages, next to nothing per insert: rows arrive in time order).
+DO $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT c.oid::regclass FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'flint.request_log'::regclass LOOP
+        EXECUTE format('CREATE INDEX %I ON %s USING brin (at)', (SELECT relname FROM pg_class WHERE oid = part) || '_at_brin', part);
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION flint._maintain_request_log(today date, retention interval DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    d     date;
+    part  text;
+    lower timestamptz;
+    upper timestamptz;
+BEGIN
+    FOR d IN SELECT generate_series(today, today + 7, interval '1 day')::date LOOP
+        part := 'request_log_' || to_char(d, 'YYYYMMDD');
+        lower := d::timestamp AT TIME ZONE 'UTC';
+        upper := (d + 1)::timestamp AT TIME ZONE 'UTC';
+        IF to_regclass('flint.' || part) IS NULL
+           AND NOT EXISTS (SELECT 1 FROM flint.request_log_default WHERE at >= lower AND at < upper) THEN
+            EXECUTE format('CREATE TABLE flint.%I PARTITION OF flint.request_log FOR VALUES FROM (%L) TO (%L)',
+                           part, lower, upper);
+            -- Two indexes (each costs the worker on every row):
+            -- "one merchant's newest rows" (what an RLS reader asks, and
+            -- failures of one merchant), and "one key's newest rows" with the
+            -- key's merchant (RLS readers give it; admins add
+            -- merchant_id = the key's, or get a sort of the key's rows).
+            EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at)', part || '_merchant_idx', part);
+            EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, merchant_id, at)', part || '_key_merchant_idx', part);
+            -- The usage rollup's minute sums (1.3): BRIN, a few pages.
+            EXECUTE format('CREATE INDEX %I ON flint.%I USING brin (at)', part || '_at_brin', part);
+            -- A key belongs to one merchant: told so, the planner no longer
+            -- multiplies the two selectivities, and reads a rarely used
+            -- key's newest rows by index instead of sorting all of them
+            -- (BENCHMARKS.md, RLS readers). Costs nothing per insert.
+            EXECUTE format('CREATE STATISTICS flint.%I (dependencies) ON key_id, merchant_id FROM flint.%I',
+                           part || '_key_merchant_stats', part);
+        END IF;
+    END LOOP;
+    IF retention IS NOT NULL THEN
+        PERFORM @extschema@.flint_purge_request_log(retention, today);
+    END IF;
+END
+$$;
+
+-- Called by the log worker once a minute: moves the mark to `upto`, adding
+-- the rows logged in between to flint.usage; returns the groups written.
+-- The mark's row lock orders it against batches inserted meanwhile (they
+-- read the mark FOR SHARE).
+CREATE FUNCTION flint._roll_up_usage(upto timestamptz) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    mark   timestamptz;
+    groups bigint;
+BEGIN
+    SELECT w.rolled_up_to INTO mark FROM flint.usage_watermark AS w FOR UPDATE;
+    IF NOT FOUND OR upto <= mark THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO flint.usage AS u (minute, merchant_id, key_id, outcome, requests, cost)
+    SELECT date_trunc('minute', l.at), l.merchant_id, l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
+      FROM flint.request_log AS l
+     WHERE l.at >= mark AND l.at < upto
+     GROUP BY 1, 2, 3, 4
+    ON CONFLICT (minute, merchant_id, key_id, outcome)
+    DO UPDATE SET requests = u.requests + EXCLUDED.requests, cost = u.cost + EXCLUDED.cost;
+    GET DIAGNOSTICS groups = ROW_COUNT;
+    UPDATE flint.usage_watermark SET rolled_up_to = upto;
+    RETURN groups;
+END
+$$;
 ALTER TABLE flint.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY merchant_isolation ON flint.usage
     USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
@@ -625,6 +808,13 @@ SELECT date_trunc('hour', u.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hou
   FROM flint.usage AS u
  GROUP BY 1, 2;
 GRANT SELECT ON flint.usage_totals TO pg_monitor;
+
+-- The mark, for flint_usage (which runs as the caller): one timestamp.
+CREATE FUNCTION flint._usage_watermark() RETURNS timestamptz
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT w.rolled_up_to FROM flint.usage_watermark AS w $$;
+GRANT EXECUTE ON FUNCTION flint._usage_watermark() TO PUBLIC;
 
 -- flint_usage's checks: raises on bad arguments, or in a context without
 -- logs:read or for another merchant; else true. PUBLIC may call it (it
@@ -656,23 +846,35 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) TO PUBLIC;
 
--- Runs as the caller: RLS decides whose rollups it sums. A rollup row covers
--- a whole minute: the window takes each minute it overlaps ([since, until)
--- rounded out to whole minutes). Buckets are UTC.
+-- Runs as the caller: RLS decides whose rollups and log rows it sums. A
+-- rollup row covers a whole minute: the window takes each minute it overlaps
+-- ([since, until) rounded out to whole minutes). Buckets are UTC.
 CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamptz, until timestamptz,
                                         bucket text DEFAULT 'hour', key_id uuid DEFAULT NULL)
     RETURNS TABLE(bucket_start timestamptz, key_id uuid, outcome text, requests bigint, cost bigint)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT date_trunc($4, u.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', u.key_id, u.outcome,
-           sum(u.requests)::bigint, sum(u.cost)::bigint
-      FROM flint.usage AS u
+    WITH groups AS (
+        SELECT u.minute, u.key_id, u.outcome, u.requests, u.cost
+          FROM flint.usage AS u
+         WHERE u.merchant_id = $1
+           AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+           AND u.minute < $3
+           AND ($5 IS NULL OR u.key_id = $5)
+        UNION ALL
+        -- not rolled up yet: from the log
+        SELECT date_trunc('minute', l.at), l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
+          FROM flint.request_log AS l
+         WHERE l.merchant_id = $1
+           AND l.at >= greatest(flint._usage_watermark(), date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+           AND date_trunc('minute', l.at) < $3
+           AND ($5 IS NULL OR l.key_id = $5)
+         GROUP BY 1, 2, 3)
+    SELECT date_trunc($4, g.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', g.key_id, g.outcome,
+           sum(g.requests)::bigint, sum(g.cost)::bigint
+      FROM groups AS g
      WHERE flint._usage_args_ok($1, $2, $3, $4)
-       AND u.merchant_id = $1
-       AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-       AND u.minute < $3
-       AND ($5 IS NULL OR u.key_id = $5)
      GROUP BY 1, 2, 3
      ORDER BY 1, 2, 3
 $$;
@@ -687,7 +889,7 @@ CREATE FUNCTION flint._prune_usage(retention interval) RETURNS bigint
 $$;
 
 REVOKE ALL ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb), flint._role_for_update(uuid),
-    flint._role_by_name(uuid, text), flint._prune_usage(interval) FROM PUBLIC;
+    flint._role_by_name(uuid, text), flint._prune_usage(interval), flint._roll_up_usage(timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.flint_create_role(uuid, text, text[]), @extschema@.flint_update_role(uuid, text[]),
     @extschema@.flint_drop_role(uuid), @extschema@.flint_grant_role(uuid, text), @extschema@.flint_revoke_role(uuid, text),
     @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) FROM PUBLIC;
@@ -717,8 +919,8 @@ COMMENT ON FUNCTION @extschema@.flint_get_key(uuid) IS 'One key as a flint.key_i
 COMMENT ON FUNCTION @extschema@.flint_update_key(uuid, text, text[], timestamptz, jsonb) IS 'Changes a key''s name, scopes, expires_at or metadata (NULL: unchanged); returns its flint.key_info row. Revoked keys cannot be changed.';
 COMMENT ON FUNCTION @extschema@.flint_revoke_key(uuid, text) IS 'Revokes a key for good (key_revoked, FK003) with an optional reason; revoking twice keeps the first time and reason. Returns key_info.';
 COMMENT ON FUNCTION @extschema@.flint_rotate_key(uuid, interval) IS 'Gives a key a new secret (same key id); the old one works for grace (0 to 30 days, default 0). Returns key_id, secret (shown once), prefix.';
-COMMENT ON FUNCTION @extschema@.flint_disable_key(uuid, text) IS 'Pauses a key (reversible): it fails with key_disabled (FK012) until flint_enable_key. Revoked keys are refused. Returns key_info.';
-COMMENT ON FUNCTION @extschema@.flint_enable_key(uuid) IS 'Re-enables a disabled key, within the caller''s and the merchant''s lifetime bounds; a revoked key stays revoked. Returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_disable_key(uuid, text) IS 'Pauses a key (reversible): it fails with key_disabled (FK012) until flint_enable_key by a caller at least as privileged. Revoked keys are refused.';
+COMMENT ON FUNCTION @extschema@.flint_enable_key(uuid) IS 'Re-enables a disabled key: an admin''s disable only by an admin, a context key''s by a key holding its scopes; within lifetime bounds. Returns key_info.';
 COMMENT ON FUNCTION @extschema@.flint_report_leaked(text[], text) IS 'Leak report: revokes each key whose current or in-grace secret is listed (reason ''leaked via <source>''); outcome per token. Max 10,000.';
 COMMENT ON FUNCTION @extschema@.flint_set_key_limits(uuid, integer, interval, bigint, bigint, text, cidr[]) IS 'Sets a key''s rate limit, usage quota (remaining, refill per day/month) and IP allowlist; NULL: unchanged. Returns the key''s key_info.';
 COMMENT ON FUNCTION @extschema@.flint_clear_key_limits(uuid, text[]) IS 'Removes a key''s limits of the kinds named: rate, quota, ips (default all three). Returns the key''s flint.key_info row.';
@@ -792,7 +994,7 @@ COMMENT ON VIEW flint.metrics IS 'One row for monitoring: log queue depth and to
 -- 1.3: roles and usage
 COMMENT ON TABLE flint.roles IS 'Roles: named scope bundles of one merchant (names unique per merchant). A key''s effective scopes are its own and its roles''. RLS.';
 COMMENT ON TABLE flint.key_roles IS 'Which key holds which role (flint_grant_role, flint_revoke_role); merchant_id is the key''s, for RLS.';
-COMMENT ON TABLE flint.usage IS 'Usage rollups: requests and cost per minute, merchant, key and outcome, written with the request-log rows; kept for flint.usage_retention. RLS.';
+COMMENT ON TABLE flint.usage IS 'Usage rollups: requests and cost per minute, merchant, key and outcome of the log rows before flint.usage_watermark; kept for flint.usage_retention. RLS.';
 COMMENT ON VIEW flint.usage_totals IS 'Usage per hour and outcome over all merchants (no merchant or key): readable by pg_monitor.';
 COMMENT ON FUNCTION @extschema@.flint_create_role(uuid, text, text[]) IS 'Creates a merchant''s role (1-100 character name, scopes from the catalog); returns its id. In a context: keys:write and only scopes the key holds.';
 COMMENT ON FUNCTION @extschema@.flint_update_role(uuid, text[]) IS 'Sets a role''s scopes; every key holding it verifies with them from its next call (event role_changed). In a context: keys:write, held scopes only.';
@@ -801,13 +1003,18 @@ COMMENT ON FUNCTION @extschema@.flint_grant_role(uuid, text) IS 'Gives a key its
 COMMENT ON FUNCTION @extschema@.flint_revoke_role(uuid, text) IS 'Takes a role from a key (event role_revoked; a no-op when the key does not hold it); returns key_info.';
 COMMENT ON FUNCTION @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) IS 'A merchant''s requests and cost per bucket (minute, hour, day; UTC), key and outcome in [since, until), from flint.usage. Runs as the caller (RLS); logs:read in a context.';
 COMMENT ON FUNCTION flint._context_merchant() IS 'Internal: the auth context''s merchant even after its key died (flint_current_merchant raises then), NULL outside a context.';
-COMMENT ON FUNCTION flint._may_see_roles_of(uuid) IS 'Internal: may the caller see this merchant''s roles: its context''s merchant, or an admin outside a context (_key_role_names, _effective_scopes).';
+COMMENT ON FUNCTION flint._caller_sees(uuid) IS 'Internal: may the caller see this merchant''s roles and leased units: its context''s merchant, or an admin outside a context.';
+COMMENT ON FUNCTION flint._leased_units(uuid, bigint, timestamptz) IS 'Internal: quota units of that version and period this server has leased for the key and not spent (shared memory).';
+COMMENT ON FUNCTION flint._unspent_lease(uuid) IS 'Internal: the key''s leased, unspent quota units (as the caller may see them); flint.key_info.remaining adds them.';
 COMMENT ON FUNCTION flint._key_role_names(uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
 COMMENT ON FUNCTION flint._effective_scopes(uuid, text[]) IS 'Internal: a key''s own scopes and its roles'' (as the caller may see them), sorted; flint.key_info.effective_scopes and _authorize_key.';
 COMMENT ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb) IS 'Internal: one key_events row for a role change (role_granted, role_revoked, role_changed) and NOTIFY flint_key_events with its id.';
 COMMENT ON FUNCTION flint._role_for_update(uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
 COMMENT ON FUNCTION flint._role_by_name(uuid, text) IS 'Internal: a merchant''s role by name, locked FOR SHARE; no_data_found if none (called by flint_grant_role, flint_revoke_role).';
 COMMENT ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
+COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker once a minute).';
+COMMENT ON FUNCTION flint._usage_watermark() IS 'Internal: flint.usage_watermark''s time, for flint_usage (which runs as the caller and adds the log rows after it).';
+COMMENT ON FUNCTION flint._roll_up_usage(timestamptz) IS 'Internal: called by the log worker once a minute: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
 COMMENT ON FUNCTION flint._prune_usage(interval) IS 'Internal: called by the log worker: deletes flint.usage rows older than flint.usage_retention; returns how many.';
 
 SELECT flint._install_checks();

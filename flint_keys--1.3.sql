@@ -93,6 +93,7 @@ CREATE TABLE flint.api_keys (
     allowed_ips cidr[],
     quota_version bigint DEFAULT 0 NOT NULL,
     quota_period_start timestamp with time zone,
+    disabled_by_scopes text[],
     CONSTRAINT api_keys_allowed_ips_check CHECK (((cardinality(allowed_ips) BETWEEN 1 AND 16) AND (array_position(allowed_ips, NULL::cidr) IS NULL))),
     CONSTRAINT api_keys_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT api_keys_mode_check CHECK ((mode = ANY (ARRAY['live'::text, 'test'::text]))),
@@ -142,6 +143,17 @@ CREATE FUNCTION flint._bookkeeping_now() RETURNS boolean
     AS 'MODULE_PATHNAME', 'flint_bookkeeping_now';
 
 COMMENT ON FUNCTION flint._bookkeeping_now() IS 'Internal: true in the log worker and inside _receive_last_used; first term of the key_events_update trigger''s WHEN clause.';
+
+CREATE FUNCTION flint._caller_sees(merchant uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT CASE WHEN flint._context_merchant() IS NOT NULL THEN flint._context_merchant() = $1
+                ELSE EXISTS (SELECT 1 FROM pg_roles AS a WHERE a.rolname = flint._actor() AND (a.rolsuper OR a.rolbypassrls))
+           END
+$_$;
+
+COMMENT ON FUNCTION flint._caller_sees(merchant uuid) IS 'Internal: may the caller see this merchant''s roles and leased units: its context''s merchant, or an admin outside a context.';
 
 CREATE FUNCTION flint._check_grantable(scopes text[]) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -321,7 +333,7 @@ CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
             SELECT unnest(r.scopes)
               FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
              WHERE kr.key_id = $1
-               AND flint._may_see_roles_of(kr.merchant_id)) AS e(s)
+               AND flint._caller_sees(kr.merchant_id)) AS e(s)
 $_$;
 
 COMMENT ON FUNCTION flint._effective_scopes(key_id uuid, own text[]) IS 'Internal: a key''s own scopes and its roles'' (as the caller may see them), sorted; flint.key_info.effective_scopes and _authorize_key.';
@@ -483,7 +495,7 @@ CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
     SELECT COALESCE(array_agg(r.name ORDER BY r.name), '{}')
       FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
      WHERE kr.key_id = $1
-       AND flint._may_see_roles_of(kr.merchant_id)
+       AND flint._caller_sees(kr.merchant_id)
 $_$;
 
 COMMENT ON FUNCTION flint._key_role_names(key_id uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
@@ -523,6 +535,12 @@ $$;
 
 COMMENT ON FUNCTION flint._lease_quota(key_id uuid, version bigint, period timestamp with time zone, want bigint) IS 'Internal: the log worker leases a key''s quota units (refilling in a new period); returns units granted, 0 if none, -1 if the quota changed.';
 
+CREATE FUNCTION flint._leased_units(key_id uuid, version bigint, period timestamp with time zone) RETURNS bigint
+    LANGUAGE c STABLE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'flint_leased_units';
+
+COMMENT ON FUNCTION flint._leased_units(key_id uuid, version bigint, period timestamp with time zone) IS 'Internal: quota units of that version and period this server has leased for the key and not spent (shared memory).';
+
 CREATE FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bigint, OUT pending bigint, OUT refused bigint, OUT capacity integer, OUT worker_pid integer, OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint, OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text) RETURNS record
     LANGUAGE c PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'flint_log_status';
@@ -554,6 +572,8 @@ BEGIN
             -- merchant_id = the key's, or get a sort of the key's rows).
             EXECUTE format('CREATE INDEX %I ON flint.%I (merchant_id, at)', part || '_merchant_idx', part);
             EXECUTE format('CREATE INDEX %I ON flint.%I (key_id, merchant_id, at)', part || '_key_merchant_idx', part);
+            -- The usage rollup's minute sums (1.3): BRIN, a few pages.
+            EXECUTE format('CREATE INDEX %I ON flint.%I USING brin (at)', part || '_at_brin', part);
             -- A key belongs to one merchant: told so, the planner no longer
             -- multiplies the two selectivities, and reads a rarely used
             -- key's newest rows by index instead of sorting all of them
@@ -569,17 +589,6 @@ END
 $$;
 
 COMMENT ON FUNCTION flint._maintain_request_log(today date, retention interval) IS 'Internal: called by the log worker: creates request-log day partitions a week ahead, indexed; with a retention, calls the purge.';
-
-CREATE FUNCTION flint._may_see_roles_of(merchant uuid) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-    SELECT CASE WHEN flint._context_merchant() IS NOT NULL THEN flint._context_merchant() = $1
-                ELSE EXISTS (SELECT 1 FROM pg_roles AS a WHERE a.rolname = flint._actor() AND (a.rolsuper OR a.rolbypassrls))
-           END
-$_$;
-
-COMMENT ON FUNCTION flint._may_see_roles_of(merchant uuid) IS 'Internal: may the caller see this merchant''s roles: its context''s merchant, or an admin outside a context (_key_role_names, _effective_scopes).';
 
 CREATE FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) RETURNS record
     LANGUAGE c
@@ -737,6 +746,33 @@ $$;
 
 COMMENT ON FUNCTION flint._role_for_update(role_id uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
 
+CREATE FUNCTION flint._roll_up_usage(upto timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    mark   timestamptz;
+    groups bigint;
+BEGIN
+    SELECT w.rolled_up_to INTO mark FROM flint.usage_watermark AS w FOR UPDATE;
+    IF NOT FOUND OR upto <= mark THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO flint.usage AS u (minute, merchant_id, key_id, outcome, requests, cost)
+    SELECT date_trunc('minute', l.at), l.merchant_id, l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
+      FROM flint.request_log AS l
+     WHERE l.at >= mark AND l.at < upto
+     GROUP BY 1, 2, 3, 4
+    ON CONFLICT (minute, merchant_id, key_id, outcome)
+    DO UPDATE SET requests = u.requests + EXCLUDED.requests, cost = u.cost + EXCLUDED.cost;
+    GET DIAGNOSTICS groups = ROW_COUNT;
+    UPDATE flint.usage_watermark SET rolled_up_to = upto;
+    RETURN groups;
+END
+$$;
+
+COMMENT ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) IS 'Internal: called by the log worker once a minute: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
+
 CREATE FUNCTION flint._rotate_key(target uuid, grace interval) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -779,6 +815,16 @@ CREATE FUNCTION flint._scrub(t text) RETURNS text
 
 COMMENT ON FUNCTION flint._scrub(t text) IS 'Internal: masks any flint token in client text after its 16-character display prefix, before the text is stored.';
 
+CREATE FUNCTION flint._unspent_lease(key_id uuid) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT COALESCE((SELECT flint._leased_units(k.id, k.quota_version, k.quota_period_start)
+                       FROM flint.api_keys AS k WHERE k.id = $1 AND flint._caller_sees(k.merchant_id)), 0)
+$_$;
+
+COMMENT ON FUNCTION flint._unspent_lease(key_id uuid) IS 'Internal: the key''s leased, unspent quota units (as the caller may see them); flint.key_info.remaining adds them.';
+
 CREATE VIEW flint.key_info WITH (security_invoker='true') AS
  SELECT k.id AS key_id,
     k.merchant_id,
@@ -804,7 +850,11 @@ CREATE VIEW flint.key_info WITH (security_invoker='true') AS
     k.disabled_reason,
     k.rate_limit,
     k.rate_window,
-    k.remaining,
+    (k.remaining +
+        CASE
+            WHEN (k.remaining IS NULL) THEN (0)::bigint
+            ELSE flint._unspent_lease(k.id)
+        END) AS remaining,
     k.refill_amount,
     k.refill_interval,
     k.allowed_ips,
@@ -872,6 +922,13 @@ END
 $$;
 
 COMMENT ON FUNCTION flint._usage_args_ok(merchant uuid, since timestamp with time zone, until timestamp with time zone, bucket text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
+
+CREATE FUNCTION flint._usage_watermark() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT w.rolled_up_to FROM flint.usage_watermark AS w $$;
+
+COMMENT ON FUNCTION flint._usage_watermark() IS 'Internal: flint.usage_watermark''s time, for flint_usage (which runs as the caller and adds the log rows after it).';
 
 CREATE FUNCTION @extschema@.flint_authenticate(secret text) RETURNS TABLE(key_id uuid, merchant_id uuid, mode text, scopes text[])
     LANGUAGE c ROWS 1
@@ -1027,18 +1084,27 @@ CREATE FUNCTION @extschema@.flint_disable_key(key_id uuid, reason text DEFAULT N
 DECLARE
     k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
     info flint.key_info;
+    by_admin boolean := @extschema@.flint_current_key() IS NULL;
 BEGIN
     reason := flint._checked_text('reason', reason, 1000);
     PERFORM flint._refuse_revoked(k, '; revocation is final');
     IF k.disabled_at IS NULL THEN
-        UPDATE flint.api_keys AS a SET disabled_at = now(), disabled_reason = reason WHERE a.id = k.id;
+        UPDATE flint.api_keys AS a
+           SET disabled_at = now(), disabled_reason = reason,
+               disabled_by_scopes = CASE WHEN by_admin THEN NULL ELSE flint._current_scopes() END
+         WHERE a.id = k.id;
+    ELSIF by_admin AND k.disabled_by_scopes IS NOT NULL THEN
+        -- an admin's disable of a key a context disabled: from now on only an admin may enable it
+        UPDATE flint.api_keys AS a
+           SET disabled_by_scopes = NULL, disabled_reason = COALESCE(reason, a.disabled_reason)
+         WHERE a.id = k.id;
     END IF;
     SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
     RETURN info;
 END
 $$;
 
-COMMENT ON FUNCTION @extschema@.flint_disable_key(key_id uuid, reason text) IS 'Pauses a key (reversible): it fails with key_disabled (FK012) until flint_enable_key. Revoked keys are refused. Returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_disable_key(key_id uuid, reason text) IS 'Pauses a key (reversible): it fails with key_disabled (FK012) until flint_enable_key by a caller at least as privileged. Revoked keys are refused.';
 
 CREATE FUNCTION @extschema@.flint_drop_role(role_id uuid) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1069,21 +1135,36 @@ CREATE FUNCTION @extschema@.flint_enable_key(key_id uuid) RETURNS flint.key_info
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-    k    flint.api_keys := flint._key_for_update(key_id, 'keys:write');
-    info flint.key_info;
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    info   flint.key_info;
+    beyond text;
 BEGIN
     PERFORM flint._refuse_revoked(k, '; revocation is final and enable cannot undo it');
     IF k.disabled_at IS NOT NULL THEN
+        IF @extschema@.flint_current_key() IS NOT NULL THEN
+            IF k.disabled_by_scopes IS NULL THEN
+                RAISE EXCEPTION 'key %… was disabled by an admin role; only an admin may enable it', k.display_prefix
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = 'Ask an admin (a role with BYPASSRLS) to call flint_enable_key outside an authenticated transaction.';
+            END IF;
+            beyond := flint._uncovered_scope(flint._current_scopes(), k.disabled_by_scopes);
+            IF beyond IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'FK005',
+                    MESSAGE = format('missing_scope: key %s… was disabled by a key holding scope "%s", which the authenticated key lacks',
+                                     k.display_prefix, beyond);
+            END IF;
+        END IF;
         -- Bringing a key back is management too: it may not outlive the caller.
         PERFORM flint._check_lifetime(k.merchant_id, k.expires_at);
-        UPDATE flint.api_keys AS a SET disabled_at = NULL, disabled_reason = NULL WHERE a.id = k.id;
+        UPDATE flint.api_keys AS a SET disabled_at = NULL, disabled_reason = NULL, disabled_by_scopes = NULL
+         WHERE a.id = k.id;
     END IF;
     SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
     RETURN info;
 END
 $$;
 
-COMMENT ON FUNCTION @extschema@.flint_enable_key(key_id uuid) IS 'Re-enables a disabled key, within the caller''s and the merchant''s lifetime bounds; a revoked key stays revoked. Returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_enable_key(key_id uuid) IS 'Re-enables a disabled key: an admin''s disable only by an admin, a context key''s by a key holding its scopes; within lifetime bounds. Returns key_info.';
 
 CREATE FUNCTION @extschema@.flint_flush_log() RETURNS void
     LANGUAGE c
@@ -1595,14 +1676,26 @@ CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamp with time
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
-    SELECT date_trunc($4, u.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', u.key_id, u.outcome,
-           sum(u.requests)::bigint, sum(u.cost)::bigint
-      FROM flint.usage AS u
+    WITH groups AS (
+        SELECT u.minute, u.key_id, u.outcome, u.requests, u.cost
+          FROM flint.usage AS u
+         WHERE u.merchant_id = $1
+           AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+           AND u.minute < $3
+           AND ($5 IS NULL OR u.key_id = $5)
+        UNION ALL
+        -- not rolled up yet: from the log
+        SELECT date_trunc('minute', l.at), l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
+          FROM flint.request_log AS l
+         WHERE l.merchant_id = $1
+           AND l.at >= greatest(flint._usage_watermark(), date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+           AND date_trunc('minute', l.at) < $3
+           AND ($5 IS NULL OR l.key_id = $5)
+         GROUP BY 1, 2, 3)
+    SELECT date_trunc($4, g.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', g.key_id, g.outcome,
+           sum(g.requests)::bigint, sum(g.cost)::bigint
+      FROM groups AS g
      WHERE flint._usage_args_ok($1, $2, $3, $4)
-       AND u.merchant_id = $1
-       AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-       AND u.minute < $3
-       AND ($5 IS NULL OR u.key_id = $5)
      GROUP BY 1, 2, 3
      ORDER BY 1, 2, 3
 $_$;
@@ -1908,7 +2001,7 @@ CREATE TABLE flint.usage (
     cost bigint NOT NULL
 );
 
-COMMENT ON TABLE flint.usage IS 'Usage rollups: requests and cost per minute, merchant, key and outcome, written with the request-log rows; kept for flint.usage_retention. RLS.';
+COMMENT ON TABLE flint.usage IS 'Usage rollups: requests and cost per minute, merchant, key and outcome of the log rows before flint.usage_watermark; kept for flint.usage_retention. RLS.';
 
 CREATE VIEW flint.usage_totals AS
  SELECT (date_trunc('hour'::text, (u.minute AT TIME ZONE 'UTC'::text)) AT TIME ZONE 'UTC'::text) AS hour,
@@ -1919,6 +2012,14 @@ CREATE VIEW flint.usage_totals AS
   GROUP BY ((date_trunc('hour'::text, (u.minute AT TIME ZONE 'UTC'::text)) AT TIME ZONE 'UTC'::text)), u.outcome;
 
 COMMENT ON VIEW flint.usage_totals IS 'Usage per hour and outcome over all merchants (no merchant or key): readable by pg_monitor.';
+
+CREATE TABLE flint.usage_watermark (
+    single boolean DEFAULT true NOT NULL,
+    rolled_up_to timestamp with time zone NOT NULL,
+    CONSTRAINT usage_watermark_single_check CHECK (single)
+);
+
+COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker once a minute).';
 
 CREATE VIEW flint.verification_counts AS
  SELECT c.name AS outcome,
@@ -1957,6 +2058,9 @@ ALTER TABLE ONLY flint.scopes
 ALTER TABLE ONLY flint.usage
     ADD CONSTRAINT usage_group UNIQUE NULLS NOT DISTINCT (minute, merchant_id, key_id, outcome);
 
+ALTER TABLE ONLY flint.usage_watermark
+    ADD CONSTRAINT usage_watermark_pkey PRIMARY KEY (single);
+
 CREATE INDEX api_keys_merchant_idx ON flint.api_keys USING btree (merchant_id);
 
 CREATE INDEX key_events_key_idx ON flint.key_events USING btree (key_id, at);
@@ -1964,6 +2068,8 @@ CREATE INDEX key_events_key_idx ON flint.key_events USING btree (key_id, at);
 CREATE INDEX key_events_merchant_idx ON flint.key_events USING btree (merchant_id, at);
 
 CREATE INDEX key_roles_role_id_idx ON flint.key_roles USING btree (role_id);
+
+CREATE INDEX request_log_default_at_brin ON flint.request_log_default USING brin (at);
 
 CREATE INDEX request_log_default_failures_idx ON flint.request_log_default USING btree (merchant_id, at) WHERE (outcome <> 'ok'::text);
 
@@ -2054,6 +2160,8 @@ REVOKE ALL ON FUNCTION flint._authorize_caller() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._authorize_key(k flint.api_keys, needed text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION flint._caller_sees(merchant uuid) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION flint._check_grantable(scopes text[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._check_lifetime(merchant uuid, expiry timestamp with time zone) FROM PUBLIC;
@@ -2095,11 +2203,11 @@ REVOKE ALL ON FUNCTION flint._leaked_key(token text, OUT key_id uuid, OUT displa
 
 REVOKE ALL ON FUNCTION flint._lease_quota(key_id uuid, version bigint, period timestamp with time zone, want bigint) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION flint._leased_units(key_id uuid, version bigint, period timestamp with time zone) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bigint, OUT pending bigint, OUT refused bigint, OUT capacity integer, OUT worker_pid integer, OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint, OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._maintain_request_log(today date, retention interval) FROM PUBLIC;
-
-REVOKE ALL ON FUNCTION flint._may_see_roles_of(merchant uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) FROM PUBLIC;
 
@@ -2120,6 +2228,8 @@ REVOKE ALL ON FUNCTION flint._role_by_name(merchant uuid, role_name text) FROM P
 REVOKE ALL ON FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._role_for_update(role_id uuid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._rotate_key(target uuid, grace interval) FROM PUBLIC;
 
@@ -2201,7 +2311,9 @@ GRANT SELECT ON TABLE flint.verification_counts TO pg_monitor;
 -- Privileges the upgrade chain set explicitly, equal to the defaults.
 GRANT EXECUTE ON FUNCTION flint._effective_scopes(uuid,text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION flint._key_role_names(uuid) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION flint._unspent_lease(uuid) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION flint._usage_args_ok(uuid,timestamp with time zone,timestamp with time zone,text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION flint._usage_watermark() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.flint_current_key() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.flint_current_merchant() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.flint_current_mode() TO PUBLIC;
@@ -2223,6 +2335,9 @@ REVOKE ALL ON TABLE flint.unused_keys FROM PUBLIC;
 
 -- The builtin scopes (not dumped: a restore gets them from this script).
 INSERT INTO flint.scopes (name, description, builtin) VALUES ('customers:read', 'Read customers', true), ('customers:write', 'Write customers', true), ('keys:read', 'Read keys', true), ('keys:write', 'Write keys', true), ('logs:read', 'Read logs', true), ('logs:write', 'Write logs', true), ('payments:read', 'Read payments', true), ('payments:write', 'Write payments', true), ('payouts:read', 'Read payouts', true), ('payouts:write', 'Write payouts', true), ('refunds:read', 'Read refunds', true), ('refunds:write', 'Write refunds', true), ('webhooks:read', 'Read webhooks', true), ('webhooks:write', 'Write webhooks', true);
+
+-- The usage rollups start at the install (not dumped: a restore starts afresh).
+INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (date_trunc('minute', now()));
 
 -- Tables pg_dump keeps with the extension: what users made, not what this script made.
 SELECT pg_catalog.pg_extension_config_dump('flint.merchants', '');

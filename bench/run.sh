@@ -179,5 +179,27 @@ done
 say "end to end (pgbench, $ROUNDS rounds): with limits $((lt / ROUNDS)) tps, without $((pt / ROUNDS)) tps: ratio $(echo "scale=2; $lt / $pt" | bc)  (target >= 0.91, i.e. cost <= 1.1x)"
 
 say ""
+say "== 11. 1.3: a key whose scope comes from a role against a key holding it itself; the log with and without usage rollups"
+ROLE_TOK="$(q -c "SELECT tok FROM bench.keys WHERE n = 3")"
+q -c "SELECT flint_update_key(id, scopes => '{customers:read}') FROM bench.keys WHERE n = 3" >/dev/null
+q -c "SELECT flint_create_role('$M', 'bench readers', '{payments:read}')" >/dev/null
+q -c "SELECT flint_grant_role(id, 'bench readers') FROM bench.keys WHERE n = 3" >/dev/null
+OWN_Q="SELECT count(flint_verify_key('$TOK' || left(g::text, 0), 'payments:read', '$M')) FROM generate_series(1, 20000) g"
+ROLE_Q="SELECT count(flint_verify_key('$ROLE_TOK' || left(g::text, 0), 'payments:read', '$M')) FROM generate_series(1, 20000) g"
+read -r ro_ms ow_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 3) FROM bench.compare(\$\$$ROLE_Q\$\$, \$\$$OWN_Q\$\$, $REPS)")
+say "in-process, 20,000 calls: scope through a role $ro_ms ms, own scope $ow_ms ms: ratio $ratio  (target <= 1.05)"
+# Rollups off: the worker writes flint.usage only while the table exists under that name.
+ut=0; nt=0
+for r in $(seq 1 "$ROUNDS"); do
+    read -r t _ < <(pgb verify); ut=$((ut + t))
+    q -c "ALTER TABLE flint.usage RENAME TO usage_bench_off" >/dev/null
+    read -r t _ < <(pgb verify); nt=$((nt + t))
+    q -c "ALTER TABLE flint.usage_bench_off RENAME TO usage" >/dev/null
+done
+say "end to end (pgbench, $ROUNDS rounds): with rollups $((ut / ROUNDS)) tps, without $((nt / ROUNDS)) tps: ratio $(echo "scale=3; $ut / $nt" | bc)  (target >= 0.952, i.e. cost <= 1.05x)"
+q -c "SELECT flint_flush_log()" >/dev/null
+say "rollup rows: $(q -c "SELECT count(*) || ' for ' || sum(requests) || ' requests' FROM flint.usage")"
+
+say ""
 gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "charts: bench/results/keycount.svg, bench/results/active.svg"
 say "report: $REPORT"

@@ -23,9 +23,10 @@ EXCEPTION WHEN SQLSTATE 'FK009' THEN
     END;
 END
 $$;
--- a new limit starts a fresh bucket; a failure before the rate check (wrong scope) consumes nothing
+-- a changed limit keeps what was spent (1.3): the 3 spent count against the
+-- new 5 an hour, 2 are left; a failure before the rate check (wrong scope) consumes nothing
 SELECT rate_limit IS NULL AS cleared FROM flint_clear_key_limits(:'rk', ARRAY['rate']);
-SELECT rate_limit FROM flint_set_key_limits(:'rk', rate_limit => 2, rate_window => '1 hour');
+SELECT rate_limit FROM flint_set_key_limits(:'rk', rate_limit => 5, rate_window => '1 hour');
 SELECT code FROM flint_check_key(:'rs', 'refunds:read', :acme);
 SELECT code FROM flint_check_key(:'rs', 'payments:read', :acme);
 SELECT code FROM flint_check_key(:'rs', 'payments:read', :acme);

@@ -97,9 +97,19 @@ SELECT b AS bucket,
        (SELECT sum(requests) FROM flint_usage(:acme, now() - interval '1 day', now() + interval '1 minute', b)) AS usage,
        (SELECT count(*) FROM flint.request_log WHERE merchant_id = :acme) AS log
   FROM unnest(ARRAY['minute', 'hour', 'day']) AS b;
+-- So far (this minute) from the log; the worker's roll-up of the minute,
+-- forced here, moves the sums into flint.usage.
+SELECT flint._roll_up_usage(date_trunc('minute', now()) + interval '1 minute') IS NOT NULL AS rolled_up;
 SELECT (SELECT sum(requests) FROM flint.usage) = (SELECT count(*) FROM flint.request_log) AS all_rows_counted,
        (SELECT sum(cost) FROM flint.usage) = (SELECT sum(cost) FROM flint.request_log) AS all_cost_counted;
 SELECT requests FROM flint.usage WHERE merchant_id IS NULL AND key_id IS NULL AND outcome = 'malformed_key';
+SELECT outcome, requests, cost FROM flint_usage(:acme, now() - interval '1 hour', now() + interval '1 hour', 'hour', :'u');
+SELECT flint._roll_up_usage(now() - interval '1 hour') AS not_backwards;
+-- Rows logged for a time already rolled up (here: all of them now) add their groups as they are inserted.
+SELECT count(*) FROM generate_series(1, 3) g, LATERAL flint_check_key(:'us' || repeat('', g), 'payments:read', :acme);
+SELECT flint_flush_log();
+SELECT (SELECT sum(requests) FROM flint.usage) = (SELECT count(*) FROM flint.request_log) AS late_rows_counted;
+SELECT outcome, requests, cost FROM flint_usage(:acme, now() - interval '1 hour', now() + interval '1 hour', 'hour', :'u');
 -- buckets start at UTC boundaries
 SELECT DISTINCT bucket_start = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS utc_midnight
   FROM flint_usage(:acme, now() - interval '1 day', now() + interval '1 minute', 'day');
@@ -118,7 +128,7 @@ CREATE ROLE flint_usage_app;
 GRANT EXECUTE ON FUNCTION flint_authenticate(text), flint_usage(uuid, timestamptz, timestamptz, text, uuid),
     flint_require_scope(text) TO flint_usage_app;
 GRANT USAGE ON SCHEMA flint TO flint_usage_app;
-GRANT SELECT ON flint.usage, flint.key_info TO flint_usage_app;
+GRANT SELECT ON flint.usage, flint.request_log, flint.key_info TO flint_usage_app;
 GRANT SELECT (id, merchant_id, name, mode, display_prefix, scopes, metadata, created_at, created_by, expires_at,
               revoked_at, revoked_reason, last_used_at, previous_secret_expires_at, disabled_at, disabled_reason,
               rate_limit, rate_window, remaining, refill_amount, refill_interval, allowed_ips)

@@ -45,6 +45,7 @@ DELETE FROM flint.api_keys;
 DELETE FROM flint.key_events;
 DELETE FROM flint.request_log;
 DELETE FROM flint.usage;
+UPDATE flint.usage_watermark SET rolled_up_to = date_trunc('minute', now());
 DELETE FROM flint.merchants;
 
 -- Two merchants used throughout.

@@ -51,6 +51,18 @@ void bucket_refund(BucketState &b, int32_t limit, int64_t window_us) {
     b.credit = std::min(capacity(limit, window_us), b.credit + window_us);
 }
 
+void bucket_change_limit(BucketState &b, int64_t now_us, int32_t old_limit, int64_t old_window_us, int32_t new_limit,
+                         int64_t new_window_us) {
+    if (b.credit < 0 || old_limit <= 0 || old_window_us <= 0)
+        return; // new: full under any limit
+    refill(b, now_us, old_limit, old_window_us);
+    // One token is window_us of credit: rescale the spent credit to the new window.
+    const __int128 spent =
+        static_cast<__int128>(capacity(old_limit, old_window_us) - b.credit) * new_window_us / old_window_us;
+    const __int128 left = static_cast<__int128>(capacity(new_limit, new_window_us)) - spent;
+    b.credit = left > 0 ? static_cast<int64_t>(left) : 0;
+}
+
 bool bucket_full(const BucketState &b, int64_t now_us, int32_t limit, int64_t window_us) {
     if (b.credit < 0)
         return true;

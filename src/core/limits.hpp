@@ -40,6 +40,12 @@ struct BucketState {
 bool bucket_take(BucketState &b, int64_t now_us, int32_t limit, int64_t window_us, int64_t *retry_after_ms);
 // Gives back a token taken by bucket_take (a later check refused the call).
 void bucket_refund(BucketState &b, int32_t limit, int64_t window_us);
+// A new limit or window for a bucket in use: what was spent stays spent.
+// The tokens spent at now_us (under the old limit and window) are taken
+// from a full bucket of the new one (never below empty), so changing a
+// window or limit never hands out a fresh, full bucket.
+void bucket_change_limit(BucketState &b, int64_t now_us, int32_t old_limit, int64_t old_window_us, int32_t new_limit,
+                         int64_t new_window_us);
 // True when the bucket is full again at now_us: forgetting it changes nothing.
 bool bucket_full(const BucketState &b, int64_t now_us, int32_t limit, int64_t window_us);
 

@@ -72,7 +72,7 @@ constexpr int kAt = 0, kKeyId = 1, kMerchantId = 3, kOutcome = 6, kCost = 13;
 
 } // namespace
 
-bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost) {
+bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost, int64_t before) {
     static constexpr char kSignature[] = "PGCOPY\n\xff\r\n";
     CopyReader r{data};
     const char *sig;
@@ -127,7 +127,8 @@ bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost) {
                 return false; // a field of the wrong width
             }
         }
-        batch.add(at, has_merchant ? &merchant : nullptr, has_key ? &key : nullptr, outcome, cost);
+        if (at < before)
+            batch.add(at, has_merchant ? &merchant : nullptr, has_key ? &key : nullptr, outcome, cost);
     }
     for (auto &[id, g] : batch.groups_) {
         auto [it, fresh] = groups_.try_emplace(id, g);

@@ -33,9 +33,9 @@ class UsageRollup {
   public:
     void add(int64_t at, const Uuid *merchant, const Uuid *key, std::string_view outcome, int64_t cost);
     // Rows in encode_copy_binary's format (kCopyColumns, cost when with_cost,
-    // any columns after it ignored). False, adding nothing, when the data is
-    // not that format.
-    bool add_copy_binary(std::string_view data, bool with_cost);
+    // any columns after it ignored), those with `at` before `before` only.
+    // False, adding nothing, when the data is not that format.
+    bool add_copy_binary(std::string_view data, bool with_cost, int64_t before = INT64_MAX);
 
     // The groups, in a stable order (minute, merchant, key, outcome).
     std::vector<UsageGroup> groups() const;

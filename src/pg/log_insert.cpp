@@ -59,6 +59,22 @@ Datum array_datum(std::vector<Datum> &values, const bool *nulls, Oid type, int16
         construct_md_array(values.data(), const_cast<bool *>(nulls), 1, dims, lbs, type, len, byval, align));
 }
 
+// flint.usage_watermark, locked FOR SHARE until the transaction ends.
+int64 usage_watermark_unsafe() {
+    SPI_connect();
+    if (SPI_execute("SELECT rolled_up_to FROM flint.usage_watermark FOR SHARE", false, 1) != SPI_OK_SELECT)
+        elog(ERROR, "flint_keys: could not read flint.usage_watermark");
+    int64 mark = PG_INT64_MIN; // no row: nothing is rolled up yet
+    if (SPI_processed == 1) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+        if (!isnull)
+            mark = DatumGetTimestampTz(d);
+    }
+    SPI_finish();
+    return mark;
+}
+
 void add_usage_unsafe(const UsageRollup &rollup) {
     const std::vector<UsageGroup> groups = rollup.groups();
     if (groups.empty())
@@ -106,7 +122,7 @@ LogTable log_table_unsafe() {
         t.has_cost = get_attnum(t.relid, "cost") != InvalidAttrNumber;
         t.has_server = get_attnum(t.relid, kServerColumn) != InvalidAttrNumber;
     }
-    t.has_usage = OidIsValid(get_relname_relid("usage", nsp));
+    t.has_usage = OidIsValid(get_relname_relid("usage", nsp)) && OidIsValid(get_relname_relid("usage_watermark", nsp));
     return t;
 }
 
@@ -129,8 +145,11 @@ uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len)
     EndCopyFrom(cstate);
     table_close(rel, NoLock);
     if (table.has_usage) {
+        // Rows for a time the worker has already rolled up (late: forwarded,
+        // spooled, held up) add their groups now; the rest wait for the
+        // minute's roll-up. The mark's row lock orders this against it.
         UsageRollup rollup;
-        if (!rollup.add_copy_binary(std::string_view(data, len), table.has_cost))
+        if (!rollup.add_copy_binary(std::string_view(data, len), table.has_cost, usage_watermark_unsafe()))
             elog(ERROR, "flint_keys: a request-log batch COPY took could not be summed for flint.usage");
         add_usage_unsafe(rollup);
     }

@@ -235,6 +235,31 @@ void maintain_if_due(bool have_rows) {
     next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
 }
 
+// Usage rollups (1.3): once a minute has passed, its log rows are summed
+// into flint.usage and the watermark moves past it (flint._roll_up_usage).
+// Rows of that minute still queued then are added as they are inserted.
+TimestampTz rolled_up_minute = 0;
+
+void roll_up_usage_if_due() {
+    const TimestampTz minute = GetCurrentTimestamp() / (60 * USECS_PER_SEC) * (60 * USECS_PER_SEC);
+    if (minute <= rolled_up_minute)
+        return;
+    bool done = run_transaction([&] {
+        begin_transaction_unsafe("flint_keys: rolling up usage", kHousekeepingLockTimeout);
+        Oid nsp = get_namespace_oid("flint", true);
+        if (OidIsValid(nsp) && OidIsValid(get_relname_relid("usage_watermark", nsp))) {
+            Oid types[1] = {TIMESTAMPTZOID};
+            Datum args[1] = {TimestampTzGetDatum(minute)};
+            if (SPI_execute_with_args("SELECT flint._roll_up_usage($1)", 1, types, args, nullptr, false, 0) !=
+                SPI_OK_SELECT)
+                elog(ERROR, "flint_keys: usage roll-up failed");
+        }
+        commit_transaction_unsafe();
+    });
+    if (done)
+        rolled_up_minute = minute;
+}
+
 // Quota units for the backends waiting on them (README "Traffic controls":
 // leased before spent, so a crash forfeits units and never grants extra).
 // One transaction per pass for at most kLeasesPerPass keys; a key row that
@@ -628,6 +653,8 @@ void worker_loop() {
         overflow_start(spool_origin, &spool_batch_id, server_name()); // once, on a primary
         maintain_if_due(false);
         failing = !drain(); // serves waiting quota leases first, and between batches
+        if (!failing)
+            roll_up_usage_if_due();
         overflow_worker_failing(failing);
         report_overflow_error();
         summarize_refusals();

@@ -225,7 +225,9 @@ bool take_token(const Uuid &id, Kind kind, const Uuid &merchant, int32 limit, in
     *full = e == nullptr && !*over_share;
     if (e) {
         if (e->limit != limit || e->window_us != window) {
-            e->bucket = BucketState{};
+            // A changed limit keeps what was spent (a key must not reset its
+            // bucket by changing its window).
+            bucket_change_limit(e->bucket, now, e->limit, e->window_us, limit, window);
             e->limit = limit;
             e->window_us = window;
         }
@@ -583,4 +585,40 @@ IpAddress connection_address() {
     return *known;
 }
 
+int64 leased_units(const Uuid &id, int64 version, int64 period) {
+    if (!traffic)
+        return 0;
+    uint64 h = hash_id(id, Kind::key);
+    QuotaPartition *p = quota_partition(h);
+    int64 units = 0;
+    SpinLockAcquire(&p->lock);
+    for (uint32 i = 0; i < p->size; ++i) {
+        const QuotaEntry &e = p->entries[i];
+        if (e.used && e.id == id) {
+            if (e.version == version && e.period == period) // units of an older quota or period are void
+                units = e.available;
+            break;
+        }
+    }
+    SpinLockRelease(&p->lock);
+    return units;
+}
+
+namespace {
+
+// flint._leased_units(key_id uuid, version bigint, period timestamptz): the
+// units of that quota version and period this server holds and has not spent.
+Datum leased_units_body(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        PG_RETURN_INT64(0);
+    Uuid id;
+    std::memcpy(id.data(), PG_GETARG_UUID_P(0)->data, 16);
+    const int64 period = PG_ARGISNULL(2) ? 0 : PG_GETARG_TIMESTAMPTZ(2);
+    PG_RETURN_INT64(leased_units(id, PG_GETARG_INT64(1), period));
+}
+
+} // namespace
 } // namespace flint::pg
+
+using namespace flint::pg;
+FLINT_SQL_FUNCTION(flint_leased_units, leased_units_body)

@@ -50,6 +50,10 @@ std::vector<LeaseRequest> pending_lease_requests();
 void lock_lease_keys_unsafe(const std::vector<LeaseRequest> &requests, std::vector<bool> *served);
 void lease_quota_unsafe(const LeaseRequest &r, int64 *granted); // granted -1: the quota changed or is gone
 void apply_lease(const LeaseRequest &r, int64 granted);
+// Units of this quota version and period (0: no refill) this server holds
+// for the key and has not spent: key_info.remaining adds them (they are
+// taken from flint.api_keys.remaining when leased, not when spent).
+int64 leased_units(const Uuid &id, int64 version, int64 period);
 // The lease transaction failed (a lock timeout): look at the requests again next time.
 void retry_leases_later();
 

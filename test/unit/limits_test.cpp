@@ -75,6 +75,40 @@ TEST(Limits, NoOverflowAtTheLargestLimits) {
     EXPECT_TRUE(bucket_take(b, 365 * kDay, 1000000, kDay, &retry)) << "a year idle: full, not overflowed";
 }
 
+TEST(Limits, AChangedLimitKeepsWhatWasSpent) {
+    // 5 a minute, spent in a burst; the window moved to 59 s: still empty
+    // (a fresh bucket per change gave a key 40 calls in 3.5 s).
+    BucketState b;
+    int64_t retry = 0, t = 1000 * kSec;
+    for (int i = 0; i < 5; ++i)
+        ASSERT_TRUE(bucket_take(b, t, 5, 60 * kSec, &retry));
+    for (int change = 0; change < 8; ++change) {
+        const int64_t window = (change % 2 ? 60 : 59) * kSec, old_window = (change % 2 ? 59 : 60) * kSec;
+        bucket_change_limit(b, t, 5, old_window, 5, window);
+        EXPECT_FALSE(bucket_take(b, t, 5, window, &retry)) << "change " << change;
+    }
+    // A higher limit: the 5 spent count against it, 5 more are there.
+    bucket_change_limit(b, t, 5, 60 * kSec, 10, 60 * kSec);
+    for (int i = 0; i < 5; ++i)
+        EXPECT_TRUE(bucket_take(b, t, 10, 60 * kSec, &retry)) << i;
+    EXPECT_FALSE(bucket_take(b, t, 10, 60 * kSec, &retry));
+    // A lower one: never below empty, and refilling at the new rate.
+    bucket_change_limit(b, t, 10, 60 * kSec, 2, 60 * kSec);
+    EXPECT_FALSE(bucket_take(b, t, 2, 60 * kSec, &retry));
+    EXPECT_EQ(retry, 30000) << "one token every 30 s";
+    EXPECT_TRUE(bucket_take(b, t + 30 * kSec, 2, 60 * kSec, &retry));
+    // A bucket never used stays full under its new limit.
+    BucketState fresh;
+    bucket_change_limit(fresh, t, 5, 60 * kSec, 3, kSec);
+    for (int i = 0; i < 3; ++i)
+        EXPECT_TRUE(bucket_take(fresh, t, 3, kSec, &retry));
+    // The largest values do not overflow.
+    BucketState big;
+    ASSERT_TRUE(bucket_take(big, 0, 1000000, kDay, &retry));
+    bucket_change_limit(big, 0, 1000000, kDay, 1000000, kSec);
+    EXPECT_TRUE(bucket_take(big, 0, 1000000, kSec, &retry));
+}
+
 TEST(Limits, QuotaPeriods) {
     // 2026-11-28 23:59:59 UTC and 2026-11-29 00:00:01 UTC
     const int64_t day_2026_11_28 = 9828; // days since 2000-01-01

@@ -108,3 +108,17 @@ TEST(UsageRollup, MalformedDataAddsNothing) {
     EXPECT_FALSE(rollup.add_copy_binary(no_cost, true));
     EXPECT_EQ(rollup.size(), 0u);
 }
+
+TEST(UsageRollup, OnlyRowsBeforeTheMarkWhenOneIsGiven) {
+    const int64_t m0 = 50 * kMicrosPerMinute;
+    std::vector<LogRecord> rows = {row(m0 - 1, 1, 10, Code::ok), row(m0, 1, 10, Code::ok),
+                                   row(m0 + 5, 1, 10, Code::ok)};
+    UsageRollup rollup;
+    ASSERT_TRUE(rollup.add_copy_binary(encode_copy_binary(rows.data(), rows.size()), true, m0));
+    ASSERT_EQ(rollup.size(), 1u);
+    EXPECT_EQ(rollup.groups()[0].minute, m0 - kMicrosPerMinute);
+    EXPECT_EQ(rollup.groups()[0].requests, 1);
+    UsageRollup none;
+    ASSERT_TRUE(none.add_copy_binary(encode_copy_binary(rows.data(), rows.size()), true, INT64_MIN));
+    EXPECT_EQ(none.size(), 0u);
+}
