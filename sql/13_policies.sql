@@ -1,0 +1,86 @@
+-- Policies that hold inside a merchant and numbers that are true (1.3): a
+-- changed rate limit keeps what was spent, key_info.remaining counts leased
+-- units as unspent, and a disable is undone only by a caller at least as
+-- privileged as the one who disabled the key.
+-- The shared setup: test/fixture.sql (try(), the merchants :acme and :bolt, empty key tables).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fixture :abs_srcdir '/test/fixture.sql'
+\i :fixture
+
+-- 1. Changing a limit's window or size never hands out a fresh bucket.
+SELECT key_id AS rk, secret AS rs FROM flint_create_key(:acme, 'limited', ARRAY['payments:read', 'keys:write']) \gset
+SELECT rate_limit FROM flint_set_key_limits(:'rk', rate_limit => 3, rate_window => '1 minute');
+SELECT code, count(*) FROM generate_series(1, 4) g,
+       LATERAL flint_check_key(:'rs' || repeat('', g), 'payments:read', :acme) GROUP BY code ORDER BY code NULLS FIRST;
+SELECT rate_window FROM flint_set_key_limits(:'rk', rate_window => '59 seconds');
+SELECT code FROM flint_check_key(:'rs', 'payments:read', :acme);
+SELECT rate_window FROM flint_set_key_limits(:'rk', rate_window => '1 minute');
+SELECT code FROM flint_check_key(:'rs', 'payments:read', :acme);
+-- a key of the merchant, in its context, may tighten the window: still nothing left
+SELECT secret AS ms FROM flint_create_key(:acme, 'manager', ARRAY['payments:read', 'keys:write']) \gset
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'ms');
+SELECT rate_window FROM flint_set_key_limits(:'rk', rate_window => '2 minutes');
+COMMIT;
+SELECT code FROM flint_check_key(:'rs', 'payments:read', :acme);
+-- a larger limit: what was spent counts against it
+SELECT rate_limit FROM flint_set_key_limits(:'rk', rate_limit => 5, rate_window => '2 minutes');
+SELECT code, count(*) FROM generate_series(1, 3) g,
+       LATERAL flint_check_key(:'rs' || repeat('', g), 'payments:read', :acme) GROUP BY code ORDER BY code NULLS FIRST;
+
+-- 2. key_info.remaining: units leased to this server but not spent are not spent.
+SELECT key_id AS qk, secret AS qs FROM flint_create_key(:acme, 'metered', ARRAY['payments:read']) \gset
+SELECT remaining FROM flint_set_key_limits(:'qk', remaining => 5);
+SELECT code, count(*) FROM generate_series(1, 2) g,
+       LATERAL flint_check_key(:'qs' || repeat('', g), 'payments:read', :acme) GROUP BY code ORDER BY code NULLS FIRST;
+SELECT flint_flush_log();
+SELECT remaining AS key_info_remaining FROM flint.key_info WHERE key_id = :'qk';
+SELECT remaining AS stored_remaining FROM flint.api_keys WHERE id = :'qk';  -- the lease took them from the table
+SELECT remaining FROM flint_get_key(:'qk');
+SELECT code FROM flint_check_key(:'qs', 'payments:read', :acme, NULL, 3);
+SELECT remaining FROM flint_get_key(:'qk');
+SELECT code FROM flint_check_key(:'qs', 'payments:read', :acme);
+SELECT remaining FROM flint_get_key(:'qk');
+-- a new quota: the old lease is void and shows nowhere
+SELECT remaining FROM flint_set_key_limits(:'qk', remaining => 7);
+SELECT remaining FROM flint_get_key(:'qk');
+
+-- 3. Enable only by a caller at least as privileged as the disabler.
+SELECT key_id AS target, secret AS ts FROM flint_create_key(:acme, 'target', ARRAY['payments:read']) \gset
+SELECT key_id AS boss, secret AS bs FROM flint_create_key(:acme, 'boss', ARRAY['keys:write', 'payments:read', 'refunds:write']) \gset
+SELECT key_id AS clerk, secret AS cs FROM flint_create_key(:acme, 'clerk', ARRAY['keys:write', 'payments:read']) \gset
+-- an admin's disable (fraud): no context may undo it
+SELECT status FROM flint_disable_key(:'target', 'fraud');
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'bs');
+SELECT try(format('SELECT flint_enable_key(%L)', :'target'));
+ROLLBACK;
+SELECT code FROM flint_check_key(:'ts', 'payments:read', :acme);
+SELECT status FROM flint_enable_key(:'target');                    -- the admin may
+-- a context key's disable: undone by a key holding its scopes, not by one with fewer
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'bs');
+SELECT status FROM flint_disable_key(:'target', 'boss says');
+COMMIT;
+SELECT disabled_by_scopes FROM flint.api_keys WHERE id = :'target';
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'cs');
+SELECT try(format('SELECT flint_enable_key(%L)', :'target'));
+ROLLBACK;
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'bs');
+SELECT try(format('SELECT flint_enable_key(%L)', :'target'));
+COMMIT;
+SELECT code FROM flint_check_key(:'ts', 'payments:read', :acme);
+-- a context's disable that an admin repeats becomes the admin's
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'cs');
+SELECT status FROM flint_disable_key(:'target');
+COMMIT;
+SELECT status FROM flint_disable_key(:'target', 'admin takes over');
+SELECT disabled_by_scopes IS NULL AS by_admin, disabled_reason FROM flint.api_keys WHERE id = :'target';
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'bs');
+SELECT try(format('SELECT flint_enable_key(%L)', :'target'));
+ROLLBACK;
+SELECT event FROM flint.key_events WHERE key_id = :'target' AND event IN ('disabled', 'enabled') ORDER BY id;
