@@ -497,6 +497,126 @@ BEGIN
 END
 $$;
 
+------------------------------------------------------------------------------
+-- Limits that hold inside a merchant: in a context no management may make a
+-- key's limits looser than the calling key's own (nor the calling key's
+-- looser than they were), and a key made in a context inherits its maker's
+-- rate limit and allowlist.
+------------------------------------------------------------------------------
+-- The first limit (rate limit, usage quota, IP allowlist) that changes from
+-- old to new and is then looser than bound's; NULL if none.
+CREATE FUNCTION flint._looser_limit(bound flint.api_keys, old flint.api_keys, new flint.api_keys) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE
+        WHEN (new.rate_limit, new.rate_window) IS DISTINCT FROM (old.rate_limit, old.rate_window)
+             AND bound.rate_limit IS NOT NULL
+             AND (new.rate_limit IS NULL OR new.rate_limit > bound.rate_limit
+                  OR new.rate_limit::float8 / extract(epoch FROM new.rate_window)
+                     > bound.rate_limit::float8 / extract(epoch FROM bound.rate_window))
+            THEN 'rate limit'
+        WHEN (new.remaining, new.refill_amount, new.refill_interval)
+             IS DISTINCT FROM (old.remaining, old.refill_amount, old.refill_interval)
+             AND bound.remaining IS NOT NULL
+             AND (new.remaining IS NULL OR new.remaining > bound.remaining
+                  OR (bound.refill_amount IS NULL AND new.refill_amount IS NOT NULL)
+                  OR (bound.refill_amount IS NOT NULL
+                      AND (new.refill_amount IS NULL OR new.refill_amount > bound.refill_amount
+                           OR (bound.refill_interval = 'month' AND new.refill_interval = 'day'))))
+            THEN 'usage quota'
+        WHEN new.allowed_ips IS DISTINCT FROM old.allowed_ips
+             AND bound.allowed_ips IS NOT NULL
+             AND (new.allowed_ips IS NULL
+                  OR EXISTS (SELECT 1 FROM unnest(new.allowed_ips) AS a(net) WHERE NOT a.net <<= ANY (bound.allowed_ips)))
+            THEN 'IP allowlist'
+    END
+$$;
+
+REVOKE ALL ON FUNCTION flint._looser_limit(flint.api_keys, flint.api_keys, flint.api_keys) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION flint._check_not_looser(old flint.api_keys, new flint.api_keys) RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    caller flint.api_keys;
+    looser text;
+BEGIN
+    IF @extschema@.flint_current_key() IS NULL THEN
+        RETURN;
+    END IF;
+    IF @extschema@.flint_current_key() = old.id AND flint._looser_limit(old, old, new) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005', MESSAGE = 'missing_scope: a key cannot loosen its own limits';
+    END IF;
+    SELECT * INTO caller FROM flint.api_keys AS a WHERE a.id = @extschema@.flint_current_key();
+    looser := flint._looser_limit(caller, old, new);
+    IF looser IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: the authenticated key cannot make the %s of key %s… looser than its own',
+                             looser, old.display_prefix);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, mode text DEFAULT 'live'::text, metadata jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET check_function_bodies TO 'on'
+    AS $$
+DECLARE
+    new_id     uuid := gen_random_uuid();
+    minted     record;
+    key_scopes text[];
+    expiry     timestamptz;
+    parent     flint.api_keys;
+BEGIN
+    IF merchant IS NULL OR name IS NULL OR mode IS NULL OR metadata IS NULL THEN
+        RAISE EXCEPTION 'merchant, name, scopes, mode and metadata must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM flint._authorize(merchant, 'keys:write');
+    IF NOT EXISTS (SELECT 1 FROM flint.merchants AS m WHERE m.id = merchant) THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+    IF length(btrim(name)) = 0 OR length(name) > 200 THEN
+        RAISE EXCEPTION 'a key name must have 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF mode NOT IN ('live', 'test') THEN
+        RAISE EXCEPTION 'unknown key mode "%"', left(mode, 20) USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''live'' or ''test''.';
+    END IF;
+    metadata := flint._checked_metadata(metadata);
+    key_scopes := flint._check_scopes(scopes);
+    PERFORM flint._check_grantable(key_scopes);
+    IF @extschema@.flint_current_key() IS NOT NULL AND mode <> flint._current_mode() THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: a %s key cannot create %s keys', flint._current_mode(), mode);
+    END IF;
+    expiry := flint._checked_expiry(expires_at);
+    PERFORM flint._check_lifetime(merchant, expiry);
+    -- A key made in a context is at least as limited as the key that made it:
+    -- it inherits its rate limit and IP allowlist. A key with a usage quota
+    -- makes none (their calls would not count against its quota).
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        SELECT * INTO parent FROM flint.api_keys AS a WHERE a.id = @extschema@.flint_current_key();
+        IF parent.remaining IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'FK005',
+                MESSAGE = 'missing_scope: a key with a usage quota cannot create keys (their calls would not count against its quota)',
+                HINT = 'An admin can create the key, with a quota of its own.';
+        END IF;
+    END IF;
+    SELECT * INTO minted FROM flint._mint_token(mode, new_id);
+    INSERT INTO flint.api_keys AS k (id, merchant_id, name, mode, scopes, metadata, display_prefix,
+                                     secret_hash, created_by, expires_at, rate_limit, rate_window, allowed_ips)
+    VALUES (new_id, merchant, flint._scrub(name), mode, key_scopes, metadata, minted.display_prefix,
+            minted.secret_hash, flint._actor(), expiry, parent.rate_limit, parent.rate_window, parent.allowed_ips);
+    key_id := new_id;
+    secret := minted.secret;
+    display_prefix := minted.display_prefix;
+    RETURN NEXT;
+END
+$$;
+
 -- One key_events row and its wake-up (the event id only) for a role change.
 CREATE FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -688,8 +808,9 @@ $$;
 -- Usage rollups: requests and cost per (minute, merchant, key, outcome). They
 -- sum exactly the request log and outlive its purging:
 --  - flint.usage holds every row logged before flint.usage_watermark; the
---    log worker moves the mark forward once a minute, summing the minute's
---    rows from the log (one upsert per group) in the transaction that moves it;
+--    log worker moves the mark forward every 10 seconds, summing the rows
+--    since the mark from the log (one upsert per group) in the transaction
+--    that moves it;
 --  - a row inserted later for a time before the mark (a standby's forwarded
 --    batch, the spool, a batch held up by a lock) adds its group in the
 --    transaction that inserts it (one upsert per group and batch);
@@ -712,7 +833,7 @@ CREATE TABLE flint.usage_watermark (
 );
 -- Rows logged before the update (or CREATE EXTENSION) are not rolled up. Not
 -- dumped: a restore starts the mark afresh (CREATE EXTENSION inserts it).
-INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (date_trunc('minute', now()));
+INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (now());
 
 -- The minute sums read the log by time: a BRIN index per day partition (a
 -- few pages, next to nothing per insert: rows arrive in time order).
@@ -767,7 +888,7 @@ BEGIN
 END
 $$;
 
--- Called by the log worker once a minute: moves the mark to `upto`, adding
+-- Called by the log worker every 10 seconds: moves the mark to `upto`, adding
 -- the rows logged in between to flint.usage; returns the groups written.
 -- The mark's row lock orders it against batches inserted meanwhile (they
 -- read the mark FOR SHARE).
@@ -913,7 +1034,7 @@ COMMENT ON FUNCTION @extschema@.flint_current_key() IS 'The auth context''s key 
 COMMENT ON FUNCTION @extschema@.flint_current_mode() IS 'The auth context''s key mode (''live'' or ''test''), NULL outside a context; protected tables'' policies show test keys no live rows.';
 COMMENT ON FUNCTION @extschema@.flint_has_scope(text) IS 'True when the auth context''s key holds the scope (x:write grants x:read, x:* grants all of x); false outside a context. Not logged.';
 COMMENT ON FUNCTION @extschema@.flint_require_scope(text) IS 'Raises missing_scope (FK005), or unknown_scope (FK008), unless the auth context''s key holds the scope; fails outside a context. Logged.';
-COMMENT ON FUNCTION @extschema@.flint_create_key(uuid, text, text[], timestamptz, text, jsonb) IS 'Creates a key (merchant, name, scopes, expires_at, mode, metadata); returns key_id, the secret (shown once, never stored), display_prefix.';
+COMMENT ON FUNCTION @extschema@.flint_create_key(uuid, text, text[], timestamptz, text, jsonb) IS 'Creates a key (merchant, name, scopes, expires_at, mode, metadata); returns key_id, the secret (shown once, never stored), display_prefix. In a context it inherits the caller''s rate limit and allowlist.';
 COMMENT ON FUNCTION @extschema@.flint_list_keys(uuid, boolean) IS 'A merchant''s keys as flint.key_info rows (no hashes), oldest first; revoked keys only with include_revoked. Needs keys:read in a context.';
 COMMENT ON FUNCTION @extschema@.flint_get_key(uuid) IS 'One key as a flint.key_info row; P0002 for an unknown key (or another merchant''s, in a context). Needs keys:read in a context.';
 COMMENT ON FUNCTION @extschema@.flint_update_key(uuid, text, text[], timestamptz, jsonb) IS 'Changes a key''s name, scopes, expires_at or metadata (NULL: unchanged); returns its flint.key_info row. Revoked keys cannot be changed.';
@@ -942,7 +1063,8 @@ COMMENT ON FUNCTION flint._authorize_key(flint.api_keys, text) IS 'Internal: _au
 COMMENT ON FUNCTION flint._bookkeeping_now() IS 'Internal: true in the log worker and inside _receive_last_used; first term of the key_events_update trigger''s WHEN clause.';
 COMMENT ON FUNCTION flint._check_grantable(text[]) IS 'Internal: in a context, raises missing_scope (FK005) for a scope the calling key does not hold (called by flint_create_key, flint_update_key).';
 COMMENT ON FUNCTION flint._check_lifetime(uuid, timestamptz) IS 'Internal: raises 22023 if an expiry (NULL: none) outlives _expiry_bound for the merchant (called by create, update, rotate, enable).';
-COMMENT ON FUNCTION flint._check_not_looser(flint.api_keys, flint.api_keys) IS 'Internal: refuses (FK005) a key loosening its own limits inside its own context; other callers pass (called by _store_limits).';
+COMMENT ON FUNCTION flint._looser_limit(flint.api_keys, flint.api_keys, flint.api_keys) IS 'Internal: the first limit (rate limit, usage quota, IP allowlist) that changes from old to new and is looser than bound''s, else NULL.';
+COMMENT ON FUNCTION flint._check_not_looser(flint.api_keys, flint.api_keys) IS 'Internal: in a context, refuses (FK005) a change that loosens the calling key''s own limits or makes any key''s looser than the caller''s (called by _store_limits).';
 COMMENT ON FUNCTION flint._check_rate(integer, interval) IS 'Internal: validates a rate limit: 1 to 1,000,000 calls per 1 second to 1 day; NULL parts unchecked (called by the set-limits functions).';
 COMMENT ON FUNCTION flint._check_scopes(text[]) IS 'Internal: checks scopes against flint.scopes (FK008 with the closest name); returns them sorted, no duplicates (create, update, protect).';
 COMMENT ON FUNCTION flint._checked_expiry(timestamptz) IS 'Internal: expires_at for create/update: ''infinity'' becomes NULL (no expiry), a past time raises 22023, else returned unchanged.';
@@ -1012,9 +1134,9 @@ COMMENT ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb) IS 'Intern
 COMMENT ON FUNCTION flint._role_for_update(uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
 COMMENT ON FUNCTION flint._role_by_name(uuid, text) IS 'Internal: a merchant''s role by name, locked FOR SHARE; no_data_found if none (called by flint_grant_role, flint_revoke_role).';
 COMMENT ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
-COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker once a minute).';
+COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 10 seconds).';
 COMMENT ON FUNCTION flint._usage_watermark() IS 'Internal: flint.usage_watermark''s time, for flint_usage (which runs as the caller and adds the log rows after it).';
-COMMENT ON FUNCTION flint._roll_up_usage(timestamptz) IS 'Internal: called by the log worker once a minute: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
+COMMENT ON FUNCTION flint._roll_up_usage(timestamptz) IS 'Internal: called by the log worker every 10 seconds: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
 COMMENT ON FUNCTION flint._prune_usage(interval) IS 'Internal: called by the log worker: deletes flint.usage rows older than flint.usage_retention; returns how many.';
 
 SELECT flint._install_checks();

@@ -197,26 +197,27 @@ CREATE FUNCTION flint._check_not_looser(old flint.api_keys, new flint.api_keys) 
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+DECLARE
+    caller flint.api_keys;
+    looser text;
 BEGIN
-    IF @extschema@.flint_current_key() IS DISTINCT FROM old.id THEN
+    IF @extschema@.flint_current_key() IS NULL THEN
         RETURN;
     END IF;
-    IF (old.rate_limit IS NOT NULL AND (new.rate_limit IS NULL OR new.rate_limit > old.rate_limit
-                                        OR new.rate_limit::float8 / extract(epoch FROM new.rate_window)
-                                           > old.rate_limit::float8 / extract(epoch FROM old.rate_window)))
-       OR (old.remaining IS NOT NULL AND (new.remaining IS NULL OR new.remaining > old.remaining))
-       OR (old.refill_amount IS NULL AND new.refill_amount IS NOT NULL)
-       OR (old.refill_amount IS NOT NULL AND (new.refill_amount IS NULL OR new.refill_amount > old.refill_amount
-                                              OR (old.refill_interval = 'month' AND new.refill_interval = 'day')))
-       OR (old.allowed_ips IS NOT NULL AND (new.allowed_ips IS NULL
-                                            OR EXISTS (SELECT 1 FROM unnest(new.allowed_ips) AS a(net)
-                                                        WHERE NOT a.net <<= ANY (old.allowed_ips)))) THEN
+    IF @extschema@.flint_current_key() = old.id AND flint._looser_limit(old, old, new) IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'FK005', MESSAGE = 'missing_scope: a key cannot loosen its own limits';
+    END IF;
+    SELECT * INTO caller FROM flint.api_keys AS a WHERE a.id = @extschema@.flint_current_key();
+    looser := flint._looser_limit(caller, old, new);
+    IF looser IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'FK005',
+            MESSAGE = format('missing_scope: the authenticated key cannot make the %s of key %s… looser than its own',
+                             looser, old.display_prefix);
     END IF;
 END
 $$;
 
-COMMENT ON FUNCTION flint._check_not_looser(old flint.api_keys, new flint.api_keys) IS 'Internal: refuses (FK005) a key loosening its own limits inside its own context; other callers pass (called by _store_limits).';
+COMMENT ON FUNCTION flint._check_not_looser(old flint.api_keys, new flint.api_keys) IS 'Internal: in a context, refuses (FK005) a change that loosens the calling key''s own limits or makes any key''s looser than the caller''s (called by _store_limits).';
 
 CREATE FUNCTION flint._check_rate(rate_limit integer, rate_window interval) RETURNS void
     LANGUAGE plpgsql STABLE
@@ -547,6 +548,36 @@ CREATE FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bigint, O
 
 COMMENT ON FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bigint, OUT pending bigint, OUT refused bigint, OUT capacity integer, OUT worker_pid integer, OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint, OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text) IS 'Internal: this server''s row of flint_log_status(): queue counters, server, role, forwarded and spooled rows, primary_connection.';
 
+CREATE FUNCTION flint._looser_limit(bound flint.api_keys, old flint.api_keys, new flint.api_keys) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT CASE
+        WHEN (new.rate_limit, new.rate_window) IS DISTINCT FROM (old.rate_limit, old.rate_window)
+             AND bound.rate_limit IS NOT NULL
+             AND (new.rate_limit IS NULL OR new.rate_limit > bound.rate_limit
+                  OR new.rate_limit::float8 / extract(epoch FROM new.rate_window)
+                     > bound.rate_limit::float8 / extract(epoch FROM bound.rate_window))
+            THEN 'rate limit'
+        WHEN (new.remaining, new.refill_amount, new.refill_interval)
+             IS DISTINCT FROM (old.remaining, old.refill_amount, old.refill_interval)
+             AND bound.remaining IS NOT NULL
+             AND (new.remaining IS NULL OR new.remaining > bound.remaining
+                  OR (bound.refill_amount IS NULL AND new.refill_amount IS NOT NULL)
+                  OR (bound.refill_amount IS NOT NULL
+                      AND (new.refill_amount IS NULL OR new.refill_amount > bound.refill_amount
+                           OR (bound.refill_interval = 'month' AND new.refill_interval = 'day'))))
+            THEN 'usage quota'
+        WHEN new.allowed_ips IS DISTINCT FROM old.allowed_ips
+             AND bound.allowed_ips IS NOT NULL
+             AND (new.allowed_ips IS NULL
+                  OR EXISTS (SELECT 1 FROM unnest(new.allowed_ips) AS a(net) WHERE NOT a.net <<= ANY (bound.allowed_ips)))
+            THEN 'IP allowlist'
+    END
+$$;
+
+COMMENT ON FUNCTION flint._looser_limit(bound flint.api_keys, old flint.api_keys, new flint.api_keys) IS 'Internal: the first limit (rate limit, usage quota, IP allowlist) that changes from old to new and is looser than bound''s, else NULL.';
+
 CREATE FUNCTION flint._maintain_request_log(today date, retention interval DEFAULT NULL::interval) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -771,7 +802,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) IS 'Internal: called by the log worker once a minute: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
+COMMENT ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) IS 'Internal: called by the log worker every 10 seconds: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
 
 CREATE FUNCTION flint._rotate_key(target uuid, grace interval) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -987,6 +1018,7 @@ DECLARE
     minted     record;
     key_scopes text[];
     expiry     timestamptz;
+    parent     flint.api_keys;
 BEGIN
     IF merchant IS NULL OR name IS NULL OR mode IS NULL OR metadata IS NULL THEN
         RAISE EXCEPTION 'merchant, name, scopes, mode and metadata must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -1011,11 +1043,22 @@ BEGIN
     END IF;
     expiry := flint._checked_expiry(expires_at);
     PERFORM flint._check_lifetime(merchant, expiry);
+    -- A key made in a context is at least as limited as the key that made it:
+    -- it inherits its rate limit and IP allowlist. A key with a usage quota
+    -- makes none (their calls would not count against its quota).
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        SELECT * INTO parent FROM flint.api_keys AS a WHERE a.id = @extschema@.flint_current_key();
+        IF parent.remaining IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'FK005',
+                MESSAGE = 'missing_scope: a key with a usage quota cannot create keys (their calls would not count against its quota)',
+                HINT = 'An admin can create the key, with a quota of its own.';
+        END IF;
+    END IF;
     SELECT * INTO minted FROM flint._mint_token(mode, new_id);
     INSERT INTO flint.api_keys AS k (id, merchant_id, name, mode, scopes, metadata, display_prefix,
-                                     secret_hash, created_by, expires_at)
+                                     secret_hash, created_by, expires_at, rate_limit, rate_window, allowed_ips)
     VALUES (new_id, merchant, flint._scrub(name), mode, key_scopes, metadata, minted.display_prefix,
-            minted.secret_hash, flint._actor(), expiry);
+            minted.secret_hash, flint._actor(), expiry, parent.rate_limit, parent.rate_window, parent.allowed_ips);
     key_id := new_id;
     secret := minted.secret;
     display_prefix := minted.display_prefix;
@@ -1023,7 +1066,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone, mode text, metadata jsonb) IS 'Creates a key (merchant, name, scopes, expires_at, mode, metadata); returns key_id, the secret (shown once, never stored), display_prefix.';
+COMMENT ON FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone, mode text, metadata jsonb) IS 'Creates a key (merchant, name, scopes, expires_at, mode, metadata); returns key_id, the secret (shown once, never stored), display_prefix. In a context it inherits the caller''s rate limit and allowlist.';
 
 CREATE FUNCTION @extschema@.flint_create_role(merchant uuid, name text, scopes text[]) RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER
@@ -2019,7 +2062,7 @@ CREATE TABLE flint.usage_watermark (
     CONSTRAINT usage_watermark_single_check CHECK (single)
 );
 
-COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker once a minute).';
+COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 10 seconds).';
 
 CREATE VIEW flint.verification_counts AS
  SELECT c.name AS outcome,
@@ -2207,6 +2250,8 @@ REVOKE ALL ON FUNCTION flint._leased_units(key_id uuid, version bigint, period t
 
 REVOKE ALL ON FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bigint, OUT pending bigint, OUT refused bigint, OUT capacity integer, OUT worker_pid integer, OUT batches bigint, OUT server text, OUT role text, OUT forwarded bigint, OUT spooled bigint, OUT spool_bytes bigint, OUT primary_connection text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION flint._looser_limit(bound flint.api_keys, old flint.api_keys, new flint.api_keys) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION flint._maintain_request_log(today date, retention interval) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) FROM PUBLIC;
@@ -2337,7 +2382,7 @@ REVOKE ALL ON TABLE flint.unused_keys FROM PUBLIC;
 INSERT INTO flint.scopes (name, description, builtin) VALUES ('customers:read', 'Read customers', true), ('customers:write', 'Write customers', true), ('keys:read', 'Read keys', true), ('keys:write', 'Write keys', true), ('logs:read', 'Read logs', true), ('logs:write', 'Write logs', true), ('payments:read', 'Read payments', true), ('payments:write', 'Write payments', true), ('payouts:read', 'Read payouts', true), ('payouts:write', 'Write payouts', true), ('refunds:read', 'Read refunds', true), ('refunds:write', 'Write refunds', true), ('webhooks:read', 'Read webhooks', true), ('webhooks:write', 'Write webhooks', true);
 
 -- The usage rollups start at the install (not dumped: a restore starts afresh).
-INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (date_trunc('minute', now()));
+INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (now());
 
 -- Tables pg_dump keeps with the extension: what users made, not what this script made.
 SELECT pg_catalog.pg_extension_config_dump('flint.merchants', '');

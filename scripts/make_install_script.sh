@@ -45,7 +45,7 @@ seed="$(gen -c "SELECT format('INSERT INTO flint.scopes (name, description, buil
 checks="$(gen -c "SELECT 'SELECT flint._install_checks();' WHERE to_regprocedure('flint._install_checks()') IS NOT NULL")"
 # 1.3: the usage watermark's one row.
 watermark="$(gen -c "SELECT CASE WHEN to_regclass('flint.usage_watermark') IS NOT NULL THEN
-                  'INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (date_trunc(''minute'', now()));' END")"
+                  'INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (now());' END")"
 config_dump="$(gen -c "SELECT format('SELECT pg_catalog.pg_extension_config_dump(%L, %L);', c.rel::regclass, c.cond)
                          FROM pg_extension e, unnest(e.extconfig, e.extcondition) WITH ORDINALITY AS c(rel, cond, n)
                         WHERE e.extname = 'flint_keys' ORDER BY c.n")"

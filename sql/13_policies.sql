@@ -84,3 +84,31 @@ SELECT count(*) FROM flint_authenticate(:'bs');
 SELECT try(format('SELECT flint_enable_key(%L)', :'target'));
 ROLLBACK;
 SELECT event FROM flint.key_events WHERE key_id = :'target' AND event IN ('disabled', 'enabled') ORDER BY id;
+
+-- 4. Limits an admin set hold inside the merchant: a key made in a context
+-- inherits its maker's rate limit and allowlist, and no context makes any
+-- key's limits looser than its own.
+SELECT key_id AS pk, secret AS ps FROM flint_create_key(:acme, 'parent', ARRAY['keys:write', 'payments:read']) \gset
+SELECT rate_limit, allowed_ips FROM flint_set_key_limits(:'pk', rate_limit => 100, rate_window => '1 minute',
+                                                          allowed_ips => '{10.0.0.0/8}');
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'ps', '10.1.1.1');
+SELECT key_id AS ck, secret AS cs2 FROM flint_create_key(:acme, 'child', ARRAY['payments:read']) \gset
+SELECT rate_limit, rate_window, allowed_ips FROM flint.key_info WHERE key_id = :'ck';
+SELECT try(format('SELECT flint_clear_key_limits(%L)', :'ck'));
+SELECT try(format('SELECT flint_set_key_limits(%L, allowed_ips => %L)', :'ck', '{0.0.0.0/0}'));
+SELECT try(format('SELECT flint_set_key_limits(%L, rate_limit => 1000)', :'ck'));
+SELECT try(format('SELECT flint_clear_key_limits(%L)', :'pk'));
+SELECT rate_limit, allowed_ips FROM flint_set_key_limits(:'ck', rate_limit => 2, allowed_ips => '{10.1.0.0/16}');
+COMMIT;
+SELECT code FROM flint_check_key(:'cs2', 'payments:read', :acme, '192.168.1.1', 1);
+SELECT code FROM flint_check_key(:'cs2', 'payments:read', :acme, '10.1.2.3', 1);
+-- a key with a quota makes no keys: they would not count against it
+SELECT key_id AS qpk, secret AS qps FROM flint_create_key(:acme, 'metered parent', ARRAY['keys:write', 'payments:read']) \gset
+SELECT remaining FROM flint_set_key_limits(:'qpk', remaining => 100);
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'qps');
+SELECT try(format('SELECT key_id FROM flint_create_key(%L, %L, %L)', :acme, 'escape', '{payments:read}'));
+ROLLBACK;
+-- an admin is bound by nothing here
+SELECT rate_limit IS NULL AS cleared FROM flint_clear_key_limits(:'ck');

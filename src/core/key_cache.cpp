@@ -17,6 +17,8 @@ enum Flags : uint8_t {
 };
 constexpr size_t kPrefixTail = 8; // display prefix after "fk_live_"/"fk_test_"
 constexpr size_t kInitialSlots = 1024;
+constexpr size_t kGrowthDivisor = 16; // grow by a sixteenth: at most ~6% more slots than the threshold needs
+constexpr size_t kSearch = 512;       // slots the search for a free slot looks at, at most
 } // namespace
 
 // Plain data: copied, compared and thrown away with memcpy and epochs.
@@ -56,11 +58,14 @@ KeyCache::~KeyCache() {
 
 void KeyCache::set_max_keys(size_t max_keys) {
     size_t sets = max_keys / kWays;
+    if (sets > UINT32_MAX) // sets_of maps 32-bit hashes
+        sets = UINT32_MAX;
     max_slots_ = (sets ? sets : 1) * kWays;
     if (nslots_ > max_slots_) { // shrink: start over at the new bound
         free_(slots_, arg_);
         slots_ = nullptr;
         nslots_ = 0;
+        count_ = 0;
     }
 }
 
@@ -70,11 +75,12 @@ void KeyCache::clear() {
             std::memset(static_cast<void *>(slots_), 0, nslots_ * sizeof(Slot));
         epoch_ = 1;
     }
+    count_ = 0;
     nscopes_ = 0;
     nipsets_ = 0;
 }
 
-KeyCache::Slot *KeyCache::set_of(const Uuid &id, size_t nsets, Slot *slots) const {
+void KeyCache::sets_of(const Uuid &id, size_t nsets, size_t set[2]) {
     uint64_t a, b;
     std::memcpy(&a, id.data(), 8);
     std::memcpy(&b, id.data() + 8, 8);
@@ -86,11 +92,67 @@ KeyCache::Slot *KeyCache::set_of(const Uuid &id, size_t nsets, Slot *slots) cons
     h ^= h >> 33;
     h *= 0xC4CEB9FE1A85EC53ull;
     h ^= h >> 33;
-    return slots + h % nsets * kWays;
+    // Each half of the hash picks a set (multiply-shift: nsets < 2^32).
+    set[0] = static_cast<size_t>((h & 0xFFFFFFFFu) * nsets >> 32);
+    set[1] = static_cast<size_t>((h >> 32) * nsets >> 32);
+    if (set[1] == set[0] && nsets > 1)
+        set[1] = set[0] + 1 == nsets ? 0 : set[0] + 1;
+}
+
+KeyCache::Slot *KeyCache::make_room(Slot *slots, size_t nsets, const Uuid &id, bool relocate) const {
+    size_t set[2];
+    sets_of(id, nsets, set);
+    size_t nsets_of_id = set[0] == set[1] ? 1 : 2;
+    for (size_t i = 0; i < nsets_of_id; ++i)
+        for (size_t w = 0; w < kWays; ++w)
+            if (slots[set[i] * kWays + w].epoch != epoch_)
+                return &slots[set[i] * kWays + w];
+    if (!relocate)
+        return nullptr;
+    // Breadth-first, from the id's full slots: a key that can move to a free
+    // slot of its other set frees its own for the key before it in the chain,
+    // back to a slot of the id's sets. The shortest chain, of a few moves.
+    struct Step {
+        size_t slot;
+        size_t from; // the step whose key moves into this slot; SIZE_MAX at the id's sets
+    };
+    Step steps[kSearch];
+    size_t nsteps = 0;
+    for (size_t i = 0; i < nsets_of_id; ++i)
+        for (size_t w = 0; w < kWays; ++w)
+            steps[nsteps++] = {set[i] * kWays + w, SIZE_MAX};
+    for (size_t k = 0; k < nsteps; ++k) {
+        size_t its[2];
+        sets_of(slots[steps[k].slot].id, nsets, its);
+        size_t here = steps[k].slot / kWays;
+        size_t other = here == its[0] ? its[1] : its[0];
+        if (other == here)
+            continue;
+        for (size_t w = 0; w < kWays; ++w) {
+            size_t free_slot = other * kWays + w;
+            if (slots[free_slot].epoch == epoch_)
+                continue;
+            for (size_t s = k; s != SIZE_MAX; s = steps[s].from) { // move the chain's keys, last first
+                slots[free_slot] = slots[steps[s].slot];
+                free_slot = steps[s].slot;
+            }
+            return &slots[free_slot]; // in one of the id's sets
+        }
+        for (size_t w = 0; w < kWays && nsteps < kSearch; ++w) {
+            size_t next = other * kWays + w;
+            bool on_chain = false; // no slot twice in a chain (a shorter one would do)
+            for (size_t s = k; s != SIZE_MAX && !on_chain; s = steps[s].from)
+                on_chain = steps[s].slot == next;
+            if (!on_chain)
+                steps[nsteps++] = {next, k};
+        }
+    }
+    return nullptr;
 }
 
 bool KeyCache::grow() {
-    size_t want = nslots_ ? nslots_ * 2 : kInitialSlots;
+    size_t step = (nslots_ / kGrowthDivisor + kWays - 1) / kWays * kWays;
+    size_t want = nslots_ ? nslots_ + (step ? step : kWays) : kInitialSlots;
     if (want > max_slots_)
         want = max_slots_;
     if (want <= nslots_)
@@ -108,23 +170,26 @@ bool KeyCache::grow() {
     auto *bigger = static_cast<Slot *>(alloc_(want * sizeof(Slot), arg_));
     if (!bigger)
         return false;
-    std::memset(static_cast<void *>(bigger), 0, want * sizeof(Slot));
-    // Move the live entries over; a full set in the new layout drops the rest.
+    std::memset(static_cast<void *>(bigger), 0, want * sizeof(Slot)); // epoch 0: empty
+    // Rehash the live entries, each into its sets of the new layout (moving
+    // others as a new key would); one whose search fails is dropped (rare: the
+    // new array is at most kMaxLoadPercent * 16 / 17 full).
+    size_t kept = 0;
     for (size_t i = 0; i < nslots_; ++i) {
         const Slot &s = slots_[i];
         if (s.epoch != epoch_)
             continue;
-        Slot *set = set_of(s.id, want / kWays, bigger);
-        for (size_t w = 0; w < kWays; ++w)
-            if (set[w].epoch != epoch_) {
-                set[w] = s;
-                break;
-            }
+        Slot *to = make_room(bigger, want / kWays, s.id, true);
+        if (to) {
+            *to = s;
+            ++kept;
+        }
     }
     if (slots_)
         free_(slots_, arg_);
     slots_ = bigger;
     nslots_ = want;
+    count_ = kept;
     return true;
 }
 
@@ -159,9 +224,10 @@ int KeyCache::ipset_index(const std::vector<Cidr> &ips) {
 bool KeyCache::find(const Uuid &id, KeyRecord *out, bool *exists) {
     if (!slots_)
         return false;
-    Slot *set = set_of(id, nslots_ / kWays, slots_);
-    for (size_t w = 0; w < kWays; ++w) {
-        Slot &s = set[w];
+    size_t set[2];
+    sets_of(id, nslots_ / kWays, set);
+    for (size_t i = 0; i < 2 * kWays; ++i) {
+        Slot &s = slots_[set[i / kWays] * kWays + i % kWays];
         if (s.epoch != epoch_ || s.id != id)
             continue;
         s.last_use = ++tick_;
@@ -254,35 +320,34 @@ bool KeyCache::store(const Uuid &id, const KeyRecord *key) {
             entry.scope_bits[i / 64] |= uint64_t{1} << (i % 64);
         }
     }
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        Slot *set = set_of(id, nslots_ / kWays, slots_);
-        Slot *victim = nullptr;
-        for (size_t w = 0; w < kWays && !victim; ++w) // the same key: replace it
-            if (set[w].epoch == epoch_ && set[w].id == id)
-                victim = &set[w];
-        for (size_t w = 0; w < kWays && !victim; ++w) // an empty slot
-            if (set[w].epoch != epoch_)
-                victim = &set[w];
-        if (!victim) {
-            // A full set in a cache below its bound: grow first, then evict.
-            if (attempt == 0 && nslots_ < max_slots_ && grow())
-                continue;
-            victim = &set[0]; // the least recently used of the set
-            for (size_t w = 1; w < kWays; ++w)
-                if (set[w].last_use < victim->last_use)
-                    victim = &set[w];
+    size_t set[2];
+    sets_of(id, nslots_ / kWays, set);
+    for (size_t i = 0; i < 2 * kWays; ++i) { // the same key: replace it
+        Slot &s = slots_[set[i / kWays] * kWays + i % kWays];
+        if (s.epoch == epoch_ && s.id == id) {
+            s = entry;
+            return true;
         }
-        *victim = entry;
-        return true;
     }
-    return false;
-}
-
-size_t KeyCache::size() const {
-    size_t n = 0;
-    for (size_t i = 0; i < nslots_; ++i)
-        n += slots_[i].epoch == epoch_;
-    return n;
+    // A new key: grow first if it would take the load past the threshold
+    // (when the memory is not there, go on at this size).
+    if (over_load(count_ + 1) && nslots_ < max_slots_ && grow())
+        sets_of(id, nslots_ / kWays, set);
+    // Within the threshold, keys move to make room; past it (the cache at
+    // its max) only a free slot of the id's own sets is taken.
+    Slot *victim = make_room(slots_, nslots_ / kWays, id, !over_load(count_ + 1));
+    if (victim) {
+        ++count_;
+    } else { // the least recently used of the id's sets
+        victim = &slots_[set[0] * kWays];
+        for (size_t i = 1; i < 2 * kWays; ++i) {
+            Slot &s = slots_[set[i / kWays] * kWays + i % kWays];
+            if (s.last_use < victim->last_use)
+                victim = &s;
+        }
+    }
+    *victim = entry;
+    return true;
 }
 
 size_t KeyCache::bytes() const {

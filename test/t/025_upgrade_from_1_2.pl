@@ -53,7 +53,7 @@ $node->safe_psql('postgres', 'SELECT flint_flush_log()');
 my $log_rows = q{SELECT string_agg(l::text, E'\n' ORDER BY l::text) FROM flint.request_log AS l};
 my $view_rows = q{SELECT (SELECT string_agg(r::text, E'\n' ORDER BY r::text) FROM flint.recent_requests AS r) || E'\n--\n' ||
                          (SELECT string_agg(s::text, E'\n' ORDER BY s::text) FROM flint.request_summary AS s)};
-my $limits = qq{SELECT rate_limit || ' ' || rate_window || ' ' || remaining || ' ' || refill_amount || ' ' ||
+my $limits = qq{SELECT rate_limit || ' ' || rate_window || ' ' || refill_amount || ' ' ||
                        refill_interval || ' ' || allowed_ips::text FROM flint.key_info WHERE key_id = '$limited'};
 my %before = (log => $node->safe_psql('postgres', $log_rows), views => $node->safe_psql('postgres', $view_rows),
               limits => $node->safe_psql('postgres', $limits));
@@ -64,6 +64,8 @@ is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extna
 is($node->safe_psql('postgres', $log_rows), $before{log}, "every request-log row reads the same, column for column");
 is($node->safe_psql('postgres', $view_rows), $before{views}, 'and through the views users query');
 is($node->safe_psql('postgres', $limits), $before{limits}, 'the key limits are unchanged');
+is($node->safe_psql('postgres', "SELECT remaining FROM flint.key_info WHERE key_id = '$limited'"), '47',
+    'key_info.remaining now shows what is left of the quota (50 less one call of cost 3), leased units included');
 is($node->safe_psql('postgres', "SELECT flint_verify_key('$secret', 'payments:read', '$acme') = '$key'"), 't',
     'a 1.2 secret verifies');
 is($node->safe_psql('postgres', "SELECT code FROM flint_check_key('$limited_secret', 'payments:read', '$acme', '10.1.1.1', 1)"),
@@ -81,7 +83,7 @@ $node->safe_psql('postgres', qq{
 is($node->safe_psql('postgres', "SELECT code FROM flint_check_key('$secret', 'refunds:read', '$acme')"), '',
     'a 1.2 key takes a role');
 $node->safe_psql('postgres', 'SELECT flint_flush_log()');
-is($node->safe_psql('postgres', qq{SELECT sum(requests) FROM flint.usage}),
-    $node->safe_psql('postgres', qq{SELECT count(*) FROM flint.request_log WHERE request_id IS DISTINCT FROM 'before-upgrade'}),
-    'the rollups count the rows logged since the update (earlier rows are not rolled up)');
+is($node->safe_psql('postgres', qq{SELECT sum(requests) FROM flint_usage('$acme', now() - interval '1 hour', now() + interval '1 minute')}),
+    $node->safe_psql('postgres', qq{SELECT count(*) FROM flint.request_log WHERE merchant_id = '$acme' AND request_id IS DISTINCT FROM 'before-upgrade'}),
+    'the usage counts the rows logged since the update (earlier rows are not rolled up)');
 done_testing();
