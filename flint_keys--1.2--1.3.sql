@@ -617,6 +617,20 @@ BEGIN
 END
 $$;
 
+-- A leak report is not a refused request (its rows have their own source
+-- and, for a live secret, outcome leak_reported).
+CREATE OR REPLACE FUNCTION @extschema@.flint_recent_failures(merchant uuid, since interval DEFAULT '1 hour')
+    RETURNS TABLE(key_id uuid, display_prefix text, outcome text, requests bigint, last_at timestamptz)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT l.key_id, min(l.display_prefix), l.outcome, count(*), max(l.at)
+      FROM flint.request_log AS l
+     WHERE l.merchant_id = $1 AND l.outcome <> 'ok' AND l.source <> 'report_leaked' AND l.at > now() - $2
+     GROUP BY l.key_id, l.outcome
+     ORDER BY max(l.at) DESC
+$$;
+
 -- One key_events row and its wake-up (the event id only) for a role change.
 CREATE FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER

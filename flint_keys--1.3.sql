@@ -1448,7 +1448,7 @@ CREATE FUNCTION @extschema@.flint_recent_failures(merchant uuid, since interval 
     AS $_$
     SELECT l.key_id, min(l.display_prefix), l.outcome, count(*), max(l.at)
       FROM flint.request_log AS l
-     WHERE l.merchant_id = $1 AND l.outcome <> 'ok' AND l.at > now() - $2
+     WHERE l.merchant_id = $1 AND l.outcome <> 'ok' AND l.source <> 'report_leaked' AND l.at > now() - $2
      GROUP BY l.key_id, l.outcome
      ORDER BY max(l.at) DESC
 $_$;

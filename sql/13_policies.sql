@@ -112,3 +112,11 @@ SELECT try(format('SELECT key_id FROM flint_create_key(%L, %L, %L)', :acme, 'esc
 ROLLBACK;
 -- an admin is bound by nothing here
 SELECT rate_limit IS NULL AS cleared FROM flint_clear_key_limits(:'ck');
+
+-- 5. A leak report is not a use: its own source and outcome, and last_used_at stays.
+SELECT key_id AS lk, secret AS ls FROM flint_create_key(:acme, 'never used', ARRAY['payments:read']) \gset
+SELECT outcome FROM flint_report_leaked(ARRAY[:'ls'], 'pastebin');
+SELECT flint_flush_log();
+SELECT source, outcome, sqlstate FROM flint.request_log WHERE key_id = :'lk';
+SELECT last_used_at IS NULL AS never_used, status FROM flint.key_info WHERE key_id = :'lk';
+SELECT total > 0 AS counted FROM flint.verification_counts WHERE outcome = 'leak_reported';

@@ -18,6 +18,7 @@ const char *code_name(Code code) {
     case Code::rate_limited: return "rate_limited";
     case Code::usage_exceeded: return "usage_exceeded";
     case Code::ip_not_allowed: return "ip_not_allowed";
+    case Code::leak_reported: return "leak_reported";
     }
     return "unknown";
 }
@@ -38,6 +39,7 @@ const char *code_sqlstate(Code code) {
     case Code::rate_limited: return "FK009";
     case Code::usage_exceeded: return "FK010";
     case Code::ip_not_allowed: return "FK011";
+    case Code::leak_reported: return "00000";
     }
     return "XX000";
 }

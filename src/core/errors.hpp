@@ -21,9 +21,12 @@ enum class Code : uint8_t {
     rate_limited,       // FK009
     usage_exceeded,     // FK010
     ip_not_allowed,     // FK011
+    leak_reported,      // 00000: a leak report named the key's live secret (source report_leaked); not a use
 };
 // The last code: loops over every outcome end here (codes are only added after it).
-inline constexpr Code kLastCode = Code::ip_not_allowed;
+inline constexpr Code kLastCode = Code::leak_reported;
+// Refused verifications: every code but ok and leak_reported.
+inline constexpr bool is_refusal(Code code) { return code != Code::ok && code != Code::leak_reported; }
 
 // The code's stable name, as it starts every message and fills request_log.outcome.
 const char *code_name(Code code);

@@ -21,6 +21,7 @@ FailureText describe_failure(Code code, ParseError parse_error, std::string_view
     const std::string key(shown_key);
     switch (code) {
     case Code::ok:
+    case Code::leak_reported: // not a failure: never raised
     case Code::log_queue_full: break;
     case Code::malformed_key:
         t.message = std::string("malformed_key: ") + parse_error_text(parse_error);

@@ -523,6 +523,8 @@ void summarize_refusals() {
     std::string by_code;
     uint64 total = 0;
     for (int c = static_cast<int>(Code::ok) + 1; c <= static_cast<int>(kLastCode); ++c) {
+        if (!is_refusal(static_cast<Code>(c)))
+            continue;
         uint64 count = pg_atomic_read_u64(&shared_state->outcome_counts[c]);
         uint64 delta = count - refusals_seen[c];
         refusals_seen[c] = count;

@@ -239,7 +239,9 @@ Datum leaked_key_body(FunctionCallInfo fcinfo) {
         bool dead_previous =
             d.via_previous_secret && (!key->previous_secret_expires_at || rec.at >= *key->previous_secret_expires_at);
         matched = d.code != Code::invalid_key && !dead_previous;
-        rec.outcome = matched ? d.code : Code::invalid_key;
+        // A live secret reported is not a use of the key: its own outcome,
+        // which last_used_at and the counts of uses never take.
+        rec.outcome = !matched ? Code::invalid_key : d.code == Code::ok ? Code::leak_reported : d.code;
         rec.has_key_id = true;
         rec.key_id = parsed.key_id;
         copy_field(rec.display_prefix, token->data(), token_layout::kDisplayPrefixLen);

@@ -189,7 +189,7 @@ is($node->safe_psql('postgres', "SELECT string_agg(k.name, ',' ORDER BY k.name) 
         . "JOIN flint.api_keys k ON k.id = e.key_id WHERE e.event = 'leaked'"),
     'current,rotated', "event 'leaked' for exactly the two keys");
 is(count_of(q{string_agg(outcome, ',' ORDER BY outcome) FROM flint.request_log WHERE source = 'report_leaked' AND request_id = 'scan-test-1'}),
-    'invalid_key,invalid_key,key_revoked,key_revoked,malformed_key,ok,ok',
+    'invalid_key,invalid_key,key_revoked,key_revoked,leak_reported,leak_reported,malformed_key',
     "one request-log row per token, source 'report_leaked', with the request id");
 is($node->safe_psql('postgres', "SELECT code FROM flint_check_key('$rot_new', 'payments:read', '$acme')"),
     'key_revoked', "the rotated key's new secret now fails with key_revoked");
