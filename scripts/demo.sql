@@ -88,4 +88,16 @@ INSERT INTO payments (merchant_id, amount_cents) VALUES (:acme, 1);            -
 ROLLBACK;
 SELECT flint_current_merchant() AS context_after_the_transaction;
 RESET ROLE;
+
+\echo '\n== 7. Roles: one scope bundle for all checkout servers, changed once; usage per key for billing'
+SELECT flint_create_role(:acme, 'checkout', ARRAY['payments:write', 'refunds:read']) AS role_id \gset
+SELECT key_id AS server_key, secret AS server_secret FROM flint_create_key(:acme, 'checkout server 2', ARRAY['customers:read']) \gset
+SELECT name, scopes, roles, effective_scopes FROM flint_grant_role(:'server_key', 'checkout');
+SELECT flint_verify_key(:'server_secret', 'refunds:read', :acme) = :'server_key' AS refunds_through_the_role;
+SELECT flint_update_role(:'role_id', ARRAY['payments:write']);                   -- every holder, from its next call
+SELECT flint_verify_key(:'server_secret', 'refunds:read', :acme);                 -- missing_scope now
+SELECT flint_flush_log();
+SELECT u.bucket_start::date AS day, i.name AS key, u.outcome, u.requests, u.cost
+  FROM flint_usage(:acme, now() - interval '1 day', now() + interval '1 minute', 'day') AS u
+  JOIN flint.key_info AS i USING (key_id) ORDER BY i.name, u.outcome;
 \echo '\n(the cluster is removed when the demo ends)'

@@ -47,10 +47,12 @@ struct Cache {
     KeyCache keys{key_cache_alloc, key_cache_free, nullptr};
     std::vector<std::string> catalog;
     bool catalog_loaded = false;
+    int roles_held = -1; // does any key hold a role (flint.key_roles has rows)? -1: not looked yet
     void clear() {
         keys.clear();
         catalog.clear();
         catalog_loaded = false;
+        roles_held = -1;
     }
 };
 
@@ -252,7 +254,21 @@ void load_role_scopes_unsafe(const Relations *rels, const pg_uuid_t *key_id, Sna
     table_close(roles, AccessShareLock);
 }
 
-void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
+// Does any key hold a role? While none does (a database without roles), a
+// key's load skips the role lookup; any change to flint.key_roles clears the
+// cache and with it this answer.
+bool any_role_held_unsafe(const Relations *rels, Snapshot snapshot) {
+    if (!OidIsValid(rels->key_roles))
+        return false;
+    Relation rel = table_open(rels->key_roles, AccessShareLock);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
+    bool any = HeapTupleIsValid(systable_getnext(scan));
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    return any;
+}
+
+void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, int *roles_held, KeyRow *out) {
     Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
     Relation keys = table_open(rels->keys, AccessShareLock);
     HeapTuple tuple = fetch_by_pkey_unsafe(keys, rels->keys_pkey, id, snapshot);
@@ -295,7 +311,12 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, KeyRow *out) {
         read_quota_and_ips_unsafe(tuple, desc, out);
     }
     table_close(keys, AccessShareLock);
-    if (out->found)
+    // Once any key holds a role, unknown ids look for roles too: the time of
+    // a lookup must not tell whether the id exists.
+    out->role_scopes = NIL;
+    if (*roles_held < 0)
+        *roles_held = any_role_held_unsafe(rels, snapshot) ? 1 : 0;
+    if (*roles_held > 0)
         load_role_scopes_unsafe(rels, id, snapshot, out);
 
     out->merchant_suspended = false;
@@ -347,11 +368,12 @@ std::optional<Digest> to_digest(const bytea *b) {
     return d;
 }
 
-std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id) {
+// *roles_held: the cache's answer to "does any key hold a role" (-1: unknown, then set).
+std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id, int *roles_held) {
     KeyRow row{};
     pg_uuid_t pid;
     std::memcpy(pid.data, id.data(), id.size());
-    pg_guard([&] { load_key_unsafe(&rels, &pid, &row); });
+    pg_guard([&] { load_key_unsafe(&rels, &pid, roles_held, &row); });
     if (!row.found)
         return std::nullopt;
     KeyRecord rec;
@@ -450,7 +472,8 @@ const KeyRecord *find_key_after_sync(const Relations &rels, bool use_cache, cons
         }
         pg_atomic_fetch_add_u64(&shared_state->cache_misses, 1);
     }
-    uncached = load_key(rels, id);
+    int uncached_roles_held = -1; // not cached: ask again
+    uncached = load_key(rels, id, use_cache ? &cache.roles_held : &uncached_roles_held);
     if (use_cache) {
         cache.keys.set_max_keys(static_cast<size_t>(guc_key_cache_size));
         (void)cache.keys.store(id, uncached ? &*uncached : nullptr); // not cached: read again next time

@@ -25,6 +25,8 @@ for my $code (sort keys %codes) {
 unlike($err, qr/ERROR:  (?!(?:@{[join '|', values %codes]}):)/, 'and no other error (nothing in the demo is broken)');
 like($out, qr/\nfk_live_\w+\|[0-9a-f-]{36}\|revoked\n/, 'the leak report revoked the key');
 like($out, qr/\nvisible_without_a_key\n0\n/, 'RLS: no rows without a key');
+like($out, qr/\nrefunds_through_the_role\nt\n/, 'a key verifies a scope through its role');
+like($out, qr/\d{4}-\d\d-\d\d\|checkout server 2\|ok\|1\|1\n/, 'and its usage is counted per key and day');
 is($node->safe_psql('postgres', 'SELECT count(*) > 20 FROM flint.request_log'), 't', 'the demo left request-log rows');
 $node->stop;
 done_testing();
