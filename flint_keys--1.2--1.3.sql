@@ -315,10 +315,69 @@ CREATE POLICY merchant_isolation ON flint.roles
     USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
 CREATE POLICY merchant_isolation ON flint.key_roles
     USING (merchant_id = (SELECT @extschema@.flint_current_merchant()));
-CREATE TRIGGER invalidate_key_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flint.roles
+-- A role change reloads, in every backend's key cache, only the keys that
+-- hold the role (the statements' transition tables say which); a TRUNCATE
+-- reloads every key.
+CREATE FUNCTION flint._keys_changed(tbl regclass, ids uuid[]) RETURNS void
+    LANGUAGE c STRICT
+    AS 'MODULE_PATHNAME', 'flint_keys_changed';
+REVOKE ALL ON FUNCTION flint._keys_changed(regclass, uuid[]) FROM PUBLIC;
+CREATE FUNCTION flint._role_holders_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    ids uuid[];
+BEGIN
+    -- the log worker's and a standby's bookkeeping never touch these tables
+    IF TG_TABLE_NAME = 'key_roles' THEN
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(DISTINCT n.key_id) INTO ids FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(DISTINCT o.key_id) INTO ids FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(DISTINCT x.key_id) INTO ids
+              FROM (SELECT o.key_id FROM old_rows AS o UNION ALL SELECT n.key_id FROM new_rows AS n) AS x;
+        END IF;
+    ELSE
+        IF TG_OP = 'INSERT' THEN
+            RETURN NULL; -- a new role has no holders
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(DISTINCT kr.key_id) INTO ids
+              FROM flint.key_roles AS kr WHERE kr.role_id IN (SELECT o.id FROM old_rows AS o);
+        ELSE
+            SELECT array_agg(DISTINCT kr.key_id) INTO ids
+              FROM flint.key_roles AS kr
+             WHERE kr.role_id IN (SELECT o.id FROM old_rows AS o UNION SELECT n.id FROM new_rows AS n);
+        END IF;
+    END IF;
+    PERFORM flint._keys_changed(TG_RELID, COALESCE(ids, '{}'));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION flint._role_holders_changed() FROM PUBLIC;
+CREATE TRIGGER holders_changed_insert AFTER INSERT ON flint.roles
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+CREATE TRIGGER holders_changed_update AFTER UPDATE ON flint.roles
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+CREATE TRIGGER holders_changed_delete AFTER DELETE ON flint.roles
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+CREATE TRIGGER holders_changed_insert AFTER INSERT ON flint.key_roles
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+CREATE TRIGGER holders_changed_update AFTER UPDATE ON flint.key_roles
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+CREATE TRIGGER holders_changed_delete AFTER DELETE ON flint.key_roles
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+CREATE TRIGGER invalidate_key_cache AFTER TRUNCATE ON flint.roles
     FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
-CREATE TRIGGER invalidate_key_cache AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flint.key_roles
+CREATE TRIGGER invalidate_key_cache AFTER TRUNCATE ON flint.key_roles
     FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER holders_changed_insert;
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER holders_changed_update;
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER holders_changed_delete;
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER holders_changed_insert;
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER holders_changed_update;
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER holders_changed_delete;
 ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
 ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
 SELECT pg_catalog.pg_extension_config_dump('flint.roles', '');
@@ -1138,6 +1197,8 @@ COMMENT ON FUNCTION @extschema@.flint_drop_role(uuid) IS 'Drops a role; refused 
 COMMENT ON FUNCTION @extschema@.flint_grant_role(uuid, text) IS 'Gives a key its merchant''s role of that name (event role_granted); returns key_info. In a context the calling key must hold the role''s scopes.';
 COMMENT ON FUNCTION @extschema@.flint_revoke_role(uuid, text) IS 'Takes a role from a key (event role_revoked; a no-op when the key does not hold it); returns key_info.';
 COMMENT ON FUNCTION @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) IS 'A merchant''s requests and cost per bucket (minute, hour, day; UTC), key and outcome in [since, until), from flint.usage. Runs as the caller (RLS); logs:read in a context.';
+COMMENT ON FUNCTION flint._keys_changed(regclass, uuid[]) IS 'Internal: at commit, key caches everywhere forget just these keys (a role''s holders); standbys reload every key on replay.';
+COMMENT ON FUNCTION flint._role_holders_changed() IS 'Internal: ALWAYS statement triggers on flint.roles and flint.key_roles: passes the keys a role change concerns to _keys_changed.';
 COMMENT ON FUNCTION flint._context_merchant() IS 'Internal: the auth context''s merchant even after its key died (flint_current_merchant raises then), NULL outside a context.';
 COMMENT ON FUNCTION flint._caller_sees(uuid) IS 'Internal: may the caller see this merchant''s roles and leased units: its context''s merchant, or an admin outside a context.';
 COMMENT ON FUNCTION flint._leased_units(uuid, bigint, timestamptz) IS 'Internal: quota units of that version and period this server has leased for the key and not spent (shared memory).';

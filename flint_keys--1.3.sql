@@ -501,6 +501,12 @@ $_$;
 
 COMMENT ON FUNCTION flint._key_role_names(key_id uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
 
+CREATE FUNCTION flint._keys_changed(tbl regclass, ids uuid[]) RETURNS void
+    LANGUAGE c STRICT
+    AS 'MODULE_PATHNAME', 'flint_keys_changed';
+
+COMMENT ON FUNCTION flint._keys_changed(tbl regclass, ids uuid[]) IS 'Internal: at commit, key caches everywhere forget just these keys (a role''s holders); standbys reload every key on replay.';
+
 CREATE FUNCTION flint._leaked_key(token text, OUT key_id uuid, OUT display_prefix text) RETURNS record
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'flint_leaked_key';
@@ -776,6 +782,42 @@ END
 $$;
 
 COMMENT ON FUNCTION flint._role_for_update(role_id uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
+
+CREATE FUNCTION flint._role_holders_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    ids uuid[];
+BEGIN
+    -- the log worker's and a standby's bookkeeping never touch these tables
+    IF TG_TABLE_NAME = 'key_roles' THEN
+        IF TG_OP = 'INSERT' THEN
+            SELECT array_agg(DISTINCT n.key_id) INTO ids FROM new_rows AS n;
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(DISTINCT o.key_id) INTO ids FROM old_rows AS o;
+        ELSE
+            SELECT array_agg(DISTINCT x.key_id) INTO ids
+              FROM (SELECT o.key_id FROM old_rows AS o UNION ALL SELECT n.key_id FROM new_rows AS n) AS x;
+        END IF;
+    ELSE
+        IF TG_OP = 'INSERT' THEN
+            RETURN NULL; -- a new role has no holders
+        ELSIF TG_OP = 'DELETE' THEN
+            SELECT array_agg(DISTINCT kr.key_id) INTO ids
+              FROM flint.key_roles AS kr WHERE kr.role_id IN (SELECT o.id FROM old_rows AS o);
+        ELSE
+            SELECT array_agg(DISTINCT kr.key_id) INTO ids
+              FROM flint.key_roles AS kr
+             WHERE kr.role_id IN (SELECT o.id FROM old_rows AS o UNION SELECT n.id FROM new_rows AS n);
+        END IF;
+    END IF;
+    PERFORM flint._keys_changed(TG_RELID, COALESCE(ids, '{}'));
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION flint._role_holders_changed() IS 'Internal: ALWAYS statement triggers on flint.roles and flint.key_roles: passes the keys a role change concerns to _keys_changed.';
 
 CREATE FUNCTION flint._roll_up_usage(upto timestamp with time zone) RETURNS bigint
     LANGUAGE plpgsql
@@ -2126,11 +2168,35 @@ CREATE INDEX usage_merchant_minute_idx ON flint.usage USING btree (merchant_id, 
 
 CREATE STATISTICS flint.request_log_default_key_merchant_stats (dependencies) ON key_id, merchant_id FROM flint.request_log_default;
 
+CREATE TRIGGER holders_changed_delete AFTER DELETE ON flint.key_roles REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER holders_changed_delete;
+
+CREATE TRIGGER holders_changed_delete AFTER DELETE ON flint.roles REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER holders_changed_delete;
+
+CREATE TRIGGER holders_changed_insert AFTER INSERT ON flint.key_roles REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER holders_changed_insert;
+
+CREATE TRIGGER holders_changed_insert AFTER INSERT ON flint.roles REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER holders_changed_insert;
+
+CREATE TRIGGER holders_changed_update AFTER UPDATE ON flint.key_roles REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+
+ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER holders_changed_update;
+
+CREATE TRIGGER holders_changed_update AFTER UPDATE ON flint.roles REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flint._role_holders_changed();
+
+ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER holders_changed_update;
+
 CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.api_keys FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
 
 ALTER TABLE flint.api_keys ENABLE ALWAYS TRIGGER invalidate_key_cache;
 
-CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.key_roles FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+CREATE TRIGGER invalidate_key_cache AFTER TRUNCATE ON flint.key_roles FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
 
 ALTER TABLE flint.key_roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
 
@@ -2138,7 +2204,7 @@ CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE
 
 ALTER TABLE flint.merchants ENABLE ALWAYS TRIGGER invalidate_key_cache;
 
-CREATE TRIGGER invalidate_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON flint.roles FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
+CREATE TRIGGER invalidate_key_cache AFTER TRUNCATE ON flint.roles FOR EACH STATEMENT EXECUTE FUNCTION flint._invalidate_key_cache();
 
 ALTER TABLE flint.roles ENABLE ALWAYS TRIGGER invalidate_key_cache;
 
@@ -2242,6 +2308,8 @@ REVOKE ALL ON FUNCTION flint._key_events_trigger() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._key_for_update(key_id uuid, needed text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION flint._keys_changed(tbl regclass, ids uuid[]) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION flint._leaked_key(token text, OUT key_id uuid, OUT display_prefix text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._lease_quota(key_id uuid, version bigint, period timestamp with time zone, want bigint) FROM PUBLIC;
@@ -2273,6 +2341,8 @@ REVOKE ALL ON FUNCTION flint._role_by_name(merchant uuid, role_name text) FROM P
 REVOKE ALL ON FUNCTION flint._role_event(key_id uuid, merchant uuid, kind text, old jsonb, new jsonb) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._role_for_update(role_id uuid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._role_holders_changed() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) FROM PUBLIC;
 

@@ -275,6 +275,21 @@ bool KeyCache::find(const Uuid &id, KeyRecord *out, bool *exists) {
     return false;
 }
 
+void KeyCache::erase(const Uuid &id) {
+    if (!slots_)
+        return;
+    size_t set[2];
+    sets_of(id, nslots_ / kWays, set);
+    for (size_t i = 0; i < 2 * kWays; ++i) {
+        Slot &s = slots_[set[i / kWays] * kWays + i % kWays];
+        if (s.epoch == epoch_ && s.id == id) {
+            s.epoch = 0; // empty: epochs start at 1
+            --count_;
+            return;
+        }
+    }
+}
+
 bool KeyCache::store(const Uuid &id, const KeyRecord *key) {
     if (!slots_ && !grow())
         return false;

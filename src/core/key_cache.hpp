@@ -63,6 +63,8 @@ class KeyCache {
     // Caches a key, or that no key has this id (key == nullptr). False when
     // it could not be cached.
     bool store(const Uuid &id, const KeyRecord *key);
+    // Forgets one id (cached or not): its next find misses.
+    void erase(const Uuid &id);
 
     size_t size() const { return count_; } // keys cached now
     size_t capacity() const { return nslots_; }

@@ -59,6 +59,10 @@ struct Cache {
 Cache cache;
 KeyRecord found; // the answer of the last lookup, reused (its strings keep their capacity)
 bool changed_in_this_transaction = false;
+// What this transaction changed: keys wholesale (a key, merchant or scope
+// row), or only the keys listed (a role's holders: note_keys_changed_for).
+bool changed_wholesale = false;
+std::vector<Uuid> changed_keys;
 
 // The flint relations' OIDs, resolved once and forgotten when the relcache
 // says one of them changed (dropped, renamed, the extension re-created).
@@ -73,11 +77,16 @@ bool relations_known = false;
 bool invalidated_by_wal = false;
 
 void forget_relations(Datum, Oid relid) {
+    const bool roles = OidIsValid(relid) && (relid == known_relations.roles || relid == known_relations.key_roles);
     if (!OidIsValid(relid) || relid == known_relations.keys || relid == known_relations.keys_pkey ||
         relid == known_relations.merchants || relid == known_relations.merchants_pkey ||
-        relid == known_relations.scopes || relid == known_relations.roles || relid == known_relations.key_roles) {
+        relid == known_relations.scopes || roles) {
         relations_known = false;
-        invalidated_by_wal = true;
+        // A role change on a primary reloads only its holders (the shared
+        // generation and its list of keys); a standby has only the WAL's
+        // relcache invalidation, and reloads every key.
+        if (!roles || RecoveryInProgress())
+            invalidated_by_wal = true;
     }
 }
 std::optional<KeyRecord> uncached; // the answer when the cache is bypassed
@@ -418,6 +427,31 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id, int *ro
     return rec;
 }
 
+// The cache is at generation `from`, the server at `to`: forgets the keys
+// changed in between when only some were (true), else false (reload all).
+bool forget_changed_keys(uint64 from, uint64 to) {
+    KeyInvalidations &inv = shared_state->key_invalidations;
+    std::vector<Uuid> ids;
+    bool partial = false;
+    SpinLockAcquire(&inv.lock);
+    if (inv.full_generation <= from && inv.dropped_generation <= from) {
+        partial = true;
+        const uint64 first = inv.written > kKeyInvalidations ? inv.written - kKeyInvalidations : 0;
+        for (uint64 i = first; i < inv.written; ++i) {
+            const auto &e = inv.ring[i % kKeyInvalidations];
+            if (e.generation > from && e.generation <= to && ids.size() < kKeyInvalidations) {
+                Uuid id;
+                std::memcpy(id.data(), e.id, 16);
+                ids.push_back(id);
+            }
+        }
+    }
+    SpinLockRelease(&inv.lock);
+    for (const Uuid &id : ids)
+        cache.keys.erase(id);
+    return partial;
+}
+
 // Drops the cache if the shared generation or the table moved; returns whether it may be used.
 bool sync_cache(Relations &rels) {
     if (!shared_state)
@@ -440,7 +474,10 @@ bool sync_cache(Relations &rels) {
     uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation);
     pg_read_barrier();
     bool usable = guc_key_cache && !changed_in_this_transaction;
-    if (!usable || generation != cache.generation || rels.keys != cache.keys_relid || invalidated_by_wal) {
+    if (usable && generation != cache.generation && rels.keys == cache.keys_relid && !invalidated_by_wal &&
+        forget_changed_keys(cache.generation, generation)) {
+        cache.generation = generation; // only some keys changed: the others stay
+    } else if (!usable || generation != cache.generation || rels.keys != cache.keys_relid || invalidated_by_wal) {
         invalidated_by_wal = false;
         cache.clear();
         cache.generation = generation;
@@ -498,8 +535,17 @@ const std::vector<std::string> &scope_catalog() {
     return catalog_after_sync(rels, use_cache);
 }
 
+void note_keys_changed_for(Oid relid, const std::vector<Uuid> &ids) {
+    changed_in_this_transaction = true;
+    cache.clear(); // this transaction reads the tables until it ends
+    changed_keys.insert(changed_keys.end(), ids.begin(), ids.end());
+    // Standbys reload every key when they replay it (forget_relations).
+    pg_guard([relid] { CacheInvalidateRelcacheByRelid(relid); });
+}
+
 void note_keys_changed(Oid relid) {
     changed_in_this_transaction = true;
+    changed_wholesale = true;
     cache.clear();
     // At commit every backend, here and on every standby after replay, gets a
     // relcache invalidation of the changed table: see invalidated_by_wal.
@@ -530,13 +576,37 @@ void key_store_at_commit() {
     changed_in_this_transaction = false;
     cache.clear();
     // After the commit is visible to new snapshots: every later verification
-    // anywhere sees the new generation and reloads.
-    if (shared_state)
-        pg_atomic_fetch_add_u64(&shared_state->keys_generation, 1);
+    // anywhere sees the new generation and reloads the keys it changed (all
+    // of them, unless only a role's holders changed).
+    if (shared_state) {
+        KeyInvalidations &inv = shared_state->key_invalidations;
+        const bool wholesale = changed_wholesale || changed_keys.size() > kKeyInvalidations / 4;
+        SpinLockAcquire(&inv.lock);
+        const uint64 generation = pg_atomic_read_u64(&shared_state->keys_generation) + 1;
+        if (wholesale) {
+            inv.full_generation = generation;
+        } else {
+            for (const Uuid &id : changed_keys) {
+                auto &e = inv.ring[inv.written % kKeyInvalidations];
+                if (inv.written >= kKeyInvalidations) // overwriting: a cache this old reloads all
+                    inv.dropped_generation = std::max(inv.dropped_generation, e.generation);
+                e.generation = generation;
+                std::memcpy(e.id, id.data(), 16);
+                ++inv.written;
+            }
+        }
+        pg_write_barrier();
+        pg_atomic_write_u64(&shared_state->keys_generation, generation);
+        SpinLockRelease(&inv.lock);
+    }
+    changed_wholesale = false;
+    changed_keys.clear();
 }
 
 void key_store_at_abort() {
     in_bookkeeping = false;
+    changed_wholesale = false;
+    changed_keys.clear();
     if (!changed_in_this_transaction)
         return;
     changed_in_this_transaction = false;

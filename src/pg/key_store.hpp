@@ -29,6 +29,9 @@ const std::vector<std::string> &scope_catalog();
 
 // Called by the invalidation trigger: this transaction changed key data.
 void note_keys_changed(Oid relid);
+// The same for a change that concerns only these keys (a role's holders):
+// other backends forget just them at commit.
+void note_keys_changed_for(Oid relid, const std::vector<Uuid> &ids);
 
 // _PG_init: registers the key store's transaction callbacks.
 void key_store_init();

@@ -99,6 +99,10 @@ void shmem_startup() {
     auto *state = static_cast<SharedState *>(ShmemInitStruct("flint_keys", shared_size(), &found));
     if (!found) {
         pg_atomic_init_u64(&state->keys_generation, 1);
+        SpinLockInit(&state->key_invalidations.lock);
+        state->key_invalidations.full_generation = 1;
+        state->key_invalidations.dropped_generation = 0;
+        state->key_invalidations.written = 0;
         pg_atomic_init_u64(&state->last_used_requested, 0);
         pg_atomic_init_u64(&state->last_used_written, 0);
         for (auto &count : state->outcome_counts)

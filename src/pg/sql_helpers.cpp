@@ -156,6 +156,29 @@ Datum invalidate_trigger_body(FunctionCallInfo fcinfo) {
     return PointerGetDatum(nullptr);
 }
 
+// flint._keys_changed(tbl regclass, ids uuid[]): called by the statement
+// triggers on flint.roles and flint.key_roles with the keys a role change
+// concerns: at commit, key caches forget just those keys.
+Datum keys_changed_body(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+        throw FlintError("22004", "flint._keys_changed: no argument may be NULL");
+    std::vector<Uuid> keys;
+    pg_guard([&] {
+        Datum *ids;
+        bool *nulls;
+        int n;
+        deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &ids, &nulls, &n);
+        for (int i = 0; i < n; ++i)
+            if (!nulls[i]) {
+                Uuid id;
+                std::memcpy(id.data(), DatumGetUUIDP(ids[i])->data, 16);
+                keys.push_back(id);
+            }
+    });
+    note_keys_changed_for(PG_GETARG_OID(0), keys);
+    PG_RETURN_VOID();
+}
+
 // _receive_last_used(ids uuid[], used_at bigint[]): the last uses a
 // standby forwarded (microseconds since 2000-01-01 UTC, TimestampTz's own
 // unit), written by the worker's own statement (kRecordLastUsedSql). Pairs
@@ -224,6 +247,7 @@ FLINT_SQL_FUNCTION(flint_uncovered_scope, uncovered_scope_body)
 FLINT_SQL_FUNCTION(flint_actor, actor_body)
 FLINT_SQL_FUNCTION(flint_scrub, scrub_body)
 FLINT_SQL_FUNCTION(flint_invalidate_key_cache, invalidate_trigger_body)
+FLINT_SQL_FUNCTION(flint_keys_changed, keys_changed_body)
 FLINT_SQL_FUNCTION(flint_receive_last_used, receive_last_used_body)
 FLINT_SQL_FUNCTION(flint_bookkeeping_now, bookkeeping_now_body)
 FLINT_SQL_FUNCTION(flint_quota_period_start, quota_period_start_body)

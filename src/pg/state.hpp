@@ -39,10 +39,27 @@ struct SpoolShareList {
     uint8_t merchants[kMaxOverShare][16];
 };
 
+// The keys a commit changed, when it changed only some (a role's holders):
+// a backend whose cache is at an older generation forgets just those ids,
+// unless a commit since then changed keys wholesale (full_generation) or
+// the ring has dropped entries it would need (dropped_generation).
+inline constexpr int kKeyInvalidations = 4096;
+struct KeyInvalidations {
+    slock_t lock;
+    uint64 full_generation;
+    uint64 dropped_generation;
+    uint64 written; // entries written so far; the ring holds the last kKeyInvalidations
+    struct {
+        uint64 generation;
+        uint8_t id[16];
+    } ring[kKeyInvalidations];
+};
+
 struct SharedState {
     // Bumped after every commit that changed keys, merchants or scopes, so
     // backend-local key caches know to reload (see key_store.cpp).
     pg_atomic_uint64 keys_generation;
+    KeyInvalidations key_invalidations;
     // The log worker's latch, set by backends that want it to drain now.
     Latch *volatile worker_latch;
     volatile pid_t worker_pid;

@@ -353,3 +353,18 @@ TEST(KeyCache, AgreesWithAMapUnderRandomOperations) {
         }
     }
 }
+
+TEST(KeyCache, EraseForgetsOneKeyOnly) {
+    Counter c;
+    KeyCache cache(counting_alloc, counting_free, &c);
+    KeyRecord a = key_of(1), b = key_of(2), out;
+    ASSERT_TRUE(cache.store(a.id, &a));
+    ASSERT_TRUE(cache.store(b.id, &b));
+    cache.erase(a.id);
+    bool exists = false;
+    EXPECT_FALSE(cache.find(a.id, &out, &exists)) << "the erased key misses";
+    EXPECT_TRUE(cache.find(b.id, &out, &exists) && exists) << "the other stays";
+    EXPECT_EQ(cache.size(), 1u);
+    cache.erase(a.id); // twice, or an id never cached: nothing happens
+    EXPECT_EQ(cache.size(), 1u);
+}
