@@ -10,8 +10,9 @@ PKGS=(
     libipc-run-perl
     clang clang-format libclang-rt-14-dev
     pgbouncer python3 python3-psycopg python3-cryptography openssl
+    python3-starlette python3-uvicorn python3-jinja2 python3-psycopg-pool
     gnuplot-nox valgrind
-    chromium fonts-dejavu-core prometheus-postgres-exporter
+    chromium chromium-driver fonts-dejavu-core prometheus-postgres-exporter
     debhelper lintian postgresql-server-dev-all
     pgxnclient
 )

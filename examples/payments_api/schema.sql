@@ -40,3 +40,41 @@ $$;
 -- the whole permission, so no other role should hold it.
 CREATE ROLE leak_receiver LOGIN;  -- no BYPASSRLS, no table privileges
 GRANT EXECUTE ON FUNCTION flint_report_leaked(text[], text) TO leak_receiver;
+
+-- The merchant console (GET /console): the keys and request log above, plus
+-- in-context key management through the same SQL functions (each checks
+-- keys:write and refuses escalation itself), and charts from the usage
+-- rollups (flint_usage checks logs:read).
+GRANT EXECUTE ON FUNCTION flint_create_key(uuid, text, text[], timestamptz, text, jsonb),
+    flint_rotate_key(uuid, interval), flint_disable_key(uuid, text), flint_enable_key(uuid),
+    flint_revoke_key(uuid, text), flint_usage(uuid, timestamptz, timestamptz, text, uuid) TO checkout_app;
+GRANT SELECT ON flint.usage TO checkout_app;
+
+-- The merchant's name for the page header: only the context's merchant.
+CREATE OR REPLACE VIEW merchant_profile AS
+    SELECT id, name, status FROM flint.merchants WHERE id = flint_current_merchant();
+GRANT SELECT ON merchant_profile TO checkout_app;
+
+-- One row per HTTP request of a key (method, path, status, latency), written
+-- by the app after each answer; the console joins it to flint's request-log
+-- row of the same key and request id. A merchant's context reads the rows of
+-- its own keys only (RLS through flint.api_keys, itself under RLS).
+CREATE TABLE IF NOT EXISTS api_requests (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    key_id      uuid NOT NULL,
+    request_id  text NOT NULL,
+    method      text NOT NULL,
+    path        text NOT NULL,
+    status      smallint NOT NULL,
+    latency_ms  real NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_requests_key_request_idx ON api_requests (key_id, request_id);
+CREATE INDEX IF NOT EXISTS api_requests_request_idx ON api_requests (request_id);
+CREATE INDEX IF NOT EXISTS api_requests_at_idx ON api_requests USING brin (at);  -- for purging old rows
+ALTER TABLE api_requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY api_requests_insert ON api_requests FOR INSERT TO checkout_app WITH CHECK (true);
+CREATE POLICY api_requests_read ON api_requests FOR SELECT TO checkout_app
+    USING (EXISTS (SELECT 1 FROM flint.api_keys AS k WHERE k.id = api_requests.key_id));
+GRANT SELECT, INSERT ON api_requests TO checkout_app;
+GRANT USAGE ON SEQUENCE api_requests_id_seq TO checkout_app;
