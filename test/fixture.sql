@@ -38,7 +38,12 @@ $$;
 -- event, log row and merchant gone. (DELETE, not TRUNCATE: a TRUNCATE here
 -- gave memcheck reports in the log worker, inside PostgreSQL's processing of
 -- the relation-file invalidations it sends, under the valgrind suite.)
+-- The usage watermark's lock first: a roll-up the log worker is running
+-- (it holds that lock) commits before these deletes, and one that starts
+-- later sees them.
 SELECT flint_flush_log() IS NULL AS flushed \gset
+BEGIN;
+SELECT true AS locked FROM flint.usage_watermark FOR UPDATE \gset
 DELETE FROM flint.key_roles;
 DELETE FROM flint.roles;
 DELETE FROM flint.api_keys;
@@ -47,6 +52,7 @@ DELETE FROM flint.request_log;
 DELETE FROM flint.usage;
 UPDATE flint.usage_watermark SET rolled_up_to = date_trunc('minute', now());
 DELETE FROM flint.merchants;
+COMMIT;
 
 -- Two merchants used throughout.
 INSERT INTO flint.merchants (id, name) VALUES
