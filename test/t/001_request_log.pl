@@ -51,36 +51,8 @@ $locker->query_safe('BEGIN; LOCK TABLE flint.request_log IN ACCESS EXCLUSIVE MOD
 # The worker blocks on the lock and spools what it cannot insert. Verify
 # until a refusal says the spool is full: refusals before it (the queue full
 # for flint.log_queue_wait while the worker waits on the lock, on a busy
-# machine) are counted and the calls go on. Returns the calls accepted, the
-# refusals, and the last refusal's SQLSTATE, message and DETAIL.
-sub verify_until_spool_full {
-    my ($function, $max_calls) = @_;
-    my ($ret, $stdout, $stderr) = $node->psql('postgres', qq{
-        DO \$\$
-        DECLARE
-            accepted int := 0;
-            refused int := 0;
-            state text;
-            message text;
-            detail text;
-        BEGIN
-            WHILE accepted < $max_calls AND refused < 100 LOOP
-                BEGIN
-                    PERFORM $function('$secret', 'payments:read', '$merchant');
-                    accepted := accepted + 1;
-                EXCEPTION WHEN OTHERS THEN
-                    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                                            detail = PG_EXCEPTION_DETAIL;
-                    refused := refused + 1;
-                    EXIT WHEN detail LIKE '%spool holds%';
-                END;
-            END LOOP;
-            RAISE NOTICE 'accepted % refused % | % | % | %', accepted, refused, state, message, detail;
-        END \$\$});
-    my @fields = $stderr =~ /accepted (\d+) refused (\d+) \| (.*?) \| (.*?) \| (.*)/;
-    return @fields ? @fields : ($max_calls, 0, '', '', '');
-}
-my ($accepted, $refused, $state, $message, $detail) = verify_until_spool_full('flint_check_key', 50000);
+# machine) are counted and the calls go on (FlintNode's verify_until_spool_full).
+my ($accepted, $refused, $state, $message, $detail) = verify_until_spool_full($node, "flint_check_key('$secret', 'payments:read', '$merchant')", 50000);
 my $refusals_seen = $refused;
 like($detail, qr/its spool holds flint.log_spool_size \(1 MB\)/,
     "a full queue and spool refuse a call ($accepted accepted, $refused refusals): the DETAIL names the full spool");
@@ -93,7 +65,7 @@ cmp_ok($node->safe_psql('postgres', 'SELECT spooled FROM flint_log_status() LIMI
 # it cannot take a batch (100 rows here, counted at the in-memory row size;
 # its files pack tighter), and the worker or the overflow writer may still
 # fill what is left, so flint_verify_key is refused within a few hundred calls.
-($accepted, $refused, $state, $message, $detail) = verify_until_spool_full('flint_verify_key', 1000);
+($accepted, $refused, $state, $message, $detail) = verify_until_spool_full($node, "flint_verify_key('$secret', 'payments:read', '$merchant')", 1000);
 $refusals_seen += $refused;
 cmp_ok($accepted, '<', 1000, "then flint_verify_key is refused too ($accepted accepted first)");
 like($detail, qr/its spool holds flint.log_spool_size/, 'for the full spool');

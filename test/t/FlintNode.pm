@@ -6,7 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
-our @EXPORT = qw(flint_node wait_for_worker make_key);
+our @EXPORT = qw(flint_node wait_for_worker make_key verify_until_spool_full);
 
 sub flint_node {
     my ($name, @conf) = @_;
@@ -44,6 +44,39 @@ sub make_key {
     my $row = $node->safe_psql('postgres',
         "SELECT key_id || '|' || secret FROM flint_create_key('aaaaaaaa-0000-0000-0000-000000000001', 'tap', '$scopes')");
     return split /\|/, $row;
+}
+
+# Calls $call (e.g. "flint_verify_key(...)") until a refusal's DETAIL says
+# the spool is full, at most $max_calls accepted or 100 refusals: a refusal
+# of the queue wait (the worker held up, a busy machine) is not the bound.
+# Returns (accepted, refusals, the last refusal's SQLSTATE, message, DETAIL).
+sub verify_until_spool_full {
+    my ($node, $call, $max_calls, $setup) = @_;
+    $setup //= '';
+    my ($ret, $stdout, $stderr) = $node->psql('postgres', qq{$setup
+        DO \$\$
+        DECLARE
+            accepted int := 0;
+            refused int := 0;
+            state text;
+            message text;
+            detail text;
+        BEGIN
+            WHILE accepted < $max_calls AND refused < 100 LOOP
+                BEGIN
+                    PERFORM $call;
+                    accepted := accepted + 1;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+                                            detail = PG_EXCEPTION_DETAIL;
+                    refused := refused + 1;
+                    EXIT WHEN detail LIKE '%spool holds%';
+                END;
+            END LOOP;
+            RAISE NOTICE 'accepted % refused % | % | % | %', accepted, refused, state, message, detail;
+        END \$\$});
+    my @fields = $stderr =~ /accepted (\d+) refused (\d+) \| (.*?) \| (.*?) \| (.*)/;
+    return @fields ? @fields : ($max_calls, 0, '', '', '');
 }
 
 1;
