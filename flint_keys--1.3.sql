@@ -1255,7 +1255,7 @@ CREATE FUNCTION @extschema@.flint_flush_log() RETURNS void
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'flint_flush_log';
 
-COMMENT ON FUNCTION @extschema@.flint_flush_log() IS 'Waits until every request-log row queued so far is in flint.request_log (on a standby: on the primary); errors after 30 s.';
+COMMENT ON FUNCTION @extschema@.flint_flush_log() IS 'Waits until every request-log row queued so far is in flint.request_log (on a standby: on the primary); errors after 30 s without progress (a backlog it works through is waited for, up to 10 minutes).';
 
 CREATE FUNCTION @extschema@.flint_get_key(key_id uuid) RETURNS flint.key_info
     LANGUAGE plpgsql SECURITY DEFINER

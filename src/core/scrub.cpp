@@ -1,6 +1,9 @@
 #include "scrub.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "base62.hpp"
 #include "token.hpp"
@@ -106,6 +109,68 @@ size_t scrub_tokens(char *text) {
         }
         p = q + run;
     }
+    return masked;
+}
+
+namespace {
+// What of each token in `source` is secret: a body past its display
+// characters, and the run after a prefix past them.
+std::vector<std::string> secret_pieces(const char *source) {
+    std::vector<std::string> pieces;
+    if (!source)
+        return pieces;
+    std::string copy(source);
+    const size_t keep = token_layout::kDisplayPrefixLen - token_layout::kPrefixLen;
+    for_each_body(copy.data(), [&](char *body) { pieces.emplace_back(body + keep, token_layout::kBodyLen - keep); });
+    for (char *p = next_prefix(copy.data()); p; p = next_prefix(p + token_layout::kPrefixLen)) {
+        const char *q = p + token_layout::kPrefixLen;
+        size_t run = 0;
+        while (base62::digit(q[run]) >= 0)
+            ++run;
+        if (run > keep)
+            pieces.emplace_back(q + keep, run - keep);
+    }
+    std::fill(copy.begin(), copy.end(), '\0'); // held the secrets
+    return pieces;
+}
+
+bool in_a_piece(const std::vector<std::string> &pieces, const char *text, size_t len) {
+    for (const std::string &piece : pieces)
+        if (piece.find(text, 0, len) != std::string::npos)
+            return true;
+    return false;
+}
+} // namespace
+
+size_t scrub_fragments(char *text, const char *source) {
+    if (!text || !source)
+        return 0;
+    std::vector<std::string> pieces = secret_pieces(source);
+    size_t masked = 0;
+    for (char *p = text; !pieces.empty() && *p;) {
+        if (base62::digit(*p) < 0) {
+            ++p;
+            continue;
+        }
+        char *end = p;
+        while (base62::digit(*end) >= 0)
+            ++end;
+        for (char *i = p; end - i >= static_cast<long>(kMinFragment);) {
+            if (!in_a_piece(pieces, i, kMinFragment)) {
+                ++i;
+                continue;
+            }
+            char *j = i + kMinFragment;
+            while (j < end && in_a_piece(pieces, i, static_cast<size_t>(j + 1 - i)))
+                ++j;
+            std::memset(i, '*', static_cast<size_t>(j - i));
+            ++masked;
+            i = j;
+        }
+        p = end;
+    }
+    for (std::string &piece : pieces)
+        std::fill(piece.begin(), piece.end(), '\0');
     return masked;
 }
 

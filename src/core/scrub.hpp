@@ -17,4 +17,12 @@ bool contains_token(const char *text);
 // Returns how many it masked. Text with neither is not written to.
 size_t scrub_tokens(char *text);
 
+// Masks, in place, every run of at least kMinFragment base62 characters of
+// `text` that is part of a token in `source` (past its display prefix): a
+// piece of secret quoted without its prefix or checksum, as a parser's
+// CONTEXT line quotes only the tail of a long input. `source` is the
+// statement that raised the message. Returns how many runs it masked.
+inline constexpr size_t kMinFragment = 8;
+size_t scrub_fragments(char *text, const char *source);
+
 } // namespace flint

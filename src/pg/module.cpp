@@ -10,6 +10,8 @@
 #include "traffic.hpp"
 
 extern "C" {
+#include "parser/analyze.h"
+#include "tcop/utility.h"
 PG_MODULE_MAGIC;
 PGDLLEXPORT void _PG_init(void);
 }
@@ -52,6 +54,61 @@ bool refusal_raised = false; // the next ERROR is a refused verification
 // log_min_duration_statement and log_min_error_statement would otherwise
 // write secrets that applications sent as literals or bind parameters.
 // Cheap when there is nothing to do: a strstr for "fk_" per field.
+// A statement whose token was masked in place (below) before the message:
+// its text as sent, for scrub_fragments (backend-local, wiped when replaced).
+const char *masked_statement = nullptr;
+std::string statement_as_sent;
+
+void forget_statement_as_sent() {
+    std::fill(statement_as_sent.begin(), statement_as_sent.end(), '\0');
+    statement_as_sent.clear();
+    masked_statement = nullptr;
+}
+
+// Utility statements (COPY (SELECT ...) TO, EXPLAIN, DECLARE, PREPARE) reach
+// pg_stat_statements, pg_prepared_statements and the server log with their
+// literals: a token among them is masked in the statement's text itself,
+// once parsed (execution uses the parse tree; the text keeps its length, so
+// every statement location in it still holds).
+void mask_statement_text(const char *text) {
+    if (!text || !flint::contains_token(text))
+        return;
+    if (text != masked_statement) {
+        forget_statement_as_sent();
+        try {
+            statement_as_sent = text;
+            masked_statement = text;
+        } catch (...) { // out of memory: masked all the same, no fragments looked for
+            forget_statement_as_sent();
+        }
+    }
+    flint::scrub_tokens(const_cast<char *>(text));
+}
+
+post_parse_analyze_hook_type prev_post_parse_analyze_hook = nullptr;
+ProcessUtility_hook_type prev_process_utility_hook = nullptr;
+
+void mask_utility_after_analysis(ParseState *pstate, Query *query, JumbleState *jstate) {
+    if (prev_post_parse_analyze_hook)
+        prev_post_parse_analyze_hook(pstate, query, jstate);
+    if (query->commandType == CMD_UTILITY)
+        mask_statement_text(pstate->p_sourcetext);
+}
+
+// The extended protocol runs a utility statement from its cached copy of
+// the text, which analysis did not see: masked here, before
+// pg_stat_statements records it (when preloaded before flint_keys, as the
+// README's shared_preload_libraries line has it).
+void mask_utility_before_run(PlannedStmt *pstmt, const char *query_string, bool read_only_tree,
+                             ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *query_env,
+                             DestReceiver *dest, QueryCompletion *qc) {
+    mask_statement_text(query_string);
+    if (prev_process_utility_hook)
+        prev_process_utility_hook(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc);
+    else
+        standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc);
+}
+
 void scrub_log_message(ErrorData *edata) {
     // A refused verification is in the request log and in the counters; under
     // a credential-stuffing flood one server-log line per call would drown
@@ -63,9 +120,21 @@ void scrub_log_message(ErrorData *edata) {
         if (!guc_log_refusals && PGUNSIXBIT(edata->sqlerrcode) == 'F' && PGUNSIXBIT(edata->sqlerrcode >> 6) == 'K')
             edata->output_to_server = false;
     }
+    // Pieces of a token the statement holds, quoted without prefix or
+    // checksum (a parser's CONTEXT shows a long line's tail), then tokens.
+    const char *source = debug_query_string && debug_query_string == masked_statement ? statement_as_sent.c_str()
+                         : flint::contains_token(debug_query_string)                  ? debug_query_string
+                                                                                      : nullptr;
     for (char *field :
-         {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context, edata->internalquery})
+         {edata->message, edata->detail, edata->detail_log, edata->hint, edata->context, edata->internalquery}) {
+        try {
+            flint::scrub_fragments(field, source);
+            flint::scrub_fragments(field, edata->internalquery);
+        } catch (...) { // out of memory (this may be its report): tokens are still masked
+        }
         flint::scrub_tokens(field);
+    }
+    scrub_application_name();
     // What the user called raised it, not the internal helper it called.
     flint::drop_internal_frames(edata->context);
     if (flint::contains_token(debug_query_string))
@@ -131,9 +200,27 @@ void shmem_startup() {
     shared_state = state;
 }
 
+} // namespace
+
+// application_name is the client's: a token set there is masked in the
+// setting itself (the jsonlog and csvlog field, log_line_prefix's %a and
+// pg_stat_activity read it from there).
+void scrub_application_name() {
+    if (application_name && flint::contains_token(application_name)) {
+        flint::scrub_tokens(application_name);
+        pgstat_report_appname(application_name);
+    }
+}
+
+namespace {
+
 void server_log_scrubber_init() {
     prev_emit_log_hook = emit_log_hook;
     emit_log_hook = scrub_log_message;
+    prev_post_parse_analyze_hook = post_parse_analyze_hook;
+    post_parse_analyze_hook = mask_utility_after_analysis;
+    prev_process_utility_hook = ProcessUtility_hook;
+    ProcessUtility_hook = mask_utility_before_run;
 }
 
 // As pg_stat_statements does: ask for the segment, attach it at startup.

@@ -11,6 +11,7 @@ extern "C" {
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <csignal>
 #include <mutex>
 #include <pthread.h>
@@ -33,6 +34,10 @@ std::thread *writer = nullptr; // never destroyed unjoined: see overflow_stop
 std::mutex spool_mutex;
 SpoolShares spool_shares;
 bool counting_shares = false;
+// A primary's spooled batches by sequence, with the time of each one's
+// oldest row: the usage roll-up stays behind rows not yet in the table, so
+// they are summed with their minute instead of one upsert each as late rows.
+std::map<uint64_t, int64_t> spooled_oldest_at;
 
 void publish_over_share_locked() {
     std::vector<Uuid> over;
@@ -202,11 +207,33 @@ void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std:
     }
     pg_atomic_write_u64(&f.spooled_seq, seq);
     if (counting_shares) {
+        int64_t oldest = INT64_MAX;
+        for (size_t i = 0; i < n; ++i)
+            oldest = std::min(oldest, rows[i].at);
+        spooled_oldest_at[seq] = oldest;
         spool_shares.add(rows, n);
         publish_over_share_locked();
     }
     if (Latch *latch = f.forwarder_latch)
         SetLatch(latch);
+}
+
+int64_t oldest_spooled_at() {
+    if (pg_atomic_read_u64(&shared_state->forward.spool_rows) == 0)
+        return INT64_MAX;
+    const std::vector<uint64_t> present = spool_sequences();
+    std::lock_guard<std::mutex> guard(spool_mutex);
+    std::map<uint64_t, int64_t> kept;
+    int64_t oldest = INT64_MAX;
+    for (uint64_t seq : present) {
+        auto it = spooled_oldest_at.find(seq);
+        if (it == spooled_oldest_at.end())
+            return INT64_MIN; // spooled before this run (or as a standby): not known
+        oldest = std::min(oldest, it->second);
+        kept.insert(*it);
+    }
+    spooled_oldest_at.swap(kept); // inserted batches leave the map
+    return oldest;
 }
 
 void spool_shares_removed(const LogRecord *rows, size_t n) {

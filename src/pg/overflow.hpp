@@ -53,6 +53,11 @@ void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std:
 // merchants' shares of it come back.
 void spool_shares_removed(const LogRecord *rows, size_t n);
 
+// The worker (a primary): the time of the oldest row in the spool, INT64_MAX
+// when it is empty, INT64_MIN when some batch's is not known (spooled before
+// this run started, or while a standby).
+int64_t oldest_spooled_at();
+
 // For a backend about to queue `row`: is its merchant past its share of a
 // primary's spool (more than flint.merchant_share percent of
 // flint.log_spool_size, while the spool is past half full)? Then the

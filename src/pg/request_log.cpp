@@ -73,6 +73,7 @@ void emit_log_record(LogRecord &record) {
         std::memcpy(record.client_ip, ip.bytes, sizeof ip.bytes);
     }
     if (application_name) { // client-supplied: a token placed there keeps only its display prefix
+        scrub_application_name();
         copy_field(record.application_name, application_name, std::strlen(application_name));
         scrub_tokens(record.application_name);
     }
@@ -156,9 +157,21 @@ void flush_log() {
     uint64_t forward_target = 0; // a standby: the last batch holding our rows, once spooled
     bool forward_target_set = false;
     // Bounded: a worker that is down (restarting, or its database missing),
-    // or a primary that is away, must not hang the caller forever.
-    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30 * 1000);
+    // or a primary that is away, must not hang the caller forever. A backlog
+    // the worker is working through (a spool of many seconds of rows after
+    // a checkpoint storm) is waited for while it shrinks, up to kFlushMaxMs.
+    constexpr long kStallMs = 30 * 1000, kFlushMaxMs = 10 * 60 * 1000;
+    const TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kFlushMaxMs);
+    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kStallMs);
+    uint64_t progress = 0;
     for (;;) {
+        // Rows taken from the queue, spooled rows gone, batches forwarded.
+        const uint64_t now_progress =
+            queue->completed.load() - pg_atomic_read_u64(&f.spool_rows) + pg_atomic_read_u64(&f.forwarded_seq);
+        if (now_progress != progress) {
+            progress = now_progress;
+            deadline = std::min(give_up, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kStallMs));
+        }
         // A primary's rows are stored once inserted: those the overflow
         // writer spooled count as taken from the queue, so also wait for the
         // spool to be empty.
@@ -172,13 +185,12 @@ void flush_log() {
             return;
         if (GetCurrentTimestamp() >= deadline) {
             if (standby && stored)
-                throw FlintError("57014",
-                                 "flint_flush_log: the primary did not receive this standby's rows within 30 s",
+                throw FlintError("57014", "flint_flush_log: the primary has not received this standby's rows for 30 s",
                                  std::to_string(pg_atomic_read_u64(&f.spool_rows)) + " rows are spooled.",
                                  "They are kept in the spool and forwarded when the primary is back; "
                                  "flint_log_status() shows the connection to the primary.");
             throw FlintError(
-                "57014", "flint_flush_log: the log worker did not insert the queued rows within 30 s",
+                "57014", "flint_flush_log: the log worker has not inserted the queued rows for 30 s",
                 std::to_string(target - std::min(target, queue->completed.load())) + " rows are still queued, " +
                     std::to_string(pg_atomic_read_u64(&f.spool_rows)) + " spooled.",
                 "Check that the flint_keys log worker is running and that flint.database names this database.");

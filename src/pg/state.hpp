@@ -111,6 +111,10 @@ void require_preload_unsafe();
 // unless flint.log_refusals (the worker writes a summary a minute).
 void note_refusal_raised();
 
+// Masks a token in the session's application_name setting itself (and
+// pg_stat_activity's copy): called at every log message and verification.
+void scrub_application_name();
+
 // True in the request-log background worker.
 extern bool in_log_worker;
 // Inside flint._receive_last_used's UPDATE: bookkeeping, not a key change.

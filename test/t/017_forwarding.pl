@@ -179,25 +179,14 @@ is($rows, 100, 'and forwards again');
 $primary->stop;
 $standby->append_conf('postgresql.conf', "flint.log_spool_size = 1MB\n");
 $standby->reload;
-my $accepted = $standby->safe_psql('postgres', qq{
-    SET flint.request_id = 's4';
-    DO \$\$ DECLARE ok int := 0; refused int := 0; detail text; BEGIN
-        -- A refusal of the queue wait (the worker busy spooling, on a busy
-        -- machine) is not the bound: go on until one names the full spool.
-        LOOP
-            BEGIN
-                PERFORM flint_verify_key('$secret', 'payments:write', '$acme');
-                ok := ok + 1;
-            EXCEPTION WHEN SQLSTATE '53000' THEN
-                GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-                refused := refused + 1;
-                EXIT WHEN detail LIKE '%spool holds%' OR refused >= 100;
-            END;
-            EXIT WHEN ok > 100000;
-        END LOOP;
-        PERFORM set_config('flint_test.accepted', ok::text, false);
-    END \$\$;
-    SELECT current_setting('flint_test.accepted')});
+# A refusal of the queue wait (the worker busy spooling, on a busy machine)
+# is not the bound: verify until one names the full spool.
+my ($accepted, $refused, $state, $message, $detail, $waits) = verify_until_spool_full($standby,
+    "flint_verify_key('$secret', 'payments:write', '$acme')", 100000, "SET flint.request_id = 's4';");
+note "spool bound: $accepted accepted, $refused refusals; the worker at the other refusals: "
+  . ($waits eq '' ? 'none' : $waits);
+like($detail, qr/spool holds flint.log_spool_size/, 'verifications go on until the spool is full')
+  or diag "last refusal: $state $message $detail";
 cmp_ok($accepted, '>', 3000, "the spool takes about 1 MB of rows, plus the queue ($accepted accepted)");
 cmp_ok($accepted, '<', 100000, 'then the standby refuses');
 ($rc, $out, $err) = $standby->psql('postgres', "SELECT flint_verify_key('$secret', 'payments:write', '$acme')");

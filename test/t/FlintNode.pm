@@ -47,9 +47,11 @@ sub make_key {
 }
 
 # Calls $call (e.g. "flint_verify_key(...)") until a refusal's DETAIL says
-# the spool is full, at most $max_calls accepted or 100 refusals: a refusal
-# of the queue wait (the worker held up, a busy machine) is not the bound.
-# Returns (accepted, refusals, the last refusal's SQLSTATE, message, DETAIL).
+# the spool is full, at most $max_calls accepted: a refusal of the queue wait
+# (the worker held up, a busy machine) is not the bound, so such refusals are
+# counted and the calls go on, for up to 90 s of them.
+# Returns (accepted, refusals, the last refusal's SQLSTATE, message, DETAIL,
+# what the log worker was waiting on at the other refusals).
 sub verify_until_spool_full {
     my ($node, $call, $max_calls, $setup) = @_;
     $setup //= '';
@@ -61,8 +63,11 @@ sub verify_until_spool_full {
             state text;
             message text;
             detail text;
+            waits text[] := '{}';
+            wait text;
+            give_up timestamptz := clock_timestamp() + interval '90 s';
         BEGIN
-            WHILE accepted < $max_calls AND refused < 100 LOOP
+            WHILE accepted < $max_calls AND clock_timestamp() < give_up LOOP
                 BEGIN
                     PERFORM $call;
                     accepted := accepted + 1;
@@ -71,12 +76,18 @@ sub verify_until_spool_full {
                                             detail = PG_EXCEPTION_DETAIL;
                     refused := refused + 1;
                     EXIT WHEN detail LIKE '%spool holds%';
+                    SELECT coalesce(a.wait_event_type || ':' || a.wait_event, a.state, 'running') INTO wait
+                      FROM pg_stat_activity a WHERE a.backend_type = 'flint_keys log worker';
+                    wait := coalesce(wait, 'no log worker');
+                    IF NOT wait = ANY (waits) THEN waits := waits || wait; END IF;
+                    PERFORM pg_sleep(0.01);
                 END;
             END LOOP;
-            RAISE NOTICE 'accepted % refused % | % | % | %', accepted, refused, state, message, detail;
+            RAISE NOTICE 'accepted % refused % | % | % | % | %', accepted, refused, state, message, detail,
+                array_to_string(waits, ', ');
         END \$\$});
-    my @fields = $stderr =~ /accepted (\d+) refused (\d+) \| (.*?) \| (.*?) \| (.*)/;
-    return @fields ? @fields : ($max_calls, 0, '', '', '');
+    my @fields = $stderr =~ /accepted (\d+) refused (\d+) \| (.*?) \| (.*?) \| (.*?) \| (.*)/;
+    return @fields ? @fields : ($max_calls, 0, '', '', '', '');
 }
 
 1;

@@ -125,3 +125,35 @@ TEST(Scrub, ADoubledPrefixCutShortLosesWhatItHasOfTheSecret) {
     EXPECT_EQ(msg.find(t.substr(30, 10)), std::string::npos) << msg; // secret characters
     EXPECT_NE(msg.find(t.substr(0, 16)), std::string::npos) << msg;  // the display prefix stays
 }
+
+TEST(Scrub, FragmentsOfTheStatementsTokenWithoutPrefixOrChecksum) {
+    std::string t = token();
+    const std::string source = "SELECT flint_create_key(m, 'n', '{a:b}', '{\"note\": " + t + "}'::jsonb)";
+    // A parser's CONTEXT quotes the tail of the line: the secret's last 33
+    // characters and the checksum, no prefix, no key id.
+    std::string context = "JSON data, line 1: ..." + t.substr(36) + "}";
+    ASSERT_FALSE(contains_token(context.c_str())) << "the tail alone is not recognised as a token";
+    EXPECT_EQ(scrub_fragments(context.data(), source.c_str()), 1u);
+    EXPECT_EQ(context, "JSON data, line 1: ..." + std::string(33, '*') + "}");
+    // A DETAIL quoting the secret's middle, and the display prefix left alone.
+    std::string detail = "Token \"" + t.substr(30, 20) + "\" is invalid; key " + t.substr(0, 16);
+    EXPECT_EQ(scrub_fragments(detail.data(), source.c_str()), 1u);
+    EXPECT_EQ(detail, "Token \"" + std::string(20, '*') + "\" is invalid; key " + t.substr(0, 16));
+}
+
+TEST(Scrub, FragmentsLeaveShortRunsAndOtherTextAlone) {
+    std::string t = token();
+    const std::string source = "SELECT flint_verify_key('" + t + "', 'payments:read', NULL)";
+    std::string msg = "function flint_verify_key(unknown) " + t.substr(40, kMinFragment - 1) + " abcdefghijklmnop";
+    const std::string before = msg;
+    EXPECT_EQ(scrub_fragments(msg.data(), source.c_str()), 0u);
+    EXPECT_EQ(msg, before);
+    EXPECT_EQ(scrub_fragments(msg.data(), "SELECT 1"), 0u) << "no token in the statement: nothing to look for";
+    EXPECT_EQ(scrub_fragments(nullptr, source.c_str()), 0u);
+    EXPECT_EQ(scrub_fragments(msg.data(), nullptr), 0u);
+    // A body with a doubled prefix in the statement is found as well.
+    const std::string doubled = "SELECT 'fk_live_' || '" + t + "'";
+    std::string tail = "..." + t.substr(50);
+    EXPECT_EQ(scrub_fragments(tail.data(), doubled.c_str()), 1u);
+    EXPECT_EQ(tail, "..." + std::string(t.size() - 50, '*'));
+}
