@@ -6,6 +6,7 @@
 #
 #   bash bench/profile_worker.sh            15 s of load
 #   PROFILE_SECS=30 bash bench/profile_worker.sh
+#   PROFILE_COPY=1 bash bench/profile_worker.sh   the binary COPY insert (flint.log_direct_insert = off)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${BENCH_OUT:-$ROOT/bench/results}"
@@ -22,6 +23,10 @@ bench_cluster_start "$DIR"
 echo "\\set n random(1, 10000)
 SELECT flint_verify_key(tok, :scope, :merchant) FROM bench.keys WHERE n = :n;" >"$DIR/verify_random.sql"
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
+if [ -n "${PROFILE_COPY:-}" ]; then # the insert path before 1.3: binary COPY
+    q -c "ALTER SYSTEM SET flint.log_direct_insert = off" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+fi
 pid=$(q -c "SELECT worker_pid FROM flint_log_status()")
 before=$(q -c "SELECT inserted FROM flint_log_status()")
 read -r ut st < <(awk '{print $14, $15}' "/proc/$pid/stat")

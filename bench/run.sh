@@ -201,5 +201,9 @@ q -c "SELECT flint_flush_log()" >/dev/null
 say "rollup rows: $(q -c "SELECT count(*) || ' for ' || sum(requests) || ' requests' FROM flint.usage")"
 
 say ""
+say "== 12. the log row: the worker's direct insert against binary COPY (bench/log_row.sh)"
+LOG_ROW_ROUNDS=$([ -n "$QUICK" ] && echo 1 || echo 3) source "$ROOT/bench/log_row.sh"
+
+say ""
 gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "charts: bench/results/keycount.svg, bench/results/active.svg"
 say "report: $REPORT"

@@ -6,6 +6,7 @@
 #pragma once
 #include "pg_includes.hpp"
 
+#include "log_record.hpp"
 #include "token.hpp"
 
 namespace flint::pg {
@@ -25,6 +26,16 @@ LogTable log_table_unsafe();
 // transaction (one upsert per minute, merchant, key and outcome); returns
 // the rows inserted.
 uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len);
+
+// The log worker's own batches without COPY: the rows go straight to each
+// day partition's heap (multi-insert, as COPY does inside), then into each
+// index in that index's key order, so that consecutive entries share leaf
+// pages (and a merchant's rows take the rightmost-leaf fast path); the late
+// rows' usage as copy_into_log_unsafe adds it. `server` names the server in
+// the rows (NULL: none). Returns false, inserting nothing, when the table is
+// not the shape it knows (a column, trigger, CHECK, unique index or sub-
+// partitioning a DBA added, a row with no partition): the caller uses COPY.
+bool insert_rows_direct_unsafe(const LogTable &table, const LogRecord *rows, size_t n, const char *server);
 
 // A standby's batch, exactly once: the primary remembers the highest batch id
 // of each origin (flint.log_origins) in the same transaction as the rows.

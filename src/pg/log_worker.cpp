@@ -135,6 +135,19 @@ bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode)
     return true;
 }
 
+// The same without COPY (flint.log_direct_insert): sets *done when it
+// inserted the batch or found no table (then returns false, as above);
+// leaves *done false, inserting nothing, for a table of another shape.
+bool insert_batch_direct_unsafe(const std::vector<LogRecord> &rows, bool *done) {
+    begin_transaction_unsafe("flint_keys: inserting request-log rows", kInsertLockTimeout);
+    LogTable table = log_table_unsafe();
+    bool exists = OidIsValid(table.relid);
+    *done = !exists || (table.has_cost && table.has_server &&
+                        insert_rows_direct_unsafe(table, rows.data(), rows.size(), server_name().c_str()));
+    commit_transaction_unsafe();
+    return exists;
+}
+
 // The ids in SPI's result (one uuid column) into `out`.
 void collect_ids_unsafe(std::vector<Uuid> *out) {
     for (uint64 i = 0; i < SPI_processed; ++i) {
@@ -341,6 +354,7 @@ void serve_leases() {
 }
 
 // Inserts `pending` (a primary); false when the transaction failed.
+TimestampTz copy_until = 0; // the direct insert found a table it does not know: COPY until then
 bool insert_pending() {
     maintain_if_due(true);
     // In key order, the (key_id, ...) index takes the batch leaf after
@@ -350,8 +364,13 @@ bool insert_pending() {
     for (uint32_t i = 0; i < order.size(); ++i)
         order[i] = i;
     std::sort(order.begin(), order.end(), [](uint32_t x, uint32_t y) { return pending[x].key_id < pending[y].key_id; });
-    bool inserted = false, reencode = false, ok = true;
-    for (int attempt = 0; attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
+    bool inserted = false, reencode = false, ok = true, done = false;
+    if (guc_log_direct_insert && GetCurrentTimestamp() >= copy_until) {
+        ok = run_transaction([&] { inserted = insert_batch_direct_unsafe(pending, &done); });
+        if (ok && !done) // a table of another shape: COPY for a while
+            copy_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
+    }
+    for (int attempt = 0; !done && attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
         reencode = false;
         const std::string copy_data = encode_batch(pending.data(), pending.size(), order.data(), server_name());
         ok = run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode); });

@@ -28,6 +28,7 @@ int guc_log_queue_size = 16384;
 int guc_log_queue_wait_ms = 1000;
 int guc_log_flush_interval_ms = 50;
 int guc_log_batch_size = 10000;
+bool guc_log_direct_insert = true;
 int guc_last_used_interval_ms = 60000;
 int guc_rate_limit_slots = 131072;
 int guc_quota_slots = 16384;
@@ -282,6 +283,12 @@ void define_gucs() {
                             nullptr);
     DefineCustomIntVariable("flint.log_batch_size", "Most rows the log worker inserts in one transaction.", nullptr,
                             &guc_log_batch_size, 10000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomBoolVariable("flint.log_direct_insert",
+                             "Whether the log worker inserts its batches without COPY (heap multi-insert, then "
+                             "each index in its own key order).",
+                             "Off: binary COPY, as before 1.3 (for comparison; a table of another shape uses COPY "
+                             "anyway).",
+                             &guc_log_direct_insert, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "flint.last_used_interval", "How often the log worker writes last_used_at (its resolution).",
         "At most one UPDATE per key per interval, whatever the traffic.", &guc_last_used_interval_ms, 60000, 100,

@@ -87,6 +87,7 @@ extern int guc_log_queue_size;
 extern int guc_log_queue_wait_ms;
 extern int guc_log_flush_interval_ms;
 extern int guc_log_batch_size;
+extern bool guc_log_direct_insert;
 extern int guc_last_used_interval_ms;
 extern int guc_rate_limit_slots;
 extern int guc_quota_slots;
