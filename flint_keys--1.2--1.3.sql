@@ -829,8 +829,10 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) RETURNS flint.key_info
-    LANGUAGE plpgsql SECURITY DEFINER
+-- Grants (grant_it) or revokes a role of a key, with one event when that
+-- changed anything; flint_grant_role and flint_revoke_role call it.
+CREATE FUNCTION flint._change_key_role(key_id uuid, role_name text, grant_it boolean) RETURNS flint.key_info
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -839,13 +841,17 @@ DECLARE
     before text[] := flint._key_role_names(k.id);
     info   flint.key_info;
 BEGIN
-    PERFORM flint._refuse_revoked(k, ' and cannot be given roles');
+    PERFORM flint._refuse_revoked(k, CASE WHEN grant_it THEN ' and cannot be given roles' ELSE ' and cannot be changed' END);
     r := flint._role_by_name(k.merchant_id, role_name);
-    PERFORM flint._check_grantable(r.scopes);
-    INSERT INTO flint.key_roles AS kr (key_id, role_id, merchant_id) VALUES (k.id, r.id, k.merchant_id)
-        ON CONFLICT DO NOTHING;
+    IF grant_it THEN
+        PERFORM flint._check_grantable(r.scopes);
+        INSERT INTO flint.key_roles AS kr (key_id, role_id, merchant_id) VALUES (k.id, r.id, k.merchant_id)
+            ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM flint.key_roles AS kr WHERE kr.key_id = k.id AND kr.role_id = r.id;
+    END IF;
     IF FOUND THEN
-        PERFORM flint._role_event(k.id, k.merchant_id, 'role_granted',
+        PERFORM flint._role_event(k.id, k.merchant_id, CASE WHEN grant_it THEN 'role_granted' ELSE 'role_revoked' END,
             jsonb_build_object('roles', before),
             jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
     END IF;
@@ -854,26 +860,21 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) RETURNS flint.key_info
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    RETURN flint._change_key_role(key_id, role_name, true);
+END
+$$;
+
 CREATE FUNCTION @extschema@.flint_revoke_role(key_id uuid, role_name text) RETURNS flint.key_info
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
-    r      flint.roles;
-    before text[] := flint._key_role_names(k.id);
-    info   flint.key_info;
 BEGIN
-    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
-    r := flint._role_by_name(k.merchant_id, role_name);
-    DELETE FROM flint.key_roles AS kr WHERE kr.key_id = k.id AND kr.role_id = r.id;
-    IF FOUND THEN
-        PERFORM flint._role_event(k.id, k.merchant_id, 'role_revoked',
-            jsonb_build_object('roles', before),
-            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
-    END IF;
-    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
-    RETURN info;
+    RETURN flint._change_key_role(key_id, role_name, false);
 END
 $$;
 
@@ -1083,7 +1084,8 @@ CREATE FUNCTION flint._prune_usage(retention interval) RETURNS bigint
 $$;
 
 REVOKE ALL ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb), flint._role_for_update(uuid),
-    flint._role_by_name(uuid, text), flint._prune_usage(interval), flint._roll_up_usage(timestamptz) FROM PUBLIC;
+    flint._role_by_name(uuid, text), flint._prune_usage(interval), flint._roll_up_usage(timestamptz),
+    flint._change_key_role(uuid, text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.flint_create_role(uuid, text, text[]), @extschema@.flint_update_role(uuid, text[]),
     @extschema@.flint_drop_role(uuid), @extschema@.flint_grant_role(uuid, text), @extschema@.flint_revoke_role(uuid, text),
     @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) FROM PUBLIC;
@@ -1208,6 +1210,7 @@ COMMENT ON FUNCTION flint._effective_scopes(uuid, text[]) IS 'Internal: a key''s
 COMMENT ON FUNCTION flint._role_event(uuid, uuid, text, jsonb, jsonb) IS 'Internal: one key_events row for a role change (role_granted, role_revoked, role_changed) and NOTIFY flint_key_events with its id.';
 COMMENT ON FUNCTION flint._role_for_update(uuid) IS 'Internal: authorizes the caller for a role''s merchant (keys:write, its scopes held) and locks it; no_data_found if unknown or another merchant''s.';
 COMMENT ON FUNCTION flint._role_by_name(uuid, text) IS 'Internal: a merchant''s role by name, locked FOR SHARE; no_data_found if none (called by flint_grant_role, flint_revoke_role).';
+COMMENT ON FUNCTION flint._change_key_role(uuid, text, boolean) IS 'Internal: grants or revokes a role of a key, with its key event (called by flint_grant_role and flint_revoke_role).';
 COMMENT ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
 COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 10 seconds).';
 COMMENT ON FUNCTION flint._usage_watermark() IS 'Internal: flint.usage_watermark''s time, for flint_usage (which runs as the caller and adds the log rows after it).';

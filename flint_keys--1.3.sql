@@ -155,6 +155,113 @@ $_$;
 
 COMMENT ON FUNCTION flint._caller_sees(merchant uuid) IS 'Internal: may the caller see this merchant''s roles and leased units: its context''s merchant, or an admin outside a context.';
 
+CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT COALESCE(array_agg(DISTINCT s ORDER BY s), '{}')
+      FROM (SELECT unnest($2)
+            UNION ALL
+            SELECT unnest(r.scopes)
+              FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
+             WHERE kr.key_id = $1
+               AND flint._caller_sees(kr.merchant_id)) AS e(s)
+$_$;
+
+COMMENT ON FUNCTION flint._effective_scopes(key_id uuid, own text[]) IS 'Internal: a key''s own scopes and its roles'' (as the caller may see them), sorted; flint.key_info.effective_scopes and _authorize_key.';
+
+CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT COALESCE(array_agg(r.name ORDER BY r.name), '{}')
+      FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
+     WHERE kr.key_id = $1
+       AND flint._caller_sees(kr.merchant_id)
+$_$;
+
+COMMENT ON FUNCTION flint._key_role_names(key_id uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
+
+CREATE FUNCTION flint._unspent_lease(key_id uuid) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT COALESCE((SELECT flint._leased_units(k.id, k.quota_version, k.quota_period_start)
+                       FROM flint.api_keys AS k WHERE k.id = $1 AND flint._caller_sees(k.merchant_id)), 0)
+$_$;
+
+COMMENT ON FUNCTION flint._unspent_lease(key_id uuid) IS 'Internal: the key''s leased, unspent quota units (as the caller may see them); flint.key_info.remaining adds them.';
+
+CREATE VIEW flint.key_info WITH (security_invoker='true') AS
+ SELECT k.id AS key_id,
+    k.merchant_id,
+    k.name,
+    k.mode,
+    k.display_prefix,
+    k.scopes,
+    k.metadata,
+        CASE
+            WHEN (k.revoked_at IS NOT NULL) THEN 'revoked'::text
+            WHEN (k.expires_at <= now()) THEN 'expired'::text
+            WHEN (k.disabled_at IS NOT NULL) THEN 'disabled'::text
+            ELSE 'active'::text
+        END AS status,
+    k.created_at,
+    k.created_by,
+    k.expires_at,
+    k.revoked_at,
+    k.revoked_reason,
+    k.last_used_at,
+    k.previous_secret_expires_at,
+    k.disabled_at,
+    k.disabled_reason,
+    k.rate_limit,
+    k.rate_window,
+    (k.remaining +
+        CASE
+            WHEN (k.remaining IS NULL) THEN (0)::bigint
+            ELSE flint._unspent_lease(k.id)
+        END) AS remaining,
+    k.refill_amount,
+    k.refill_interval,
+    k.allowed_ips,
+    flint._key_role_names(k.id) AS roles,
+    flint._effective_scopes(k.id, k.scopes) AS effective_scopes
+   FROM flint.api_keys k;
+
+COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits, roles and effective scopes. Runs as the caller (RLS).';
+
+CREATE FUNCTION flint._change_key_role(key_id uuid, role_name text, grant_it boolean) RETURNS flint.key_info
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
+    r      flint.roles;
+    before text[] := flint._key_role_names(k.id);
+    info   flint.key_info;
+BEGIN
+    PERFORM flint._refuse_revoked(k, CASE WHEN grant_it THEN ' and cannot be given roles' ELSE ' and cannot be changed' END);
+    r := flint._role_by_name(k.merchant_id, role_name);
+    IF grant_it THEN
+        PERFORM flint._check_grantable(r.scopes);
+        INSERT INTO flint.key_roles AS kr (key_id, role_id, merchant_id) VALUES (k.id, r.id, k.merchant_id)
+            ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM flint.key_roles AS kr WHERE kr.key_id = k.id AND kr.role_id = r.id;
+    END IF;
+    IF FOUND THEN
+        PERFORM flint._role_event(k.id, k.merchant_id, CASE WHEN grant_it THEN 'role_granted' ELSE 'role_revoked' END,
+            jsonb_build_object('roles', before),
+            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
+    END IF;
+    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
+    RETURN info;
+END
+$$;
+
+COMMENT ON FUNCTION flint._change_key_role(key_id uuid, role_name text, grant_it boolean) IS 'Internal: grants or revokes a role of a key, with its key event (called by flint_grant_role and flint_revoke_role).';
+
 CREATE FUNCTION flint._check_grantable(scopes text[]) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -324,21 +431,6 @@ CREATE FUNCTION flint._current_scopes() RETURNS text[]
 
 COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s effective scopes (own and roles''), NULL outside a context (used by _check_grantable and _authorize_key).';
 
-CREATE FUNCTION flint._effective_scopes(key_id uuid, own text[]) RETURNS text[]
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-    SELECT COALESCE(array_agg(DISTINCT s ORDER BY s), '{}')
-      FROM (SELECT unnest($2)
-            UNION ALL
-            SELECT unnest(r.scopes)
-              FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
-             WHERE kr.key_id = $1
-               AND flint._caller_sees(kr.merchant_id)) AS e(s)
-$_$;
-
-COMMENT ON FUNCTION flint._effective_scopes(key_id uuid, own text[]) IS 'Internal: a key''s own scopes and its roles'' (as the caller may see them), sorted; flint.key_info.effective_scopes and _authorize_key.';
-
 CREATE FUNCTION flint._expiry_bound(merchant uuid, OUT bound timestamp with time zone, OUT why text) RETURNS record
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -488,18 +580,6 @@ END
 $$;
 
 COMMENT ON FUNCTION flint._key_for_update(key_id uuid, needed text) IS 'Internal: authorizes the caller, then locks and returns the key (P0002 if unknown or another merchant''s); used by every key-changing function.';
-
-CREATE FUNCTION flint._key_role_names(key_id uuid) RETURNS text[]
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-    SELECT COALESCE(array_agg(r.name ORDER BY r.name), '{}')
-      FROM flint.key_roles AS kr JOIN flint.roles AS r ON r.id = kr.role_id
-     WHERE kr.key_id = $1
-       AND flint._caller_sees(kr.merchant_id)
-$_$;
-
-COMMENT ON FUNCTION flint._key_role_names(key_id uuid) IS 'Internal: the names of a key''s roles, sorted, as the caller may see them (its context''s merchant, or an admin); flint.key_info.roles.';
 
 CREATE FUNCTION flint._keys_changed(tbl regclass, ids uuid[]) RETURNS void
     LANGUAGE c STRICT
@@ -888,55 +968,6 @@ CREATE FUNCTION flint._scrub(t text) RETURNS text
 
 COMMENT ON FUNCTION flint._scrub(t text) IS 'Internal: masks any flint token in client text after its 16-character display prefix, before the text is stored.';
 
-CREATE FUNCTION flint._unspent_lease(key_id uuid) RETURNS bigint
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-    SELECT COALESCE((SELECT flint._leased_units(k.id, k.quota_version, k.quota_period_start)
-                       FROM flint.api_keys AS k WHERE k.id = $1 AND flint._caller_sees(k.merchant_id)), 0)
-$_$;
-
-COMMENT ON FUNCTION flint._unspent_lease(key_id uuid) IS 'Internal: the key''s leased, unspent quota units (as the caller may see them); flint.key_info.remaining adds them.';
-
-CREATE VIEW flint.key_info WITH (security_invoker='true') AS
- SELECT k.id AS key_id,
-    k.merchant_id,
-    k.name,
-    k.mode,
-    k.display_prefix,
-    k.scopes,
-    k.metadata,
-        CASE
-            WHEN (k.revoked_at IS NOT NULL) THEN 'revoked'::text
-            WHEN (k.expires_at <= now()) THEN 'expired'::text
-            WHEN (k.disabled_at IS NOT NULL) THEN 'disabled'::text
-            ELSE 'active'::text
-        END AS status,
-    k.created_at,
-    k.created_by,
-    k.expires_at,
-    k.revoked_at,
-    k.revoked_reason,
-    k.last_used_at,
-    k.previous_secret_expires_at,
-    k.disabled_at,
-    k.disabled_reason,
-    k.rate_limit,
-    k.rate_window,
-    (k.remaining +
-        CASE
-            WHEN (k.remaining IS NULL) THEN (0)::bigint
-            ELSE flint._unspent_lease(k.id)
-        END) AS remaining,
-    k.refill_amount,
-    k.refill_interval,
-    k.allowed_ips,
-    flint._key_role_names(k.id) AS roles,
-    flint._effective_scopes(k.id, k.scopes) AS effective_scopes
-   FROM flint.api_keys k;
-
-COMMENT ON VIEW flint.key_info IS 'Keys as a DBA reads them, without hashes: status (active, expired, disabled, revoked), dates, reasons, limits, roles and effective scopes. Runs as the caller (RLS).';
-
 CREATE FUNCTION flint._store_limits(old flint.api_keys, new flint.api_keys) RETURNS flint.key_info
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1287,24 +1318,8 @@ CREATE FUNCTION @extschema@.flint_grant_role(key_id uuid, role_name text) RETURN
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-DECLARE
-    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
-    r      flint.roles;
-    before text[] := flint._key_role_names(k.id);
-    info   flint.key_info;
 BEGIN
-    PERFORM flint._refuse_revoked(k, ' and cannot be given roles');
-    r := flint._role_by_name(k.merchant_id, role_name);
-    PERFORM flint._check_grantable(r.scopes);
-    INSERT INTO flint.key_roles AS kr (key_id, role_id, merchant_id) VALUES (k.id, r.id, k.merchant_id)
-        ON CONFLICT DO NOTHING;
-    IF FOUND THEN
-        PERFORM flint._role_event(k.id, k.merchant_id, 'role_granted',
-            jsonb_build_object('roles', before),
-            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
-    END IF;
-    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
-    RETURN info;
+    RETURN flint._change_key_role(key_id, role_name, true);
 END
 $$;
 
@@ -1571,22 +1586,8 @@ CREATE FUNCTION @extschema@.flint_revoke_role(key_id uuid, role_name text) RETUR
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-DECLARE
-    k      flint.api_keys := flint._key_for_update(key_id, 'keys:write');
-    r      flint.roles;
-    before text[] := flint._key_role_names(k.id);
-    info   flint.key_info;
 BEGIN
-    PERFORM flint._refuse_revoked(k, ' and cannot be changed');
-    r := flint._role_by_name(k.merchant_id, role_name);
-    DELETE FROM flint.key_roles AS kr WHERE kr.key_id = k.id AND kr.role_id = r.id;
-    IF FOUND THEN
-        PERFORM flint._role_event(k.id, k.merchant_id, 'role_revoked',
-            jsonb_build_object('roles', before),
-            jsonb_build_object('roles', flint._key_role_names(k.id), 'role', r.name, 'role_id', r.id));
-    END IF;
-    SELECT * INTO info FROM flint.key_info AS i WHERE i.key_id = k.id;
-    RETURN info;
+    RETURN flint._change_key_role(key_id, role_name, false);
 END
 $$;
 
@@ -2270,6 +2271,8 @@ REVOKE ALL ON FUNCTION flint._authorize_caller() FROM PUBLIC;
 REVOKE ALL ON FUNCTION flint._authorize_key(k flint.api_keys, needed text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._caller_sees(merchant uuid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._change_key_role(key_id uuid, role_name text, grant_it boolean) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._check_grantable(scopes text[]) FROM PUBLIC;
 

@@ -676,6 +676,8 @@ void worker_loop() {
             MemoryContextSwitchTo(worker_context);
             MemoryContextReset(worker_context);
         });
+        if (pg_atomic_read_u32(&shared_state->forward.recount))
+            spool_recount_in_worker(); // a batch was set aside
         if (RecoveryInProgress()) {
             // A standby: rows go to the spool; the forwarder does the rest.
             spool_to_insert = true;

@@ -186,6 +186,7 @@ void shmem_startup() {
             pg_atomic_init_u64(v, 0);
         pg_atomic_init_u32(&f.spool_ready, 0);
         pg_atomic_init_u32(&f.spool_full, 0);
+        pg_atomic_init_u32(&f.recount, 0);
         pg_atomic_init_u32(&state->spool_shares.seq, 0);
         pg_atomic_init_u32(&state->spool_shares.count, 0);
         f.forwarder_latch = nullptr;

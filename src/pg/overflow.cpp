@@ -218,6 +218,11 @@ void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std:
         SetLatch(latch);
 }
 
+void spool_recount_in_worker() {
+    std::lock_guard<std::mutex> guard(spool_mutex); // no batch is being written meanwhile
+    spool_recount();
+}
+
 int64_t oldest_spooled_at() {
     if (pg_atomic_read_u64(&shared_state->forward.spool_rows) == 0)
         return INT64_MAX;

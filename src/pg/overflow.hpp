@@ -53,6 +53,9 @@ void spool_rows(const Uuid &origin, std::atomic<uint64_t> *batch_ids, const std:
 // merchants' shares of it come back.
 void spool_shares_removed(const LogRecord *rows, size_t n);
 
+// The worker: spool_recount() while neither it nor the thread writes a batch.
+void spool_recount_in_worker();
+
 // The worker (a primary): the time of the oldest row in the spool, INT64_MAX
 // when it is empty, INT64_MIN when some batch's is not known (spooled before
 // this run started, or while a standby).

@@ -153,6 +153,11 @@ void spool_set_aside(uint64_t sequence, uint64_t bytes, uint64_t rows) {
     ForwardState &f = shared_state->forward;
     pg_atomic_fetch_sub_u64(&f.spool_bytes, std::min(bytes, pg_atomic_read_u64(&f.spool_bytes)));
     pg_atomic_fetch_sub_u64(&f.spool_rows, std::min(rows, pg_atomic_read_u64(&f.spool_rows)));
+    // What the batch counted when it was written may not be what its damaged
+    // file says now (a header gone, a file cut short): the worker recounts.
+    pg_atomic_write_u32(&f.recount, 1);
+    if (Latch *latch = shared_state->worker_latch)
+        SetLatch(latch);
 }
 
 namespace {
@@ -170,12 +175,9 @@ void remove_unfinished() {
     ::closedir(dir);
 }
 
-} // namespace
-
-void spool_account_at_start() {
-    // The forwarder removes nothing while the spool is being counted.
-    pg_atomic_write_u32(&shared_state->forward.spool_ready, 0);
-    remove_unfinished();
+// The spool's files: their bytes (from stat) and rows (from the header
+// alone), and the newest sequence.
+void count_spool(uint64_t *bytes_out, uint64_t *rows_out, uint64_t *last_out) {
     uint64_t bytes = 0, rows = 0, last = 0;
     for (uint64_t seq : spool_sequences()) {
         // The header alone: the row count; the file's size from stat.
@@ -193,6 +195,19 @@ void spool_account_at_start() {
         rows += count > 0 ? static_cast<uint64_t>(count) : 0;
         last = seq;
     }
+    *bytes_out = bytes;
+    *rows_out = rows;
+    *last_out = last;
+}
+
+} // namespace
+
+void spool_account_at_start() {
+    // The forwarder removes nothing while the spool is being counted.
+    pg_atomic_write_u32(&shared_state->forward.spool_ready, 0);
+    remove_unfinished();
+    uint64_t bytes = 0, rows = 0, last = 0;
+    count_spool(&bytes, &rows, &last);
     ForwardState &f = shared_state->forward;
     pg_atomic_write_u64(&f.spool_bytes, bytes);
     pg_atomic_write_u64(&f.spool_rows, rows);
@@ -207,6 +222,15 @@ size_t spool_room_rows() {
     uint64_t limit = static_cast<uint64_t>(guc_log_spool_size_mb) * 1024 * 1024;
     uint64_t used = pg_atomic_read_u64(&shared_state->forward.spool_bytes) + kSpoolHeaderSize;
     return used >= limit ? 0 : static_cast<size_t>((limit - used) / sizeof(LogRecord));
+}
+
+void spool_recount() {
+    uint64_t bytes = 0, rows = 0, last = 0;
+    ForwardState &f = shared_state->forward;
+    pg_atomic_write_u32(&f.recount, 0);
+    count_spool(&bytes, &rows, &last);
+    pg_atomic_write_u64(&f.spool_bytes, bytes);
+    pg_atomic_write_u64(&f.spool_rows, rows);
 }
 
 } // namespace flint::pg

@@ -34,6 +34,10 @@ bool spool_load(uint64_t sequence, std::string *bytes, SpoolBatch *batch);
 void spool_set_aside(uint64_t sequence, uint64_t bytes, uint64_t rows);
 // At the worker's start: counts what the spool holds, then lets the forwarder begin.
 void spool_account_at_start();
+// Counts the spool's files again (the worker, with no batch being written):
+// a batch set aside whose header was unreadable, or that was cut short,
+// left its rows and bytes in the accounting. Clears ForwardState::recount.
+void spool_recount();
 
 // Rows the spool can still take under flint.log_spool_size.
 size_t spool_room_rows();

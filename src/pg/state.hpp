@@ -23,6 +23,7 @@ struct ForwardState {
     pg_atomic_uint64 forwarded_rows; // since the server started
     pg_atomic_uint32 spool_ready;    // the worker has sized the spool: the forwarder may begin
     pg_atomic_uint32 spool_full;     // the worker stopped taking rows: flint.log_spool_size reached
+    pg_atomic_uint32 recount;        // a batch was set aside: the worker counts the spool's files again
     Latch *volatile forwarder_latch;
     volatile pid_t forwarder_pid;
     slock_t lock;         // guards connection

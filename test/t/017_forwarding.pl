@@ -175,6 +175,27 @@ $standby->safe_psql('postgres', 'SELECT flint_flush_log()');
 ($rows) = $arrived->($primary, 's8b');
 is($rows, 100, 'and forwards again');
 
+# A batch damaged while the standby runs (cut short below its header, as a
+# full disk might leave it): set aside when the forwarder reaches it, and the
+# spool's count goes back to what its files hold, instead of keeping the
+# rows the batch was written with for good.
+$primary->stop;
+is($verify_on_standby->(3000, 's9'), 3000, '3,000 verifications spooled while the primary is away');
+$standby->poll_query_until('postgres', "SELECT spooled >= 3000 AND pending = 0 FROM flint_log_status() WHERE role = 'standby'")
+  or die 'rows not spooled';
+my @batches = sort glob($standby->data_dir . '/flint_keys_spool/*.batch');
+cmp_ok(scalar @batches, '>', 1, 'in several batches (' . scalar(@batches) . ')');
+my $cut = $batches[-1];
+truncate($cut, 4) or die "truncate $cut: $!";
+$primary->start;
+ok($standby->poll_query_until('postgres', "SELECT spooled = 0 AND pending = 0 FROM flint_log_status() WHERE role = 'standby'"),
+    'the spool count returns to 0 once the rest is on the primary and the cut batch is set aside');
+ok(-e "$cut.damaged", 'the cut batch was set aside');
+$primary->poll_query_until('postgres', "SELECT count(*) > 0 FROM flint.request_log WHERE request_id = 's9'", 't');
+($rows, $distinct) = $arrived->($primary, 's9');
+ok($rows > 0 && $rows < 3000, "the other batches' rows arrived ($rows of 3,000)");
+is($distinct, $rows, 'once each');
+
 # 4. The spool's bound: past flint.log_spool_size the standby fails closed, clearly.
 # A forwarded batch stays in the spool (and counts) until the standby has
 # replayed its commit: start from an empty spool, or the bound is reached
