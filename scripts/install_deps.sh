@@ -15,6 +15,7 @@ PKGS=(
     chromium chromium-driver fonts-dejavu-core prometheus-postgres-exporter
     debhelper lintian postgresql-server-dev-all
     pgxnclient
+    postgresql-15-auto-failover pg-auto-failover-cli
 )
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
