@@ -207,9 +207,35 @@ Datum inet_or_null(const LogRecord &r, bool *isnull) {
     return InetPGetDatum(ip);
 }
 
+// The text of the columns that take one of a few values (outcome, sqlstate,
+// source, server), made once per batch instead of once per row. The last
+// entry is the text of a value out of range (as the functions name it).
+struct CodedTexts {
+    static constexpr int kCodes = static_cast<int>(kLastCode) + 2;
+    static constexpr int kSources = static_cast<int>(LogSource::report_leaked) + 2;
+    Datum outcome[kCodes], sqlstate[kCodes], source[kSources], server = 0;
+    bool outcome_null[kCodes], sqlstate_null[kCodes], source_null[kSources], server_null = true;
+
+    explicit CodedTexts(const char *server_name) {
+        for (int i = 0; i < kCodes; ++i) {
+            outcome[i] = text_or_null(code_name(static_cast<Code>(i)), &outcome_null[i]);
+            sqlstate[i] = text_or_null(code_sqlstate(static_cast<Code>(i)), &sqlstate_null[i]);
+        }
+        for (int i = 0; i < kSources; ++i)
+            source[i] = text_or_null(log_source_name(static_cast<LogSource>(i)), &source_null[i]);
+        server = text_or_null(server_name ? server_name : "", &server_null);
+    }
+    Datum coded(const Datum *values, const bool *nulls, int i, int n, bool *isnull) const {
+        const int at = i >= 0 && i < n ? i : n - 1;
+        *isnull = nulls[at];
+        return values[at];
+    }
+};
+
 // Row i's value of column c.
-Datum column_value(const LogRecord &r, int c, const char *server, bool *isnull) {
+Datum column_value(const LogRecord &r, int c, const CodedTexts &texts, bool *isnull) {
     *isnull = false;
+    const int code = static_cast<int>(r.outcome), source = static_cast<int>(r.source);
     switch (c) {
     case c_at: return TimestampTzGetDatum(r.at);
     case c_key_id: *isnull = !r.has_key_id; return *isnull ? Datum(0) : uuid_datum(r.key_id);
@@ -219,15 +245,15 @@ Datum column_value(const LogRecord &r, int c, const char *server, bool *isnull) 
         *isnull = !r.has_requested_merchant;
         return *isnull ? Datum(0) : uuid_datum(r.requested_merchant);
     case c_scope: return text_or_null(r.scope, isnull);
-    case c_outcome: return text_or_null(code_name(r.outcome), isnull);
-    case c_sqlstate: return text_or_null(code_sqlstate(r.outcome), isnull);
+    case c_outcome: return texts.coded(texts.outcome, texts.outcome_null, code, CodedTexts::kCodes, isnull);
+    case c_sqlstate: return texts.coded(texts.sqlstate, texts.sqlstate_null, code, CodedTexts::kCodes, isnull);
     case c_client_addr: return inet_or_null(r, isnull);
     case c_application_name: return text_or_null(r.application_name, isnull);
     case c_request_id: return text_or_null(r.request_id, isnull);
     case c_backend_pid: return Int32GetDatum(r.backend_pid);
-    case c_source: return text_or_null(log_source_name(r.source), isnull);
+    case c_source: return texts.coded(texts.source, texts.source_null, source, CodedTexts::kSources, isnull);
     case c_cost: return Int32GetDatum(r.cost);
-    default: return text_or_null(server ? server : "", isnull);
+    default: *isnull = texts.server_null; return texts.server;
     }
 }
 
@@ -303,6 +329,7 @@ void insert_into_partition_unsafe(ResultRelInfo *rri, const AttrNumber *attnums,
     // worker's time at 10,000-row batches).
     TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(part));
     auto **slots = static_cast<TupleTableSlot **>(palloc(sizeof(TupleTableSlot *) * n));
+    const CodedTexts texts(server);
     for (int i = 0; i < n; ++i) {
         TupleTableSlot *slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
         ExecClearTuple(slot);
@@ -310,7 +337,7 @@ void insert_into_partition_unsafe(ResultRelInfo *rri, const AttrNumber *attnums,
             slot->tts_isnull[a] = true; // dropped columns
         for (int c = 0; c < c_count; ++c) {
             const int a = attnums[c] - 1;
-            slot->tts_values[a] = column_value(rows[idx[i]], c, server, &slot->tts_isnull[a]);
+            slot->tts_values[a] = column_value(rows[idx[i]], c, texts, &slot->tts_isnull[a]);
         }
         ExecStoreVirtualTuple(slot);
         slots[i] = slot;
