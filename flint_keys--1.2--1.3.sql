@@ -130,6 +130,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The UTC date is %s.', real_today);
     END IF;
     cutoff := (today::timestamp AT TIME ZONE 'UTC') - older_than;
+    -- Rows not yet summed into flint.usage stay until they are: rollups
+    -- outlive the log, and must count what it had (NULL: no mark, no limit).
+    cutoff := least(cutoff, (SELECT w.rolled_up_to FROM flint.usage_watermark AS w));
     -- The log worker's retention tries each partition once and comes back a
     -- minute later: it must not sleep with leases and the queue waiting.
     IF EXISTS (SELECT FROM pg_stat_activity a
@@ -905,9 +908,18 @@ CREATE TABLE flint.usage_watermark (
     single       boolean PRIMARY KEY DEFAULT true CHECK (single),
     rolled_up_to timestamptz NOT NULL
 );
--- Rows logged before the update (or CREATE EXTENSION) are not rolled up. Not
--- dumped: a restore starts the mark afresh (CREATE EXTENSION inserts it).
+-- Not dumped: a restore starts the mark afresh (CREATE EXTENSION inserts it).
 INSERT INTO flint.usage_watermark (rolled_up_to) VALUES (now());
+-- The rows logged before the update are rolled up here, so a window that
+-- spans it still sums the log exactly. The lock holds off the log worker's
+-- inserts (they spool after 100 ms) until this commits: a row it inserts
+-- afterwards below the mark is a late row, which adds its own group.
+LOCK TABLE flint.request_log IN SHARE MODE;
+INSERT INTO flint.usage (minute, merchant_id, key_id, outcome, requests, cost)
+SELECT date_trunc('minute', l.at), l.merchant_id, l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
+  FROM flint.request_log AS l
+ WHERE l.at < (SELECT w.rolled_up_to FROM flint.usage_watermark AS w)
+ GROUP BY 1, 2, 3, 4;
 
 -- The minute sums read the log by time: a BRIN index per day partition (a
 -- few pages, next to nothing per insert: rows arrive in time order).
@@ -1041,30 +1053,41 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) TO PUBLIC;
 
--- Runs as the caller: RLS decides whose rollups and log rows it sums. A
--- rollup row covers a whole minute: the window takes each minute it overlaps
--- ([since, until) rounded out to whole minutes). Buckets are UTC.
+-- Runs as the caller: RLS decides whose rollups and log rows it sums.
+-- Windows are [since, until): a rollup row covers a whole minute, so the
+-- whole minutes inside the window come from flint.usage, and from the log:
+-- the rows after the watermark (not rolled up yet) and those of the window's
+-- cut minutes at either end. Buckets are UTC.
 CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamptz, until timestamptz,
                                         bucket text DEFAULT 'hour', key_id uuid DEFAULT NULL)
     RETURNS TABLE(bucket_start timestamptz, key_id uuid, outcome text, requests bigint, cost bigint)
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    WITH groups AS (
+    WITH bounds AS MATERIALIZED (
+        SELECT flint._usage_watermark() AS mark,
+               -- the first and past-the-last whole minute inside the window
+               CASE WHEN date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' = $2 THEN $2
+                    ELSE (date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '1 minute'
+               END AS lo,
+               date_trunc('minute', $3 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hi),
+    spans AS ( -- the log's parts, disjoint: after the mark; the cut minutes before it
+        SELECT greatest(b.mark, $2) AS from_at, $3 AS to_at FROM bounds AS b
+        UNION ALL SELECT $2, least(b.lo, b.mark, $3) FROM bounds AS b
+        UNION ALL SELECT greatest(b.hi, b.lo, $2), least(b.mark, $3) FROM bounds AS b),
+    groups AS (
         SELECT u.minute, u.key_id, u.outcome, u.requests, u.cost
-          FROM flint.usage AS u
+          FROM flint.usage AS u, bounds AS b
          WHERE u.merchant_id = $1
-           AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-           AND u.minute < $3
+           AND u.minute >= b.lo AND u.minute < b.hi
            AND ($5 IS NULL OR u.key_id = $5)
         UNION ALL
-        -- not rolled up yet: from the log
         SELECT date_trunc('minute', l.at), l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
-          FROM flint.request_log AS l
-         WHERE l.merchant_id = $1
-           AND l.at >= greatest(flint._usage_watermark(), date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
-           AND date_trunc('minute', l.at) < $3
-           AND ($5 IS NULL OR l.key_id = $5)
+          FROM spans AS s
+          JOIN LATERAL (SELECT * FROM flint.request_log AS r
+                         WHERE r.merchant_id = $1 AND r.at >= s.from_at AND r.at < s.to_at
+                           AND ($5 IS NULL OR r.key_id = $5)) AS l ON true
+         WHERE s.from_at < s.to_at
          GROUP BY 1, 2, 3)
     SELECT date_trunc($4, g.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', g.key_id, g.outcome,
            sum(g.requests)::bigint, sum(g.cost)::bigint

@@ -1452,6 +1452,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', DETAIL = format('The UTC date is %s.', real_today);
     END IF;
     cutoff := (today::timestamp AT TIME ZONE 'UTC') - older_than;
+    -- Rows not yet summed into flint.usage stay until they are: rollups
+    -- outlive the log, and must count what it had (NULL: no mark, no limit).
+    cutoff := least(cutoff, (SELECT w.rolled_up_to FROM flint.usage_watermark AS w));
     -- The log worker's retention tries each partition once and comes back a
     -- minute later: it must not sleep with leases and the queue waiting.
     IF EXISTS (SELECT FROM pg_stat_activity a
@@ -1762,21 +1765,30 @@ CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamp with time
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
-    WITH groups AS (
+    WITH bounds AS MATERIALIZED (
+        SELECT flint._usage_watermark() AS mark,
+               -- the first and past-the-last whole minute inside the window
+               CASE WHEN date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' = $2 THEN $2
+                    ELSE (date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') + interval '1 minute'
+               END AS lo,
+               date_trunc('minute', $3 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hi),
+    spans AS ( -- the log's parts, disjoint: after the mark; the cut minutes before it
+        SELECT greatest(b.mark, $2) AS from_at, $3 AS to_at FROM bounds AS b
+        UNION ALL SELECT $2, least(b.lo, b.mark, $3) FROM bounds AS b
+        UNION ALL SELECT greatest(b.hi, b.lo, $2), least(b.mark, $3) FROM bounds AS b),
+    groups AS (
         SELECT u.minute, u.key_id, u.outcome, u.requests, u.cost
-          FROM flint.usage AS u
+          FROM flint.usage AS u, bounds AS b
          WHERE u.merchant_id = $1
-           AND u.minute >= date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-           AND u.minute < $3
+           AND u.minute >= b.lo AND u.minute < b.hi
            AND ($5 IS NULL OR u.key_id = $5)
         UNION ALL
-        -- not rolled up yet: from the log
         SELECT date_trunc('minute', l.at), l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
-          FROM flint.request_log AS l
-         WHERE l.merchant_id = $1
-           AND l.at >= greatest(flint._usage_watermark(), date_trunc('minute', $2 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
-           AND date_trunc('minute', l.at) < $3
-           AND ($5 IS NULL OR l.key_id = $5)
+          FROM spans AS s
+          JOIN LATERAL (SELECT * FROM flint.request_log AS r
+                         WHERE r.merchant_id = $1 AND r.at >= s.from_at AND r.at < s.to_at
+                           AND ($5 IS NULL OR r.key_id = $5)) AS l ON true
+         WHERE s.from_at < s.to_at
          GROUP BY 1, 2, 3)
     SELECT date_trunc($4, g.minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', g.key_id, g.outcome,
            sum(g.requests)::bigint, sum(g.cost)::bigint

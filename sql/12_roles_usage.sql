@@ -104,6 +104,15 @@ SELECT (SELECT sum(requests) FROM flint.usage) = (SELECT count(*) FROM flint.req
        (SELECT sum(cost) FROM flint.usage) = (SELECT sum(cost) FROM flint.request_log) AS all_cost_counted;
 SELECT requests FROM flint.usage WHERE merchant_id IS NULL AND key_id IS NULL AND outcome = 'malformed_key';
 SELECT outcome, requests, cost FROM flint_usage(:acme, now() - interval '1 hour', now() + interval '1 hour', 'hour', :'u');
+-- A window that cuts a minute counts exactly the log rows inside it ([since, until)),
+-- though the minute's rows are rolled up as one.
+SELECT at AS cut FROM flint.request_log WHERE merchant_id = :acme ORDER BY at OFFSET 4 LIMIT 1 \gset
+SELECT w, (SELECT coalesce(sum(requests), 0) FROM flint_usage(:acme, s, e, 'minute')) =
+          (SELECT count(*) FROM flint.request_log WHERE merchant_id = :acme AND at >= s AND at < e) AS exact,
+          (SELECT coalesce(sum(requests), 0) FROM flint_usage(:acme, s, e, 'minute')) > 0 AS some
+  FROM (VALUES ('from the cut', :'cut'::timestamptz, now() + interval '1 hour'),
+               ('to the cut', now() - interval '1 hour', :'cut'::timestamptz),
+               ('the cut row alone', :'cut'::timestamptz, :'cut'::timestamptz + interval '1 microsecond')) AS v(w, s, e);
 SELECT flint._roll_up_usage(now() - interval '1 hour') AS not_backwards;
 -- Rows logged for a time already rolled up (here: all of them now) add their groups as they are inserted.
 SELECT count(*) FROM generate_series(1, 3) g, LATERAL flint_check_key(:'us' || repeat('', g), 'payments:read', :acme);
@@ -122,6 +131,15 @@ SELECT try($$SELECT * FROM flint_usage(NULL, now(), now())$$);
 SELECT sum(requests) AS before FROM flint.usage \gset
 DELETE FROM flint.request_log;
 SELECT sum(requests) = :before AS rollups_kept FROM flint.usage;
+-- and never drops a day the rollups have not summed yet
+BEGIN;
+CREATE TABLE flint.request_log_20200101 PARTITION OF flint.request_log
+    FOR VALUES FROM ('2020-01-01 00:00+00') TO ('2020-01-02 00:00+00');
+UPDATE flint.usage_watermark SET rolled_up_to = '2020-01-01 12:00+00';
+SELECT flint_purge_request_log('1 day') AS dropped_while_not_rolled_up;
+UPDATE flint.usage_watermark SET rolled_up_to = now();
+SELECT flint_purge_request_log('1 day') AS dropped_once_rolled_up;
+ROLLBACK;
 
 -- 9. Rollups under RLS: an application role sees its context's merchant only; pg_monitor the totals.
 CREATE ROLE flint_usage_app;
