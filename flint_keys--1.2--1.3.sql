@@ -1097,6 +1097,31 @@ CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamptz, until 
      ORDER BY 1, 2, 3
 $$;
 
+-- A key's rate limits as this server's buckets hold them now (1.3): what
+-- X-RateLimit-Remaining and a console show. Read without taking a token.
+CREATE FUNCTION flint._rate_bucket(id uuid, merchant_wide boolean, rate_limit integer, rate_window interval)
+    RETURNS bigint[]
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'flint_rate_bucket';
+REVOKE ALL ON FUNCTION flint._rate_bucket(uuid, boolean, integer, interval) FROM PUBLIC;
+CREATE FUNCTION @extschema@.flint_rate_limit_state(key_id uuid)
+    RETURNS TABLE(applies_to text, rate_limit integer, rate_window interval, tokens integer, full_at timestamptz)
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT l.applies_to, l.rate_limit, l.rate_window, b.v[1]::integer,
+           clock_timestamp() + b.v[2] * interval '1 microsecond'
+      FROM flint.api_keys AS k
+      JOIN flint.merchants AS m ON m.id = k.merchant_id,
+           LATERAL (VALUES ('key', k.id, false, k.rate_limit, k.rate_window),
+                           ('merchant', k.merchant_id, true, m.rate_limit, m.rate_window))
+                AS l(applies_to, id, merchant_wide, rate_limit, rate_window),
+           LATERAL flint._rate_bucket(l.id, l.merchant_wide, l.rate_limit, l.rate_window) AS b(v)
+     WHERE k.id = $1 AND flint._caller_sees(k.merchant_id) AND l.rate_limit IS NOT NULL
+     ORDER BY 1
+$$;
+REVOKE ALL ON FUNCTION @extschema@.flint_rate_limit_state(uuid) FROM PUBLIC;
+
 -- Called by the log worker: drops rollups older than flint.usage_retention.
 CREATE FUNCTION flint._prune_usage(retention interval) RETURNS bigint
     LANGUAGE sql
@@ -1221,6 +1246,8 @@ COMMENT ON FUNCTION @extschema@.flint_update_role(uuid, text[]) IS 'Sets a role'
 COMMENT ON FUNCTION @extschema@.flint_drop_role(uuid) IS 'Drops a role; refused (2BP01, with the count) while an unrevoked key holds it.';
 COMMENT ON FUNCTION @extschema@.flint_grant_role(uuid, text) IS 'Gives a key its merchant''s role of that name (event role_granted); returns key_info. In a context the calling key must hold the role''s scopes.';
 COMMENT ON FUNCTION @extschema@.flint_revoke_role(uuid, text) IS 'Takes a role from a key (event role_revoked; a no-op when the key does not hold it); returns key_info.';
+COMMENT ON FUNCTION @extschema@.flint_rate_limit_state(uuid) IS 'A key''s rate limits (its own, its merchant''s) as this server''s buckets hold them: whole tokens left and when full again; takes nothing. Its context''s merchant, or an admin.';
+COMMENT ON FUNCTION flint._rate_bucket(uuid, boolean, integer, interval) IS 'Internal: {tokens left, microseconds until full} of this server''s bucket for a key or a merchant (shared memory), read without taking.';
 COMMENT ON FUNCTION @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) IS 'A merchant''s requests and cost per bucket (minute, hour, day; UTC), key and outcome in [since, until), from flint.usage. Runs as the caller (RLS); logs:read in a context.';
 COMMENT ON FUNCTION flint._keys_changed(regclass, uuid[]) IS 'Internal: at commit, key caches everywhere forget just these keys (a role''s holders); standbys reload every key on replay.';
 COMMENT ON FUNCTION flint._role_holders_changed() IS 'Internal: ALWAYS statement triggers on flint.roles and flint.key_roles: passes the keys a role change concerns to _keys_changed.';

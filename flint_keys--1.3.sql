@@ -729,6 +729,12 @@ CREATE FUNCTION flint._quota_period_start(refill_interval text, at timestamp wit
 
 COMMENT ON FUNCTION flint._quota_period_start(refill_interval text, at timestamp with time zone) IS 'Internal: the UTC start of the day or month (refill_interval) holding a moment (called by _store_limits).';
 
+CREATE FUNCTION flint._rate_bucket(id uuid, merchant_wide boolean, rate_limit integer, rate_window interval) RETURNS bigint[]
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'flint_rate_bucket';
+
+COMMENT ON FUNCTION flint._rate_bucket(id uuid, merchant_wide boolean, rate_limit integer, rate_window interval) IS 'Internal: {tokens left, microseconds until full} of this server''s bucket for a key or a merchant (shared memory), read without taking.';
+
 CREATE FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) RETURNS void
     LANGUAGE c SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1501,6 +1507,24 @@ END
 $_$;
 
 COMMENT ON FUNCTION @extschema@.flint_purge_request_log(older_than interval, today date) IS 'Drops request-log day partitions older than older_than and such default-partition rows; busy ones are kept (WARNING). Returns how many it dropped.';
+
+CREATE FUNCTION @extschema@.flint_rate_limit_state(key_id uuid) RETURNS TABLE(applies_to text, rate_limit integer, rate_window interval, tokens integer, full_at timestamp with time zone)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT l.applies_to, l.rate_limit, l.rate_window, b.v[1]::integer,
+           clock_timestamp() + b.v[2] * interval '1 microsecond'
+      FROM flint.api_keys AS k
+      JOIN flint.merchants AS m ON m.id = k.merchant_id,
+           LATERAL (VALUES ('key', k.id, false, k.rate_limit, k.rate_window),
+                           ('merchant', k.merchant_id, true, m.rate_limit, m.rate_window))
+                AS l(applies_to, id, merchant_wide, rate_limit, rate_window),
+           LATERAL flint._rate_bucket(l.id, l.merchant_wide, l.rate_limit, l.rate_window) AS b(v)
+     WHERE k.id = $1 AND flint._caller_sees(k.merchant_id) AND l.rate_limit IS NOT NULL
+     ORDER BY 1
+$_$;
+
+COMMENT ON FUNCTION @extschema@.flint_rate_limit_state(key_id uuid) IS 'A key''s rate limits (its own, its merchant''s) as this server''s buckets hold them: whole tokens left and when full again; takes nothing. Its context''s merchant, or an admin.';
 
 CREATE FUNCTION @extschema@.flint_recent_failures(merchant uuid, since interval DEFAULT '01:00:00'::interval) RETURNS TABLE(key_id uuid, display_prefix text, outcome text, requests bigint, last_at timestamp with time zone)
     LANGUAGE sql STABLE
@@ -2343,6 +2367,8 @@ REVOKE ALL ON FUNCTION flint._prune_usage(retention interval) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._quota_period_start(refill_interval text, at timestamp with time zone) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION flint._rate_bucket(id uuid, merchant_wide boolean, rate_limit integer, rate_window interval) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION flint._receive_last_used(ids uuid[], used_at bigint[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._receive_log_batch(origin uuid, batch_id bigint, server text, copy_rows bytea) FROM PUBLIC;
@@ -2403,6 +2429,8 @@ GRANT ALL ON FUNCTION @extschema@.flint_log_status(OUT queued bigint, OUT insert
 REVOKE ALL ON FUNCTION @extschema@.flint_protect_table(tbl regclass, merchant_column name, read_scope text, write_scope text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_purge_request_log(older_than interval, today date) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION @extschema@.flint_rate_limit_state(key_id uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_recent_failures(merchant uuid, since interval) FROM PUBLIC;
 

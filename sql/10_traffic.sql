@@ -143,3 +143,28 @@ RESET ROLE;
 SET ROLE traffic_app;
 SELECT try(format('SELECT flint_set_merchant_limits(%L, 5, %L)', :acme, '1 minute'));
 RESET ROLE;
+
+-- 8. (1.3) flint_rate_limit_state: this server's buckets, read without taking.
+SELECT key_id AS sk, secret AS ss FROM flint_create_key(:acme, 'state', ARRAY['payments:read']) \gset
+SELECT rate_limit FROM flint_set_key_limits(:'sk', rate_limit => 5, rate_window => '1 hour');
+SELECT flint_set_merchant_limits(:acme, 1000, '1 hour');
+SELECT applies_to, rate_limit, rate_window, tokens, full_at <= clock_timestamp() AS full FROM flint_rate_limit_state(:'sk');
+SELECT count(*) FROM generate_series(1, 3) g, LATERAL flint_check_key(:'ss' || repeat('', g), 'payments:read', :acme);
+SELECT applies_to, tokens, full_at > clock_timestamp() + interval '35 minutes' AS full_in_about_36_min
+  FROM flint_rate_limit_state(:'sk');
+SELECT tokens FROM flint_rate_limit_state(:'sk') WHERE applies_to = 'key';  -- reading took nothing
+SELECT applies_to AS a_key_without_its_own_limit FROM flint_rate_limit_state(:'other');
+SELECT flint_set_merchant_limits(:acme);
+-- in a context: its own merchant's keys only; PUBLIC has no EXECUTE
+GRANT EXECUTE ON FUNCTION flint_rate_limit_state(uuid) TO traffic_app;
+SELECT key_id AS bk FROM flint_create_key(:bolt, 'bolt rated', ARRAY['payments:read']) \gset
+SELECT rate_limit FROM flint_set_key_limits(:'bk', rate_limit => 5, rate_window => '1 hour');
+SET ROLE traffic_app;
+BEGIN;
+SELECT count(*) FROM flint_authenticate(:'cs', '10.0.0.1', 0);
+SELECT applies_to, tokens FROM flint_rate_limit_state(:'sk');
+SELECT count(*) AS another_merchants_key FROM flint_rate_limit_state(:'bk');
+ROLLBACK;
+RESET ROLE;
+SELECT has_function_privilege('public', 'flint_rate_limit_state(uuid)', 'EXECUTE') AS public_may_call,
+       has_function_privilege('public', 'flint._rate_bucket(uuid, boolean, integer, interval)', 'EXECUTE') AS public_may_read_buckets;

@@ -70,6 +70,16 @@ bool bucket_full(const BucketState &b, int64_t now_us, int32_t limit, int64_t wi
     return b.credit + elapsed * limit >= capacity(limit, window_us);
 }
 
+BucketReading bucket_read(BucketState b, int64_t now_us, int32_t limit, int64_t window_us) {
+    BucketReading r;
+    if (limit <= 0 || window_us <= 0)
+        return r;
+    refill(b, now_us, limit, window_us);
+    r.tokens = static_cast<int32_t>(b.credit / window_us);
+    r.full_in_us = (capacity(limit, window_us) - b.credit + limit - 1) / limit;
+    return r;
+}
+
 namespace {
 constexpr int64_t kUsecPerDay = 86400LL * 1000000;
 // Days since 2000-01-01 to the civil date (Howard Hinnant's algorithm).

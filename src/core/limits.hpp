@@ -48,6 +48,13 @@ void bucket_change_limit(BucketState &b, int64_t now_us, int32_t old_limit, int6
                          int64_t new_window_us);
 // True when the bucket is full again at now_us: forgetting it changes nothing.
 bool bucket_full(const BucketState &b, int64_t now_us, int32_t limit, int64_t window_us);
+// What a bucket holds at now_us, read without taking: whole tokens left, and
+// the microseconds until it is full again (0: full).
+struct BucketReading {
+    int32_t tokens = 0;
+    int64_t full_in_us = 0;
+};
+BucketReading bucket_read(BucketState b, int64_t now_us, int32_t limit, int64_t window_us);
 
 enum class Refill : uint8_t { none, day, month };
 

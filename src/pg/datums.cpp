@@ -10,6 +10,11 @@ extern "C" {
 // Postgres call that can raise (allocation, detoasting) runs in pg_guard.
 namespace flint::pg {
 
+int64 interval_us(Datum d) {
+    const Interval *iv = DatumGetIntervalP(d);
+    return iv->time + (iv->day + int64{iv->month} * DAYS_PER_MONTH) * USECS_PER_DAY;
+}
+
 Datum uuid_datum(const Uuid &id) {
     Datum d = (Datum)0;
     pg_guard([&] {

@@ -9,6 +9,8 @@ namespace flint::pg {
 
 // A palloc'd uuid. Only palloc: safe inside pg_guard, no C++ objects.
 Datum uuid_datum(const Uuid &id);
+// An interval in microseconds (a month is 30 days, as PostgreSQL counts it).
+int64 interval_us(Datum d);
 // uuid[] of `n` ids.
 Datum uuid_array_datum(const Uuid *ids, int n);
 

@@ -1,5 +1,6 @@
 #include "key_store.hpp"
 
+#include "datums.hpp"
 #include "error_boundary.hpp"
 #include "key_cache.hpp"
 #include "state.hpp"
@@ -145,11 +146,6 @@ struct KeyRow {
     int nips;
     Cidr ips[16];
 };
-
-int64 interval_us(Datum d) {
-    const Interval *iv = DatumGetIntervalP(d);
-    return iv->time + (iv->day + int64{iv->month} * DAYS_PER_MONTH) * USECS_PER_DAY;
-}
 
 // The optional 1.2 columns of a key or merchant row: rate_limit/rate_window.
 void read_rate_unsafe(HeapTuple tuple, TupleDesc desc, int32 *limit, int64 *window_us) {

@@ -604,7 +604,44 @@ int64 leased_units(const Uuid &id, int64 version, int64 period) {
     return units;
 }
 
+// This server's bucket for (id, kind) at `now`, read without taking (a key
+// with no entry has a full bucket: entries start full).
+BucketReading read_bucket(const Uuid &id, Kind kind, int32 limit, int64 window, int64 now) {
+    BucketState state;
+    if (traffic) {
+        uint64 h = hash_id(id, kind);
+        RatePartition *p = rate_partition(h);
+        SpinLockAcquire(&p->lock);
+        for (uint32 i = 0; i < p->size; ++i) {
+            const RateEntry &e = p->entries[i];
+            if (e.kind == kind && e.id == id) {
+                state = e.bucket;
+                if (e.limit != limit || e.window_us != window) // as the next take would see it
+                    bucket_change_limit(state, now, e.limit, e.window_us, limit, window);
+                break;
+            }
+        }
+        SpinLockRelease(&p->lock);
+    }
+    return bucket_read(state, now, limit, window);
+}
+
 namespace {
+
+// flint._rate_bucket(id uuid, merchant_wide boolean, rate_limit integer,
+// rate_window interval): {tokens left, microseconds until full} of this
+// server's bucket for a key (or a merchant's shared limit).
+Datum rate_bucket_body(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+        PG_RETURN_NULL();
+    Uuid id;
+    std::memcpy(id.data(), PG_GETARG_UUID_P(0)->data, 16);
+    const Kind kind = PG_GETARG_BOOL(1) ? Kind::merchant : Kind::key;
+    const BucketReading r =
+        read_bucket(id, kind, PG_GETARG_INT32(2), interval_us(PG_GETARG_DATUM(3)), GetCurrentTimestamp());
+    Datum items[2] = {Int64GetDatum(r.tokens), Int64GetDatum(r.full_in_us)};
+    PG_RETURN_ARRAYTYPE_P(construct_array(items, 2, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
 
 // flint._leased_units(key_id uuid, version bigint, period timestamptz): the
 // units of that quota version and period this server holds and has not spent.
@@ -622,3 +659,4 @@ Datum leased_units_body(FunctionCallInfo fcinfo) {
 
 using namespace flint::pg;
 FLINT_SQL_FUNCTION(flint_leased_units, leased_units_body)
+FLINT_SQL_FUNCTION(flint_rate_bucket, rate_bucket_body)

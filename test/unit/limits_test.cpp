@@ -67,6 +67,25 @@ TEST(Limits, RefundAndFullness) {
     EXPECT_TRUE(bucket_full(b, kSec, 1, kSec)) << "full again after a window";
 }
 
+TEST(Limits, ReadingABucketTakesNothing) {
+    BucketState b;
+    int64_t retry = 0;
+    const int64_t t = 1000 * kSec;
+    BucketReading fresh = bucket_read(b, t, 5, 10 * kSec);
+    EXPECT_EQ(fresh.tokens, 5) << "a new bucket is full";
+    EXPECT_EQ(fresh.full_in_us, 0);
+    for (int i = 0; i < 3; ++i)
+        ASSERT_TRUE(bucket_take(b, t, 5, 10 * kSec, &retry));
+    BucketReading after = bucket_read(b, t, 5, 10 * kSec);
+    EXPECT_EQ(after.tokens, 2);
+    EXPECT_EQ(after.full_in_us, 6 * kSec) << "three tokens back at one every 2 s";
+    EXPECT_EQ(bucket_read(b, t, 5, 10 * kSec).tokens, 2) << "reading twice takes nothing";
+    EXPECT_EQ(bucket_read(b, t + 3 * kSec, 5, 10 * kSec).tokens, 3)
+        << "one more 2 s later, a part of one does not count";
+    EXPECT_EQ(bucket_read(b, t + 60 * kSec, 5, 10 * kSec).full_in_us, 0);
+    EXPECT_EQ(bucket_read(b, t, 0, 10 * kSec).tokens, 0) << "no limit: nothing to read";
+}
+
 TEST(Limits, NoOverflowAtTheLargestLimits) {
     BucketState b;
     int64_t retry;
