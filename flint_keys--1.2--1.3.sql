@@ -933,6 +933,22 @@ BEGIN
     END LOOP;
 END
 $$;
+-- psql's \dt+ explains the day partitions the worker makes too.
+CREATE FUNCTION flint._day_partition_comment(day date) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT format('Request-log rows of %s (UTC), one day of flint.request_log; made by the log worker a week ahead, dropped by flint_purge_request_log / flint.log_retention.', day) $$;
+DO $$
+DECLARE
+    part record;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'flint.request_log'::regclass AND c.relname ~ '^request_log_[0-9]{8}$' LOOP
+        EXECUTE format('COMMENT ON TABLE flint.%I IS %L', part.relname,
+                       flint._day_partition_comment(to_date(substr(part.relname, 13), 'YYYYMMDD')));
+    END LOOP;
+END
+$$;
 CREATE OR REPLACE FUNCTION flint._maintain_request_log(today date, retention interval DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -966,6 +982,7 @@ BEGIN
             -- (BENCHMARKS.md, RLS readers). Costs nothing per insert.
             EXECUTE format('CREATE STATISTICS flint.%I (dependencies) ON key_id, merchant_id FROM flint.%I',
                            part || '_key_merchant_stats', part);
+            EXECUTE format('COMMENT ON TABLE flint.%I IS %L', part, flint._day_partition_comment(d));
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN
@@ -1104,6 +1121,7 @@ CREATE FUNCTION flint._rate_bucket(id uuid, merchant_wide boolean, rate_limit in
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'flint_rate_bucket';
 REVOKE ALL ON FUNCTION flint._rate_bucket(uuid, boolean, integer, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION flint._day_partition_comment(date) FROM PUBLIC;
 CREATE FUNCTION @extschema@.flint_rate_limit_state(key_id uuid)
     RETURNS TABLE(applies_to text, rate_limit integer, rate_window interval, tokens integer, full_at timestamptz)
     LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -1246,6 +1264,7 @@ COMMENT ON FUNCTION @extschema@.flint_update_role(uuid, text[]) IS 'Sets a role'
 COMMENT ON FUNCTION @extschema@.flint_drop_role(uuid) IS 'Drops a role; refused (2BP01, with the count) while an unrevoked key holds it.';
 COMMENT ON FUNCTION @extschema@.flint_grant_role(uuid, text) IS 'Gives a key its merchant''s role of that name (event role_granted); returns key_info. In a context the calling key must hold the role''s scopes.';
 COMMENT ON FUNCTION @extschema@.flint_revoke_role(uuid, text) IS 'Takes a role from a key (event role_revoked; a no-op when the key does not hold it); returns key_info.';
+COMMENT ON FUNCTION flint._day_partition_comment(date) IS 'Internal: the COMMENT of a request-log day partition.';
 COMMENT ON FUNCTION @extschema@.flint_rate_limit_state(uuid) IS 'A key''s rate limits (its own, its merchant''s) as this server''s buckets hold them: whole tokens left and when full again; takes nothing. Its context''s merchant, or an admin.';
 COMMENT ON FUNCTION flint._rate_bucket(uuid, boolean, integer, interval) IS 'Internal: {tokens left, microseconds until full} of this server''s bucket for a key or a merchant (shared memory), read without taking.';
 COMMENT ON FUNCTION @extschema@.flint_usage(uuid, timestamptz, timestamptz, text, uuid) IS 'A merchant''s requests and cost per bucket (minute, hour, day; UTC), key and outcome in [since, until), from flint.usage. Runs as the caller (RLS); logs:read in a context.';

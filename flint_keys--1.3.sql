@@ -431,6 +431,13 @@ CREATE FUNCTION flint._current_scopes() RETURNS text[]
 
 COMMENT ON FUNCTION flint._current_scopes() IS 'Internal: the auth context''s key''s effective scopes (own and roles''), NULL outside a context (used by _check_grantable and _authorize_key).';
 
+CREATE FUNCTION flint._day_partition_comment(day date) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT format('Request-log rows of %s (UTC), one day of flint.request_log; made by the log worker a week ahead, dropped by flint_purge_request_log / flint.log_retention.', day) $$;
+
+COMMENT ON FUNCTION flint._day_partition_comment(day date) IS 'Internal: the COMMENT of a request-log day partition.';
+
 CREATE FUNCTION flint._expiry_bound(merchant uuid, OUT bound timestamp with time zone, OUT why text) RETURNS record
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -697,6 +704,7 @@ BEGIN
             -- (BENCHMARKS.md, RLS readers). Costs nothing per insert.
             EXECUTE format('CREATE STATISTICS flint.%I (dependencies) ON key_id, merchant_id FROM flint.%I',
                            part || '_key_merchant_stats', part);
+            EXECUTE format('COMMENT ON TABLE flint.%I IS %L', part, flint._day_partition_comment(d));
         END IF;
     END LOOP;
     IF retention IS NOT NULL THEN
@@ -2336,6 +2344,8 @@ GRANT ALL ON FUNCTION flint._counters(OUT name text, OUT value bigint) TO pg_mon
 REVOKE ALL ON FUNCTION flint._current_mode() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._current_scopes() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._day_partition_comment(day date) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._expiry_bound(merchant uuid, OUT bound timestamp with time zone, OUT why text) FROM PUBLIC;
 

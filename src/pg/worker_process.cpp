@@ -24,11 +24,14 @@ void handle_sigterm(SIGNAL_ARGS) {
 }
 
 // A worker whose flint.database does not exist fails at connect with
-// "database ... does not exist" every restart (5 s); say what to do.
+// "database ... does not exist" every restart (5 s); say what to do (a
+// callback may add the hint: it runs before the error is reported).
 void connect_context(void *arg) {
-    errcontext("%s connecting to flint.database \"%s\": create that database, or set "
-               "flint.database in postgresql.conf and restart",
-               static_cast<const char *>(arg), flint_database_for_context);
+    errcontext("%s connecting to flint.database \"%s\"", static_cast<const char *>(arg), flint_database_for_context);
+    if (geterrcode() == ERRCODE_UNDEFINED_DATABASE)
+        errhint("Create database \"%s\" (and CREATE EXTENSION flint_keys in it), or set flint.database in "
+                "postgresql.conf to the database that uses flint_keys and restart.",
+                flint_database_for_context);
 }
 
 void unpublish(int, Datum) {

@@ -14,7 +14,7 @@ my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
 # One merchant's 100,000 keys: the whole table is its share here.
 my $node = flint_node('many_limits', 'flint.log_queue_size = 262144', 'flint.merchant_share = 100');
 my $keys = 100000;
-# Keys made in bulk (as bench/bench.sql does): tokens from flint._mint_token,
+# Keys made in bulk (as test/bench/bench.sql does): tokens from flint._mint_token,
 # only their digest stored, each with a limit of 1 per hour.
 $node->safe_psql('postgres', qq{
     ALTER TABLE flint.api_keys DISABLE TRIGGER key_events;

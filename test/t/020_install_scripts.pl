@@ -82,6 +82,14 @@ like($err, qr/WARNING:.*installed in database "elsewhere".*flint\.database.*veri
 like($err, qr/HINT:.*flint\.database = 'elsewhere'/, 'with the setting that would fix it');
 ($ret, $out, $err) = $node->psql('postgres', 'CREATE EXTENSION flint_keys');
 unlike($err, qr/WARNING/, 'no warning in flint.database itself');
+# The day partitions (the worker makes a week ahead) explain themselves in \dt+ too.
+$node->poll_query_until('postgres', q{
+    SELECT count(*) >= 8 FROM pg_inherits WHERE inhparent = 'flint.request_log'::regclass})
+  or die 'no day partitions';
+is($node->safe_psql('postgres', q{
+    SELECT string_agg(c.relname, ', ') FROM pg_class AS c
+     WHERE c.relnamespace = 'flint'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+       AND obj_description(c.oid, 'pg_class') IS NULL}), '', 'every table, partition and view in schema flint has a COMMENT');
 
 # An error reads as if the public function raised it: its CONTEXT names
 # what the user called, never an internal flint._ helper (here
@@ -96,6 +104,16 @@ $node->safe_psql('postgres', "SELECT flint_revoke_key('$revoked')");
 like($err, qr/ERROR:.*revoked and cannot be changed/, 'a revoked key cannot be changed');
 like($err, qr/CONTEXT:.*function public\.flint_update_key\(/, 'the CONTEXT names flint_update_key');
 unlike($err, qr/flint\._/, 'and no internal helper');
+
+# A flint.database that does not exist: the worker's FATAL says how to fix it.
+$node->append_conf('postgresql.conf', "flint.database = 'no_such_database'\n");
+my $offset = -s $node->logfile;
+$node->restart;
+ok($node->wait_for_log(qr/FATAL:.*database "no_such_database" does not exist/, $offset),
+   'a log worker whose flint.database does not exist fails to connect');
+like(slurp_file($node->logfile, $offset),
+     qr/HINT:\s+Create database "no_such_database" \(and CREATE EXTENSION flint_keys in it\), or set flint\.database/,
+     'with a HINT that says what to do');
 
 $node->stop;
 done_testing();

@@ -4,19 +4,19 @@
 # Prints the worker's CPU µs per row and the top functions by self time and
 # by inclusive time; writes the folded stacks for a flame graph.
 #
-#   bash bench/profile_worker.sh            15 s of load
-#   PROFILE_SECS=30 bash bench/profile_worker.sh
-#   PROFILE_COPY=1 bash bench/profile_worker.sh   the binary COPY insert (flint.log_direct_insert = off)
+#   bash test/bench/profile_worker.sh            15 s of load
+#   PROFILE_SECS=30 bash test/bench/profile_worker.sh
+#   PROFILE_COPY=1 bash test/bench/profile_worker.sh   the binary COPY insert (flint.log_direct_insert = off)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${BENCH_OUT:-$ROOT/bench/results}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${BENCH_OUT:-$ROOT/test/bench/results}"
 SECS="${PROFILE_SECS:-15}"
 mkdir -p "$OUT"
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
 make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null
-source "$ROOT/bench/common.sh"
+source "$ROOT/test/bench/common.sh"
 DIR="$(mktemp -d /tmp/flint_profile.XXXXXX)"
 trap 'cluster_stop; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
 bench_cluster_start "$DIR"

@@ -1,4 +1,4 @@
--- Helpers for bench/run.sh: timing in the same session, interleaved.
+-- Helpers for test/bench/run.sh: timing in the same session, interleaved.
 CREATE SCHEMA IF NOT EXISTS bench;
 
 -- Runs a and b alternately `reps` times; medians in milliseconds.

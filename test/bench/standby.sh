@@ -4,10 +4,10 @@
 # throughput over a local connection (its process paused while 200,000 rows
 # are spooled, then timed until the spool is empty). See BENCHMARKS.md.
 #
-#   bash bench/standby.sh        (about 2 minutes on 2 cores)
+#   bash test/bench/standby.sh        (about 2 minutes on 2 cores)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${BENCH_OUT:-$ROOT/bench/results}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${BENCH_OUT:-$ROOT/test/bench/results}"
 mkdir -p "$OUT"
 SECS="${BENCH_SECS:-10}"
 ROUNDS=3
@@ -16,7 +16,7 @@ SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
 make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null
 
-source "$ROOT/bench/common.sh"
+source "$ROOT/test/bench/common.sh"
 DIR="$(mktemp -d /tmp/flint_standby_bench.XXXXXX)"
 STANDBY="$DIR/standby"
 SPORT=$((CLUSTER_PORT + 1))

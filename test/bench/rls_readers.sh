@@ -3,14 +3,14 @@
 # its merchant's newest 50 rows, and one hot key's newest 50 rows, through
 # the per-partition indexes; so does another merchant reading a rarely used
 # key's and an unknown key's. Prints EXPLAIN (ANALYZE, BUFFERS) of each into
-# bench/results/rls_readers.txt (about 4 minutes on 2 cores).
+# test/bench/results/rls_readers.txt (about 4 minutes on 2 cores).
 #
-#   bash bench/rls_readers.sh            10,000,000 rows
-#   ROWS=1000000 bash bench/rls_readers.sh
+#   bash test/bench/rls_readers.sh            10,000,000 rows
+#   ROWS=1000000 bash test/bench/rls_readers.sh
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ROWS="${ROWS:-10000000}"
-OUT="$ROOT/bench/results/rls_readers.txt"
+OUT="$ROOT/test/bench/results/rls_readers.txt"
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
 make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null

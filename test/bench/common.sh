@@ -1,4 +1,4 @@
-# Sourced by bench/run.sh and bench/ceiling.sh: a throwaway cluster with
+# Sourced by test/bench/run.sh and test/bench/ceiling.sh: a throwaway cluster with
 # 10,000 keys of one merchant, and the pgbench scripts of the end-to-end
 # comparison. Needs ROOT and SECS set.
 source "$ROOT/scripts/cluster.sh"
@@ -11,7 +11,7 @@ bench_cluster_start() {
     DIR="$1"
     cluster_start "$DIR" "flint.log_queue_size = 262144" "max_parallel_workers_per_gather = 0" \
         "shared_buffers = 512MB" "flint.key_cache_size = 2000000" "max_connections = 20"
-    [ "$(id -u)" = 0 ] && chmod 755 "$DIR" && cp "$ROOT"/bench/*.sql "$DIR"/ && chown postgres "$DIR"/*.sql
+    [ "$(id -u)" = 0 ] && chmod 755 "$DIR" && cp "$ROOT"/test/bench/*.sql "$DIR"/ && chown postgres "$DIR"/*.sql
     SQLDIR="$([ "$(id -u)" = 0 ] && echo "$DIR" || echo "$ROOT/bench")"
     q -c "CREATE EXTENSION flint_keys" -f "$SQLDIR/reference_plpgsql.sql" -f "$SQLDIR/bench.sql" >/dev/null
     # The log worker retries every 5 s until the database exists: wait for it.
@@ -31,9 +31,9 @@ bench_cluster_start() {
 
 # pgb NAME: runs $DIR/NAME.sql through pgbench (prepared, 2 clients) and prints
 # "tps backends pgbench worker other", the last four in CPU µs per transaction
-# (bench/cpu_split.py reads /proc over the middle of the run).
+# (test/bench/cpu_split.py reads /proc over the middle of the run).
 pgb() {
-    python3 "$ROOT/bench/cpu_split.py" "$SECS" -- "${CLUSTER_USER[@]}" "$PGBIN/pgbench" -h "$DIR" -p "$CLUSTER_PORT" \
+    python3 "$ROOT/test/bench/cpu_split.py" "$SECS" -- "${CLUSTER_USER[@]}" "$PGBIN/pgbench" -h "$DIR" -p "$CLUSTER_PORT" \
         -U postgres -n -M prepared -c 2 -j 2 -T "$SECS" -D tok="$TOK" -D scope=payments:read -D merchant="$M" \
         -f "$DIR/$1.sql" flint
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # How close can any verification get to SELECT 1 end to end on this machine?
-# Builds flint_keys with bench/ceiling.patch (an environment switch that is
+# Builds flint_keys with test/bench/ceiling.patch (an environment switch that is
 # never shipped), then measures, interleaved with SELECT 1 in the same run:
 #   full     flint_verify_key as shipped (the patch is inert without the switch)
 #   discard  the same, but the log worker drops rows instead of inserting them
@@ -8,9 +8,9 @@
 #   noop     the C function returns at once (the cost of a call with 3 arguments)
 # Reinstalls the unpatched extension at the end. See BENCHMARKS.md.
 #
-#   bash bench/ceiling.sh        (about 3 minutes on 2 cores; writes bench/results/ceiling.txt)
+#   bash test/bench/ceiling.sh        (about 3 minutes on 2 cores; writes test/bench/results/ceiling.txt)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SECS="${SECS:-5}"
 ROUNDS="${ROUNDS:-3}"
 export BC_LINE_LENGTH=0
@@ -19,7 +19,7 @@ SUDO=()
 
 PATCHED="$(mktemp -d /tmp/flint_ceiling_src.XXXXXX)"
 DIR="$(mktemp -d /tmp/flint_ceiling.XXXXXX)"
-source "$ROOT/bench/common.sh"
+source "$ROOT/test/bench/common.sh"
 restore() {
     cluster_stop
     "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null # the extension as shipped
@@ -27,11 +27,11 @@ restore() {
 }
 trap restore EXIT
 git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 tar cf -) | tar xf - -C "$PATCHED"
-(cd "$PATCHED" && git apply "$ROOT/bench/ceiling.patch") # git apply works outside a repository too
+(cd "$PATCHED" && git apply "$ROOT/test/bench/ceiling.patch") # git apply works outside a repository too
 make -C "$PATCHED" -s >/dev/null && "${SUDO[@]}" make -C "$PATCHED" -s install >/dev/null
 
 bench_cluster_start "$DIR"
-OUT="${BENCH_OUT:-$ROOT/bench/results}"
+OUT="${BENCH_OUT:-$ROOT/test/bench/results}"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/ceiling.txt")
 restart_with() {

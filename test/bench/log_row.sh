@@ -8,15 +8,15 @@
 # bytes and full-page images (pg_stat_wal; right after a checkpoint, as
 # under a checkpoint storm). Medians of LOG_ROW_ROUNDS rounds.
 #
-#   bash bench/log_row.sh          alone (its own cluster)
-#   sourced by bench/run.sh        (section 12, in its cluster)
+#   bash test/bench/log_row.sh          alone (its own cluster)
+#   sourced by test/bench/run.sh        (section 12, in its cluster)
 set -euo pipefail
 if [ -z "${ROOT:-}" ]; then
-    ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
     SUDO=()
     [ "$(id -u)" = 0 ] || SUDO=(sudo)
     make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null
-    source "$ROOT/bench/common.sh"
+    source "$ROOT/test/bench/common.sh"
     DIR="$(mktemp -d /tmp/flint_log_row.XXXXXX)"
     trap 'cluster_stop; rm -rf "$DIR"' EXIT
     bench_cluster_start "$DIR" >/dev/null

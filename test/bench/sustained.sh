@@ -9,12 +9,12 @@
 # interval / mean (contract >= 0.5), refused verifications (contract 0),
 # request-log rows vs transactions (contract equal).
 #
-#   bash bench/sustained.sh                 (about 5 minutes)
-#   BENCH_SECS=60 bash bench/sustained.sh   shorter runs
-#   BENCH_NO_INSTALL=1 bash bench/sustained.sh   measure the installed build (no make install)
+#   bash test/bench/sustained.sh                 (about 5 minutes)
+#   BENCH_SECS=60 bash test/bench/sustained.sh   shorter runs
+#   BENCH_NO_INSTALL=1 bash test/bench/sustained.sh   measure the installed build (no make install)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${BENCH_OUT:-$ROOT/bench/results}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${BENCH_OUT:-$ROOT/test/bench/results}"
 mkdir -p "$OUT"
 SECS="${BENCH_SECS:-120}"
 INTERVAL=10

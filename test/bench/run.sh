@@ -2,11 +2,11 @@
 # Every flint_keys benchmark, each printing ratios measured in the same run
 # (never absolute thresholds: the machines are noisy). See BENCHMARKS.md.
 #
-#   bash bench/run.sh            everything (about 5 minutes on 2 cores)
-#   BENCH_QUICK=1 bash bench/run.sh   shorter runs, no 1M-key step
+#   bash test/bench/run.sh            everything (about 5 minutes on 2 cores)
+#   BENCH_QUICK=1 bash test/bench/run.sh   shorter runs, no 1M-key step
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${BENCH_OUT:-$ROOT/bench/results}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${BENCH_OUT:-$ROOT/test/bench/results}"
 mkdir -p "$OUT"
 QUICK="${BENCH_QUICK:-}"
 SECS=$([ -n "$QUICK" ] && echo 3 || echo 6)
@@ -24,7 +24,7 @@ SUDO=()
 make -C "$ROOT" -s >/dev/null && "${SUDO[@]}" make -C "$ROOT" -s install >/dev/null
 cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build "$ROOT/build" -j2 >/dev/null
 
-source "$ROOT/bench/common.sh"
+source "$ROOT/test/bench/common.sh"
 DIR="$(mktemp -d /tmp/flint_bench.XXXXXX)"
 trap 'cluster_stop; rm -rf "$DIR"' EXIT
 bench_cluster_start "$DIR"
@@ -47,7 +47,7 @@ read -r v_ms s_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_
 say "flint_verify_key: $v_ms ms   sha256(): $s_ms ms   ratio verify/sha256 = $ratio  (target <= 2.0)"
 
 say ""
-say "== 3. versus the hand-written PL/pgSQL + pgcrypto reference (bench/reference_plpgsql.sql)"
+say "== 3. versus the hand-written PL/pgSQL + pgcrypto reference (test/bench/reference_plpgsql.sql)"
 REFQ="SELECT count(ref.verify_key(tok, 'payments:read', '$M')) FROM (SELECT tok FROM bench.tokens LIMIT 2000) t"
 FLQ="SELECT count(flint_verify_key(tok, 'payments:read', '$M')) FROM (SELECT tok FROM bench.tokens LIMIT 2000) t"
 read -r r_ms f_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 1) FROM bench.compare(\$\$$REFQ\$\$, \$\$$FLQ\$\$, $REPS)")
@@ -201,9 +201,9 @@ q -c "SELECT flint_flush_log()" >/dev/null
 say "rollup rows: $(q -c "SELECT count(*) || ' for ' || sum(requests) || ' requests' FROM flint.usage")"
 
 say ""
-say "== 12. the log row: the worker's direct insert against binary COPY (bench/log_row.sh)"
-LOG_ROW_ROUNDS=$([ -n "$QUICK" ] && echo 1 || echo 3) source "$ROOT/bench/log_row.sh"
+say "== 12. the log row: the worker's direct insert against binary COPY (test/bench/log_row.sh)"
+LOG_ROW_ROUNDS=$([ -n "$QUICK" ] && echo 1 || echo 3) source "$ROOT/test/bench/log_row.sh"
 
 say ""
-gnuplot "$ROOT/bench/chart.gp" 2>/dev/null && say "charts: bench/results/keycount.svg, bench/results/active.svg"
+gnuplot "$ROOT/test/bench/chart.gp" 2>/dev/null && say "charts: test/bench/results/keycount.svg, test/bench/results/active.svg"
 say "report: $REPORT"
