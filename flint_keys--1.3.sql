@@ -1095,6 +1095,28 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.flint_clear_key_limits(key_id uuid, kinds text[]) IS 'Removes a key''s limits of the kinds named: rate, quota, ips (default all three). Returns the key''s flint.key_info row.';
 
+CREATE FUNCTION @extschema@.flint_clear_merchant_limits(merchant uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM flint._authorize_caller();
+    IF merchant IS NULL THEN
+        RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE flint.merchants AS x SET rate_limit = NULL, rate_window = NULL WHERE x.id = merchant;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.flint_clear_merchant_limits(merchant uuid) IS 'Removes a merchant''s shared rate limit. Admins only, outside an authenticated transaction.';
+
 CREATE FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, mode text DEFAULT 'live'::text, metadata jsonb DEFAULT '{}'::jsonb) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1682,6 +1704,8 @@ CREATE FUNCTION @extschema@.flint_set_merchant_limits(merchant uuid, rate_limit 
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+DECLARE
+    m flint.merchants;
 BEGIN
     IF @extschema@.flint_current_key() IS NOT NULL THEN
         RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
@@ -1691,21 +1715,29 @@ BEGIN
     IF merchant IS NULL THEN
         RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF (rate_limit IS NULL) <> (rate_window IS NULL) THEN
-        RAISE EXCEPTION 'give both rate_limit and rate_window, or neither to remove the limit'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM flint._check_rate(rate_limit, rate_window);
-    UPDATE flint.merchants AS m SET rate_limit = flint_set_merchant_limits.rate_limit,
-                                    rate_window = flint_set_merchant_limits.rate_window
-     WHERE m.id = merchant;
+    SELECT * INTO m FROM flint.merchants AS x WHERE x.id = merchant FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
     END IF;
+    IF rate_limit IS NULL AND rate_window IS NULL THEN
+        RAISE NOTICE 'flint_set_merchant_limits with no limit removes the merchant''s limit'
+            USING HINT = 'flint_clear_merchant_limits(merchant) says so explicitly.';
+    ELSE
+        rate_limit := COALESCE(rate_limit, m.rate_limit);
+        rate_window := COALESCE(rate_window, m.rate_window);
+        IF rate_limit IS NULL OR rate_window IS NULL THEN
+            RAISE EXCEPTION 'this merchant has no rate limit yet: give both rate_limit and rate_window'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        PERFORM flint._check_rate(rate_limit, rate_window);
+    END IF;
+    UPDATE flint.merchants AS x SET rate_limit = flint_set_merchant_limits.rate_limit,
+                                    rate_window = flint_set_merchant_limits.rate_window
+     WHERE x.id = merchant;
 END
 $$;
 
-COMMENT ON FUNCTION @extschema@.flint_set_merchant_limits(merchant uuid, rate_limit integer, rate_window interval) IS 'Sets one rate limit shared by all of a merchant''s keys; both NULL removes it. Admins only, outside an authenticated transaction.';
+COMMENT ON FUNCTION @extschema@.flint_set_merchant_limits(merchant uuid, rate_limit integer, rate_window interval) IS 'Sets one rate limit shared by all of a merchant''s keys; a NULL part stays as it is (neither: removes it, as in 1.2). Admins only, outside an authenticated transaction.';
 
 CREATE FUNCTION @extschema@.flint_unprotect_table(tbl regclass) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -2414,6 +2446,8 @@ REVOKE ALL ON FUNCTION @extschema@.flint_check_key(secret text, scope text, merc
 REVOKE ALL ON FUNCTION @extschema@.flint_check_key(secret text, scope text, merchant uuid, client_ip inet, cost integer) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_clear_key_limits(key_id uuid, kinds text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION @extschema@.flint_clear_merchant_limits(merchant uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION @extschema@.flint_create_key(merchant uuid, name text, scopes text[], expires_at timestamp with time zone, mode text, metadata jsonb) FROM PUBLIC;
 

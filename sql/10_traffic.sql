@@ -41,8 +41,19 @@ SELECT code FROM flint_check_key(:'m1', 'payments:read', :bolt);
 SELECT code FROM flint_check_key(:'m2', 'payments:read', :bolt);
 SELECT code FROM flint_check_key(:'m1', 'payments:read', :bolt);
 SELECT code FROM flint_check_key(:'m2', 'payments:read', :bolt);
-SELECT flint_set_merchant_limits(:bolt);     -- NULL removes it
+-- NULL leaves a part as it is (as for key limits); no limit at all removes it (1.2), with a NOTICE
+SELECT flint_set_merchant_limits(:bolt, 10);
+SELECT rate_limit, rate_window FROM flint.merchants WHERE id = :bolt;
+SELECT flint_set_merchant_limits(:bolt, rate_window => '1 hour');
+SELECT rate_limit, rate_window FROM flint.merchants WHERE id = :bolt;
+SELECT flint_set_merchant_limits(:bolt);
 SELECT code FROM flint_check_key(:'m2', 'payments:read', :bolt);
+-- the explicit clear
+SELECT flint_set_merchant_limits(:bolt, 3, '1 minute');
+SELECT flint_clear_merchant_limits(:bolt);
+SELECT rate_limit, rate_window FROM flint.merchants WHERE id = :bolt;
+SELECT try(format('SELECT flint_clear_merchant_limits(%L)', gen_random_uuid()));
+SELECT try('SELECT flint_clear_merchant_limits(NULL)');
 
 -- 3. Quota: never more successes than remaining; cost weighs; cost 0 is free.
 SELECT key_id AS qk, secret AS qs FROM flint_create_key(:acme, 'metered', ARRAY['payments:read']) \gset
@@ -154,7 +165,7 @@ SELECT applies_to, tokens, full_at > clock_timestamp() + interval '35 minutes' A
   FROM flint_rate_limit_state(:'sk');
 SELECT tokens FROM flint_rate_limit_state(:'sk') WHERE applies_to = 'key';  -- reading took nothing
 SELECT applies_to AS a_key_without_its_own_limit FROM flint_rate_limit_state(:'other');
-SELECT flint_set_merchant_limits(:acme);
+SELECT flint_clear_merchant_limits(:acme);
 -- in a context: its own merchant's keys only; PUBLIC has no EXECUTE
 GRANT EXECUTE ON FUNCTION flint_rate_limit_state(uuid) TO traffic_app;
 SELECT key_id AS bk FROM flint_create_key(:bolt, 'bolt rated', ARRAY['payments:read']) \gset
