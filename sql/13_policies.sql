@@ -120,3 +120,28 @@ SELECT flint_flush_log();
 SELECT source, outcome, sqlstate FROM flint.request_log WHERE key_id = :'lk';
 SELECT last_used_at IS NULL AS never_used, status FROM flint.key_info WHERE key_id = :'lk';
 SELECT total > 0 AS counted FROM flint.verification_counts WHERE outcome = 'leak_reported';
+
+-- 6. An unknown key id costs an uncached lookup the same page reads as an existing one
+--    (the timing itself is measured by test/bench/run.sh, section 9): each reads a
+--    merchant row, for an unknown id the merchant of a real key it decodes instead.
+SELECT key_id AS tk FROM flint_create_key(:bolt, 'probed', ARRAY['payments:read']) \gset
+CREATE TEMP TABLE probes AS
+SELECT 'unknown' AS kind, (flint._mint_token('live', gen_random_uuid())).secret AS tok FROM generate_series(1, 20)
+UNION ALL
+SELECT 'another merchant''s', (flint._mint_token('live', :'tk')).secret FROM generate_series(1, 20);
+-- Pending statistics reach shared memory when the backend goes idle after a
+-- forced flush: one statement to flush, the next to read.
+CREATE FUNCTION pg_temp.merchant_reads() RETURNS bigint LANGUAGE sql AS $$
+    SELECT pg_stat_clear_snapshot();
+    SELECT heap_blks_hit + heap_blks_read FROM pg_statio_all_tables WHERE relid = 'flint.merchants'::regclass $$;
+SET flint.key_cache = off;
+SELECT pg_stat_force_next_flush() \gset
+SELECT pg_temp.merchant_reads() AS before \gset
+SELECT count(*) FROM probes, LATERAL flint_check_key(tok, 'payments:read', :acme) c WHERE kind = 'unknown' AND NOT c.ok;
+SELECT pg_stat_force_next_flush() \gset
+SELECT pg_temp.merchant_reads() AS after_unknown \gset
+SELECT count(*) FROM probes, LATERAL flint_check_key(tok, 'payments:read', :acme) c WHERE kind <> 'unknown' AND NOT c.ok;
+SELECT pg_stat_force_next_flush() \gset
+SELECT pg_temp.merchant_reads() AS after_known \gset
+SELECT :after_unknown - :before AS merchant_reads_for_20_unknown_ids, :after_known - :after_unknown AS for_20_existing_ids;
+RESET flint.key_cache;

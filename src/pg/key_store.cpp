@@ -126,7 +126,8 @@ AttrNumber column_unsafe(TupleDesc desc, const char *name, bool optional = false
 
 // A key row as copied out of the buffer, in palloc'd memory.
 struct KeyRow {
-    bool found;
+    bool found;   // the id's own row
+    bool has_row; // found, or the decoy an unknown id reads instead (README "Timing")
     pg_uuid_t merchant_id;
     char mode[8];
     char display_prefix[32];
@@ -273,48 +274,79 @@ bool any_role_held_unsafe(const Relations *rels, Snapshot snapshot) {
     return any;
 }
 
+// A key row's columns, as verification needs them.
+void decode_key_row_unsafe(HeapTuple tuple, TupleDesc desc, KeyRow *out) {
+    bool isnull;
+    auto get = [&](const char *name) { return heap_getattr(tuple, column_unsafe(desc, name), desc, &isnull); };
+    Datum d = get("merchant_id");
+    out->merchant_id = *DatumGetUUIDP(d);
+    d = get("mode");
+    text_to_cstring_buffer(DatumGetTextPP(d), out->mode, sizeof out->mode);
+    d = get("display_prefix");
+    text_to_cstring_buffer(DatumGetTextPP(d), out->display_prefix, sizeof out->display_prefix);
+    d = get("secret_hash");
+    out->secret_hash = DatumGetByteaPCopy(d);
+    d = get("previous_secret_hash");
+    out->previous_secret_hash = isnull ? nullptr : DatumGetByteaPCopy(d);
+    d = get("previous_secret_expires_at");
+    out->has_previous_expires = !isnull;
+    out->previous_expires = isnull ? 0 : DatumGetTimestampTz(d);
+    d = get("expires_at");
+    out->has_expires = !isnull;
+    out->expires = isnull ? 0 : DatumGetTimestampTz(d);
+    get("revoked_at");
+    out->revoked = !isnull;
+    AttrNumber disabled_col = column_unsafe(desc, "disabled_at", /*optional=*/true); // since 1.2
+    if (disabled_col != InvalidAttrNumber) {
+        (void)heap_getattr(tuple, disabled_col, desc, &isnull);
+        out->disabled = !isnull;
+    }
+    d = get("scopes");
+    bool *elem_nulls;
+    deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false, TYPALIGN_INT, &out->scopes, &elem_nulls,
+                      &out->nscopes);
+    for (int i = 0; i < out->nscopes; ++i)
+        if (elem_nulls[i])
+            out->scopes[i] = PointerGetDatum(cstring_to_text(""));
+    read_rate_unsafe(tuple, desc, &out->rate_limit, &out->rate_window_us);
+    read_quota_and_ips_unsafe(tuple, desc, out);
+}
+
+// An uncached lookup of an unknown id must take as long as one of an
+// existing key (README "Security"): it decodes a copy of a real key row (the
+// first one this backend found, or the table's first) and fetches that key's
+// merchant, as a found key does, and load_key builds its record; then all of
+// it is thrown away.
+HeapTuple decoy_key_row = nullptr; // in TopMemoryContext
+
+void keep_decoy_unsafe(HeapTuple tuple) {
+    MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+    HeapTuple copy = heap_copytuple(tuple);
+    MemoryContextSwitchTo(old);
+    if (decoy_key_row)
+        heap_freetuple(decoy_key_row);
+    decoy_key_row = copy;
+}
+
 void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, int *roles_held, KeyRow *out) {
     Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
     Relation keys = table_open(rels->keys, AccessShareLock);
     HeapTuple tuple = fetch_by_pkey_unsafe(keys, rels->keys_pkey, id, snapshot);
     out->found = tuple != nullptr;
-    if (out->found) {
-        TupleDesc desc = RelationGetDescr(keys);
-        bool isnull;
-        auto get = [&](const char *name) { return heap_getattr(tuple, column_unsafe(desc, name), desc, &isnull); };
-        Datum d = get("merchant_id");
-        out->merchant_id = *DatumGetUUIDP(d);
-        d = get("mode");
-        text_to_cstring_buffer(DatumGetTextPP(d), out->mode, sizeof out->mode);
-        d = get("display_prefix");
-        text_to_cstring_buffer(DatumGetTextPP(d), out->display_prefix, sizeof out->display_prefix);
-        d = get("secret_hash");
-        out->secret_hash = DatumGetByteaPCopy(d);
-        d = get("previous_secret_hash");
-        out->previous_secret_hash = isnull ? nullptr : DatumGetByteaPCopy(d);
-        d = get("previous_secret_expires_at");
-        out->has_previous_expires = !isnull;
-        out->previous_expires = isnull ? 0 : DatumGetTimestampTz(d);
-        d = get("expires_at");
-        out->has_expires = !isnull;
-        out->expires = isnull ? 0 : DatumGetTimestampTz(d);
-        get("revoked_at");
-        out->revoked = !isnull;
-        AttrNumber disabled_col = column_unsafe(desc, "disabled_at", /*optional=*/true); // since 1.2
-        if (disabled_col != InvalidAttrNumber) {
-            (void)heap_getattr(tuple, disabled_col, desc, &isnull);
-            out->disabled = !isnull;
+    if (out->found && !decoy_key_row) {
+        keep_decoy_unsafe(tuple);
+    } else if (!out->found) {
+        if (!decoy_key_row) { // once per backend: any key row will do
+            SysScanDesc scan = systable_beginscan(keys, InvalidOid, false, snapshot, 0, nullptr);
+            if (HeapTuple first = systable_getnext(scan); HeapTupleIsValid(first))
+                keep_decoy_unsafe(first);
+            systable_endscan(scan);
         }
-        d = get("scopes");
-        bool *elem_nulls;
-        deconstruct_array(DatumGetArrayTypePCopy(d), TEXTOID, -1, false, TYPALIGN_INT, &out->scopes, &elem_nulls,
-                          &out->nscopes);
-        for (int i = 0; i < out->nscopes; ++i)
-            if (elem_nulls[i])
-                out->scopes[i] = PointerGetDatum(cstring_to_text(""));
-        read_rate_unsafe(tuple, desc, &out->rate_limit, &out->rate_window_us);
-        read_quota_and_ips_unsafe(tuple, desc, out);
+        tuple = decoy_key_row ? heap_copytuple(decoy_key_row) : nullptr;
     }
+    out->has_row = tuple != nullptr;
+    if (out->has_row)
+        decode_key_row_unsafe(tuple, RelationGetDescr(keys), out);
     table_close(keys, AccessShareLock);
     // Once any key holds a role, unknown ids look for roles too: the time of
     // a lookup must not tell whether the id exists.
@@ -326,16 +358,14 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, int *roles_held
 
     out->merchant_suspended = false;
     {
-        // The merchant lookup runs for unknown ids too (with an id no
-        // merchant has): both paths do the same index work, so the time of
-        // an uncached lookup says little about whether the key id exists.
+        // The merchant lookup runs for unknown ids too (the decoy's merchant).
         static const pg_uuid_t no_merchant = {};
         Relation merchants = table_open(rels->merchants, AccessShareLock);
         HeapTuple m = fetch_by_pkey_unsafe(merchants, rels->merchants_pkey,
-                                           out->found ? &out->merchant_id : &no_merchant, snapshot);
+                                           out->has_row ? &out->merchant_id : &no_merchant, snapshot);
         // A key whose merchant row is gone (impossible under the foreign key) counts as suspended.
         out->merchant_suspended = true;
-        if (m && out->found) {
+        if (m) {
             TupleDesc desc = RelationGetDescr(merchants);
             bool isnull;
             Datum status = heap_getattr(m, column_unsafe(desc, "status"), desc, &isnull);
@@ -379,7 +409,7 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id, int *ro
     pg_uuid_t pid;
     std::memcpy(pid.data, id.data(), id.size());
     pg_guard([&] { load_key_unsafe(&rels, &pid, roles_held, &row); });
-    if (!row.found)
+    if (!row.has_row)
         return std::nullopt;
     KeyRecord rec;
     rec.id = id;
@@ -420,6 +450,8 @@ std::optional<KeyRecord> load_key(const Relations &rels, const Uuid &id, int *ro
         std::sort(rec.scopes.begin(), rec.scopes.end());
         rec.scopes.erase(std::unique(rec.scopes.begin(), rec.scopes.end()), rec.scopes.end());
     }
+    if (!row.found)
+        return std::nullopt; // the decoy's record: built only to take the same time
     return rec;
 }
 
