@@ -27,19 +27,47 @@ struct Relations {
 // The key cache's slots live in their own memory context, a child of
 // CacheMemoryContext, so pg_backend_memory_contexts shows them ("flint_keys
 // key cache"). Allocation failure is not an error: the cache stays smaller.
+// All backends' caches together stay within flint.key_cache_total: each
+// block is counted in shared memory while this backend holds it.
 MemoryContext key_cache_context = nullptr;
+uint64 my_cache_bytes = 0;       // counted in shared_state->key_cache_bytes
+bool cache_accounting_on = true; // off once this backend's count is given back at exit
+
+void give_back_cache_bytes(int, Datum) {
+    if (shared_state)
+        pg_atomic_fetch_sub_u64(&shared_state->key_cache_bytes, my_cache_bytes);
+    my_cache_bytes = 0;
+    cache_accounting_on = false;
+}
 
 void *key_cache_alloc(size_t bytes, void *) {
-    if (!key_cache_context)
+    if (!key_cache_context) {
         key_cache_context = AllocSetContextCreate(CacheMemoryContext, "flint_keys key cache", ALLOCSET_DEFAULT_SIZES);
+        on_shmem_exit(give_back_cache_bytes, 0);
+    }
+    const uint64 limit = uint64(guc_key_cache_total_mb) * 1024 * 1024;
+    if (limit > 0 && shared_state && pg_atomic_read_u64(&shared_state->key_cache_bytes) + bytes > limit)
+        return nullptr; // the server's caches are full: this one stays as it is
     // MCXT_ALLOC_NO_OOM: returns NULL instead of raising (we are in C++ here).
-    return MemoryContextAllocExtended(key_cache_context, bytes, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+    void *block = MemoryContextAllocExtended(key_cache_context, bytes, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+    if (block && shared_state && cache_accounting_on) {
+        const uint64 space = GetMemoryChunkSpace(block);
+        pg_atomic_fetch_add_u64(&shared_state->key_cache_bytes, space);
+        my_cache_bytes += space;
+    }
+    return block;
 }
 // At process exit the static cache is destroyed after Postgres has let go of
 // its memory: leave the block to the exiting process then.
 void key_cache_free(void *block, void *) {
-    if (!proc_exit_inprogress)
-        pfree(block);
+    if (proc_exit_inprogress)
+        return;
+    if (shared_state && cache_accounting_on) {
+        const uint64 space = std::min<uint64>(GetMemoryChunkSpace(block), my_cache_bytes);
+        pg_atomic_fetch_sub_u64(&shared_state->key_cache_bytes, space);
+        my_cache_bytes -= space;
+    }
+    pfree(block);
 }
 
 struct Cache {

@@ -24,6 +24,7 @@ bool in_bookkeeping = false;
 
 bool guc_key_cache = true;
 int guc_key_cache_size = 100000;
+int guc_key_cache_total_mb = 1024;
 int guc_log_queue_size = 16384;
 int guc_log_queue_wait_ms = 1000;
 int guc_log_flush_interval_ms = 50;
@@ -179,6 +180,7 @@ void shmem_startup() {
             pg_atomic_init_u64(&count, 0);
         pg_atomic_init_u64(&state->cache_hits, 0);
         pg_atomic_init_u64(&state->cache_misses, 0);
+        pg_atomic_init_u64(&state->key_cache_bytes, 0);
         state->worker_latch = nullptr;
         state->worker_pid = 0;
         ForwardState &f = state->forward;
@@ -275,6 +277,12 @@ void define_gucs() {
                             "Most keys the backend-local key cache holds (a 176-byte slot each); past it, the "
                             "least recently used key of a set is evicted.",
                             nullptr, &guc_key_cache_size, 100000, 16, 10000000, PGC_SUSET, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("flint.key_cache_total",
+                            "Most memory all backends' key caches hold together; a cache that would pass it stays at "
+                            "its size (keys it cannot hold are read from the table).",
+                            "0: no server-wide bound (each backend is still bounded by flint.key_cache_size).",
+                            &guc_key_cache_total_mb, 1024, 0, INT_MAX / 2, PGC_SIGHUP, GUC_UNIT_MB, nullptr, nullptr,
                             nullptr);
     DefineCustomIntVariable(
         "flint.log_queue_wait", "How long a verification waits for room in a full log queue before failing closed.",

@@ -73,6 +73,7 @@ struct SharedState {
     pg_atomic_uint64 outcome_counts[kOutcomeSlots];
     pg_atomic_uint64 cache_hits;
     pg_atomic_uint64 cache_misses;
+    pg_atomic_uint64 key_cache_bytes; // every backend's key-cache blocks (flint.key_cache_total)
     ForwardState forward;
     SpoolShareList spool_shares;
     LogQueue *queue;
@@ -84,6 +85,7 @@ extern SharedState *shared_state;
 // GUCs
 extern bool guc_key_cache;
 extern int guc_key_cache_size;
+extern int guc_key_cache_total_mb;
 extern int guc_log_queue_size;
 extern int guc_log_queue_wait_ms;
 extern int guc_log_flush_interval_ms;

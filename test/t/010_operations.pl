@@ -51,6 +51,30 @@ cmp_ok($out[2], '>', 0, 'the cache is in the memory context "flint_keys key cach
 cmp_ok($out[2], '<', 64 * 200 + 8192 + 9248 + 16384, "bounded by the setting ($out[2] bytes for 64 keys)");
 is($out[4], 10, 'a hot key verifies ten times');
 cmp_ok($out[5] - $out[3], '>=', 9, 'from the cache: the shared hit counter moved (a scan larger than the cache hits nothing)');
+# All backends' caches together stay within flint.key_cache_total: with 1 MB,
+# 8,000 keys (about 1.5 MB of cache) fill one backend's cache to the bound;
+# a second backend, while the first holds its cache, gets next to nothing;
+# every key still verifies (the rest are read from the table each time).
+$node->append_conf('postgresql.conf', "flint.key_cache_total = 1MB\n");
+$node->reload;
+$node->safe_psql('postgres', qq{CREATE TABLE cache_secrets AS
+    SELECT secret FROM generate_series(1, 8000) g, LATERAL flint_create_key('$acme', 'cached ' || g, '{payments:read}')});
+my $fill = qq{SELECT count(*) FROM cache_secrets, LATERAL flint_check_key(secret, 'payments:read', '$acme') c WHERE c.ok};
+my $first = $node->background_psql('postgres');
+my $first_pid = $first->query_safe('SELECT pg_backend_pid()');
+is($first->query_safe($fill), 8000, 'one backend verifies 8,000 keys under a 1 MB server-wide bound');
+my $first_bytes = $first->query_safe($context);
+cmp_ok($first_bytes, '<=', 1024 * 1024 + 65536, "its cache stops at the bound ($first_bytes bytes)");
+cmp_ok($first_bytes, '>', 256 * 1024, 'having grown to near it');
+my @second = split /\n/, $node->safe_psql('postgres', "$fill; $context");
+is($second[0], 8000, 'a second backend verifies them all too');
+cmp_ok($second[1] + $first_bytes, '<=', 1024 * 1024 + 2 * 65536,
+    "while the first holds its cache, the two together stay within the bound ($second[1] more bytes)");
+$first->quit;
+$node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $first_pid") or die;
+my $after = $node->safe_psql('postgres', "$fill; $context");
+cmp_ok((split /\n/, $after)[1], '>', 256 * 1024, 'a backend that exits gives its share back');
+
 # The README's settings table against the server (a node with no flint settings).
 my $plain = PostgreSQL::Test::Cluster->new('plain');
 $plain->init;
