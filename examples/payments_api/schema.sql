@@ -43,12 +43,24 @@ GRANT EXECUTE ON FUNCTION flint_report_leaked(text[], text) TO leak_receiver;
 
 -- The merchant console (GET /console): the keys and request log above, plus
 -- in-context key management through the same SQL functions (each checks
--- keys:write and refuses escalation itself), and charts from the usage
--- rollups (flint_usage checks logs:read).
+-- keys:write and refuses escalation itself), charts from the usage rollups
+-- (flint_usage checks logs:read), and this server's token buckets of a key
+-- in its panel (flint_rate_limit_state: the context's merchant's keys only).
 GRANT EXECUTE ON FUNCTION flint_create_key(uuid, text, text[], timestamptz, text, jsonb),
     flint_rotate_key(uuid, interval), flint_disable_key(uuid, text), flint_enable_key(uuid),
-    flint_revoke_key(uuid, text), flint_usage(uuid, timestamptz, timestamptz, text, uuid) TO checkout_app;
+    flint_revoke_key(uuid, text), flint_usage(uuid, timestamptz, timestamptz, text, uuid),
+    flint_rate_limit_state(uuid) TO checkout_app;
 GRANT SELECT ON flint.usage TO checkout_app;
+
+-- X-RateLimit-Limit on a 429 of a key the app has not seen yet: a refused
+-- call sets no context, so RLS hides the key's row. This reads a key's own
+-- rate limit and nothing else; the app calls it for a key whose secret flint
+-- has just verified (a 429 comes after the secret checks), once per key.
+CREATE OR REPLACE FUNCTION payments_rate_limit(key_id uuid) RETURNS TABLE (rate_limit integer, rate_window interval)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT k.rate_limit, k.rate_window FROM flint.api_keys AS k WHERE k.id = $1 $$;
+REVOKE ALL ON FUNCTION payments_rate_limit(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION payments_rate_limit(uuid) TO checkout_app;
 
 -- The merchant's name for the page header: only the context's merchant.
 CREATE OR REPLACE VIEW merchant_profile AS

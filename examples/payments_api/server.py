@@ -40,12 +40,17 @@ X-RateLimit-Limit / -Remaining / -Reset on every authenticated answer of a
 key with a rate limit (and on its 429s): Limit is the key's rate_limit (per
 rate_window); Remaining is an estimate: the whole tokens left in this app
 process's mirror of the key's token bucket (the same burst and refill as
-flint's bucket, spent by this process's requests). flint keeps the real
-bucket in each PostgreSQL server's shared memory and does not expose it, so
-Remaining is exact only while this process is the key's only client on that
-server; other clients (another app process, psql) make it an upper bound,
-never a promise: a request can still get 429. Reset is the seconds until
-the mirror is full again (Retry-After on a 429).
+flint's bucket, spent by this process's requests; a 429 sets it to flint's
+Retry-After). flint keeps the real bucket in each PostgreSQL server's shared
+memory; flint_rate_limit_state reads it (the console shows it), but a call
+costs about 0.4 ms of database time, three times a request's whole
+authentication (0.15 ms), so the headers keep the mirror. Remaining is exact
+only while this process is the key's only client on that server; other
+clients (another app process, psql) make it an upper bound, never a promise:
+a request can still get 429. Reset is the seconds until the mirror is full
+again (Retry-After on a 429). A 429 of a key this process has not answered
+yet reads its limit once through payments_rate_limit (schema.sql): the
+refused call set no context to read the key in.
 
 Client address: the HTTP peer (an IPv4-mapped IPv6 peer taken as IPv4), or
 with --trust-forwarded-for the X-Forwarded-For entry your proxy added, the
@@ -68,7 +73,11 @@ with it again, so a key revoked or disabled meanwhile is signed out at its
 next click. Actions are POST forms with a per-session CSRF token and go
 through flint_create_key, flint_rotate_key, flint_disable_key,
 flint_enable_key and flint_revoke_key in the key's context: SQL decides
-(keys:write, no escalation), the page only shows the answer.
+(keys:write, no escalation), the page only shows the answer. Every form POST,
+the sign-in too, is refused (403) when its Origin is another site or "null";
+the pages send Referrer-Policy same-origin, so a browser sends their origin.
+A key's panel shows this server's token buckets of the key
+(flint_rate_limit_state: tokens left, when full again).
 
 Demo mode: --demo-merchant-key-file PATH (first line a keys:read secret)
 serves /dashboard and /console to a browser without signing in. A secret in
@@ -366,12 +375,20 @@ class RateMirror:
         b[0] = max(0.0, b[0] - 1)
         return self.headers(key_id)
 
-    def refused(self, key_id, seconds):
+    def knows(self, key_id):
+        return key_id in self._buckets
+
+    def refused(self, key_id, seconds, limit=None, window=None):
+        """A 429 of the key's own limit: its bucket is empty. limit and window
+        (per second) start the entry of a key this process has not seen yet."""
         b = self._buckets.get(key_id)
-        if b is None:
-            return {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(seconds)}
-        b[0], b[1] = 0.0, time.monotonic()
-        return {"X-RateLimit-Limit": str(b[2]), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(seconds)}
+        if b is None and limit:
+            b = self._buckets[key_id] = [0.0, None, limit, window]
+        headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(seconds)}
+        if b:  # flint's bucket gives its next token in `seconds`: so does the mirror
+            b[0], b[1] = max(0.0, 1 - seconds * b[2] / b[3]), time.monotonic()
+            headers["X-RateLimit-Limit"] = str(b[2])
+        return headers
 
     def headers(self, key_id):
         tokens, _, limit, window = self._buckets[key_id]
@@ -434,10 +451,7 @@ def db_error(e, ctx):
             detail = diag.message_detail or ""
             seconds = retry_after_seconds(detail)
             who = "merchant" if "merchant" in detail else "key"
-            headers = {"Retry-After": str(seconds)}
-            key_id = ctx.key_id or token_key_id(ctx.token)
-            if who == "key" and key_id:
-                headers.update(RATES.refused(key_id, seconds))
+            headers = {"Retry-After": str(seconds)}  # X-RateLimit-* added by in_transaction
             return ApiError(429, code, message, headers=headers, extra={"retry_after_seconds": seconds, "limit": who})
         if status == 401:
             challenge = 'Bearer realm="payments"' if not ctx.token else 'Bearer realm="payments", error="invalid_token"'
@@ -459,6 +473,26 @@ def db_error(e, ctx):
     return ApiError(500, "internal_error", "database error")
 
 
+async def rate_refused(conn, ctx, e, seconds):
+    """X-RateLimit-* of a 429 by the key's own limit: its bucket is empty. For a
+    key this process has no mirror of yet, its limit comes from
+    payments_rate_limit (schema.sql), once: the refused call set no context,
+    so RLS hides the key's row."""
+    key_id = token_key_id(ctx.token)
+    if not key_id or not RETRY_AFTER.match(e.diag.message_detail or ""):  # not a bucket (a full table)
+        return {}
+    limit = window = None
+    if not RATES.knows(key_id):
+        try:
+            async with conn.transaction():
+                cur = await conn.execute("SELECT rate_limit, extract(epoch FROM rate_window)::float8 "
+                                         "FROM payments_rate_limit(%s::uuid)", (key_id,))
+                limit, window = await cur.fetchone() or (None, None)
+        except psycopg.Error as e2:  # the 429 stands without X-RateLimit-Limit
+            warn(f"payments_rate_limit: not read ({type(e2).__name__} {e2.sqlstate or ''})")
+    return RATES.refused(key_id, seconds, limit, window)
+
+
 async def in_transaction(request, ctx, work, token, cost, snapshot=False):
     """Runs await work(cur) in one transaction that starts with
     flint_authenticate(token, client address, cost), the request id set as
@@ -467,25 +501,31 @@ async def in_transaction(request, ctx, work, token, cost, snapshot=False):
     ctx.client_ip = client_ip(request)
     try:
         async with State.pool.connection() as conn:
-            async with conn.transaction():
-                cur = conn.cursor()
-                if snapshot:  # one snapshot for the whole page: rows the log worker commits meanwhile stay out
-                    await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    # The page's queries are LIMITed index scans that the planner
-                    # costs high enough for JIT: compiling took 350 ms of a 0.6 s page.
-                    await cur.execute("SET LOCAL jit = off")
-                await cur.execute("SELECT set_config('flint.request_id', %s, true)", (ctx.request_id,))
-                # The token travels as a bind parameter, never in SQL text.
-                await cur.execute("SELECT key_id::text, merchant_id::text, mode, scopes "
-                                  "FROM flint_authenticate(%s, %s::inet, %s)", (token, ctx.client_ip, cost))
-                ctx.key_id, ctx.merchant, ctx.mode, ctx.scopes = await cur.fetchone()
-                await cur.execute("SELECT rate_limit, extract(epoch FROM rate_window)::float8 FROM flint.api_keys "
-                                  "WHERE id = %s", (ctx.key_id,))
-                row = await cur.fetchone()
-                if row and row[0]:
-                    ctx.headers.update(RATES.spend(ctx.key_id, row[0], row[1]))
-                return await work(cur)
-    except psycopg.Error as e:
+            try:
+                async with conn.transaction():
+                    cur = conn.cursor()
+                    if snapshot:  # one snapshot for the whole page: rows the log worker commits meanwhile stay out
+                        await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        # The page's queries are LIMITed index scans that the planner
+                        # costs high enough for JIT: compiling took 350 ms of a 0.6 s page.
+                        await cur.execute("SET LOCAL jit = off")
+                    await cur.execute("SELECT set_config('flint.request_id', %s, true)", (ctx.request_id,))
+                    # The token travels as a bind parameter, never in SQL text.
+                    await cur.execute("SELECT key_id::text, merchant_id::text, mode, scopes "
+                                      "FROM flint_authenticate(%s, %s::inet, %s)", (token, ctx.client_ip, cost))
+                    ctx.key_id, ctx.merchant, ctx.mode, ctx.scopes = await cur.fetchone()
+                    await cur.execute("SELECT rate_limit, extract(epoch FROM rate_window)::float8 FROM flint.api_keys "
+                                      "WHERE id = %s", (ctx.key_id,))
+                    row = await cur.fetchone()
+                    if row and row[0]:
+                        ctx.headers.update(RATES.spend(ctx.key_id, row[0], row[1]))
+                    return await work(cur)
+            except psycopg.Error as e:
+                error = db_error(e, ctx)
+                if error.extra.get("limit") == "key":  # FK009 of the key's own bucket
+                    error.headers.update(await rate_refused(conn, ctx, e, error.extra["retry_after_seconds"]))
+                raise error from None
+    except psycopg.Error as e:  # connecting
         raise db_error(e, ctx) from None
     except ApiError:
         raise
@@ -704,7 +744,10 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it a browser sends "Origin: null" on this site's
+    # own form posts, which same_origin refuses. same-origin keeps every URL
+    # (filters, request ids) from other sites all the same.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
@@ -728,9 +771,13 @@ def session_of(request):
 
 
 def same_origin(request):
-    """A form POST must come from this site's own page (with SameSite=Strict and the CSRF token)."""
+    """A form POST must come from this site's own page (with SameSite=Strict and,
+    but for the sign-in, the CSRF token). Browsers send Origin with every POST;
+    "null" (a sandboxed frame, a data: or file: page, a cross-site redirect) is
+    refused like another site: this site's pages send their origin
+    (Referrer-Policy same-origin). No Origin at all: not a browser."""
     origin = request.headers.get("origin")
-    if origin and origin != "null":
+    if origin is not None:
         host = request.headers.get("host", "")
         if origin not in (f"http://{host}", f"https://{host}"):
             raise ApiError(403, "csrf", "the form was posted from another site")
@@ -829,6 +876,12 @@ async def read_console(cur, ctx, f):
             raise ApiError(404, "not_found", "no such key for this merchant")
         key = found[0]
         f["key_id"] = key["key_id"]
+        # This server's token buckets of the key (its own limit, its merchant's
+        # shared one), read without taking a token.
+        await cur.execute("SELECT applies_to, rate_limit, rate_window::text, tokens, full_at, full_at <= clock_timestamp() "
+                          "FROM flint_rate_limit_state(%s::uuid)", (key["key_id"],))
+        key["buckets"] = [dict(zip(("applies_to", "rate_limit", "rate_window", "tokens", "full_at", "full"), r))
+                          for r in await cur.fetchall()]
     data["key"] = key
 
     # Keys: keyset pagination on (created_at, id); the page's ids first, then

@@ -19,7 +19,8 @@ my $src = $ENV{FLINT_SRC} or die 'FLINT_SRC must point at the source tree';
 my $python = '/usr/bin/python3';
 my ($chromium) = grep { -x $_ } map({ "$_/chromium" } split(/:/, $ENV{PATH})), '/usr/bin/chromium';
 plan skip_all => 'chromium is not installed (scripts/install_deps.sh installs it)' unless $chromium;
-plan skip_all => 'python3-psycopg is not installed' if system($python, '-c', 'import psycopg') != 0;
+plan skip_all => 'python3-starlette, python3-uvicorn, python3-jinja2, python3-psycopg-pool are not installed'
+  if system($python, '-c', 'import starlette, uvicorn, jinja2, psycopg, psycopg_pool') != 0;
 
 my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
 my $bolt = 'bbbbbbbb-0000-0000-0000-000000000002';

@@ -4,7 +4,8 @@
 # the page and see the next API call refused, rotate a key and see the new
 # secret once, create a key, the live/test toggle, page through 5,000 keys.
 # Also the API's headers (WWW-Authenticate, X-RateLimit-*, X-Request-Id),
-# query strings, ip_not_allowed naming the address checked, and CSRF.
+# query strings, ip_not_allowed naming the address checked, a key's token
+# buckets in its panel (flint_rate_limit_state), and CSRF (the sign-in too).
 # Leaves a screenshot in tmp_check/console.png.
 use strict;
 use warnings;
@@ -52,8 +53,12 @@ key('victim', $acme, 'old laptop', '{payments:read}');
 key('rotate', $acme, 'nightly job', '{payments:read}');
 key('quota', $acme, 'metered', '{payments:write}');
 key('bolt', $bolt, 'bolt checkout', '{payments:write,keys:write}');
+key('bucket', $acme, 'batch importer', '{payments:read}');
+key('busy', $acme, 'busy elsewhere', '{payments:read}');
 $node->safe_psql('postgres', qq{
     SELECT flint_set_key_limits('$key{mobile}{id}', rate_limit => 3, rate_window => '1 minute');
+    SELECT flint_set_key_limits('$key{bucket}{id}', rate_limit => 3, rate_window => '1 minute');
+    SELECT flint_set_key_limits('$key{busy}{id}', rate_limit => 1, rate_window => '1 hour');
     SELECT flint_set_key_limits('$key{office}{id}', allowed_ips => '{10.20.0.0/16}');
     SELECT flint_set_key_limits('$key{quota}{id}', remaining => 5);
 });
@@ -119,6 +124,13 @@ is($status . ' ' . ($json->{error}{code} // ''), '429 rate_limited', 'the fourth
 ok(($h->{'retry-after'} // 0) >= 1, "with Retry-After ($h->{'retry-after'})");
 is(($h->{'x-ratelimit-remaining'} // '') . ' ' . ($h->{'x-ratelimit-reset'} // ''), "0 $h->{'retry-after'}",
     'X-RateLimit-Remaining 0, Reset = Retry-After');
+is($h->{'x-ratelimit-limit'}, 3, '... and X-RateLimit-Limit');
+# A key this server process has not answered yet, its bucket emptied by
+# another client (psql): the 429 names its limit all the same.
+$node->safe_psql('postgres', "SELECT ok FROM flint_check_key('$key{busy}{secret}', 'payments:read', '$acme')");
+($status, $json, $h) = call('GET', '/payments', $key{busy}{secret});
+is($status . ' ' . ($h->{'x-ratelimit-limit'} // 'none') . ' ' . ($h->{'x-ratelimit-remaining'} // 'none'), '429 1 0',
+    "a 429 of a key the app has not seen yet: X-RateLimit-Limit 1 (its limit), Remaining 0");
 ($status, $json, $h) = call('GET', '/payments', $key{office}{secret});
 is($status . ' ' . ($json->{error}{code} // ''), '403 ip_not_allowed', 'the office key from 127.0.0.1: 403 ip_not_allowed');
 is($json->{error}{client_ip}, '127.0.0.1', 'the error names the address that was checked');
@@ -299,6 +311,20 @@ like(text_of('#key-allowlist'), qr{10\.20\.0\.0/16}, "the office key's allowlist
 like(text_of('#key-panel'), qr/ip_not_allowed|Allowed addresses/, '... in its panel');
 go("/console?key=$key{quota}{id}");
 like(text_of('#key-quota'), qr/^5 units left/, 'the metered key shows its remaining quota');
+# The key's token buckets on this server (its own, its merchant's shared
+# one), read without taking a token.
+$node->safe_psql('postgres', "SELECT flint_set_merchant_limits('$acme', 1000, '1 hour')");
+is((call('GET', '/payments', $key{bucket}{secret}))[0], 200, 'a key with 3 per minute is used once');
+go("/console?key=$key{bucket}{id}");
+my $own = qr/^3 per 00:01:00 \(this key\) \x{2014} 2 left on this server, full again at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/;
+like(text_of('#key-rate .bucket[data-applies-to="key"]'), $own, 'its panel shows its bucket: 2 left, and when it is full again');
+like(text_of('#key-rate .bucket[data-applies-to="merchant"]'),
+    qr/^1000 per 01:00:00 \(the merchant's, shared by its keys\) \x{2014} \d+ left on this server/, "... and the merchant's shared bucket");
+go("/console?key=$key{bucket}{id}");
+like(text_of('#key-rate .bucket[data-applies-to="key"]'), $own, '... and reading took no token (reloaded: still 2 left)');
+$node->safe_psql('postgres', "SELECT flint_set_merchant_limits('$acme')");
+go("/console?key=$key{bucket}{id}");
+is(scalar(() = source() =~ /class="bucket"/g), 1, 'without a merchant limit: its own bucket only');
 
 # 4. Revoke a key from the page; the next API call is refused.
 is((call('GET', '/payments', $key{victim}{secret}))[0], 200, 'the old laptop key works');
@@ -361,6 +387,12 @@ $res = $http->request('POST', "$base/console/sign-in", { headers => { 'Content-T
     content => "secret=$key{reader}{secret}" });
 is($res->{status}, 303, 'the read-only key signs in');
 my ($reader_sid) = ($res->{headers}{'set-cookie'} // '') =~ /flint_console=([^;]+)/;
+for my $origin ('null', 'http://evil.example') {
+    my $r = $http->request('POST', "$base/console/sign-in", { headers => { Origin => $origin,
+        'Content-Type' => 'application/x-www-form-urlencoded' }, content => "secret=$key{reader}{secret}" });
+    is($r->{status} . ' ' . ($r->{headers}{'set-cookie'} // 'no cookie'), '403 no cookie',
+        "a sign-in posted with Origin: $origin is refused (login CSRF), no session");
+}
 $res = $http->get("$base/console", { headers => { Cookie => "flint_console=$reader_sid" } });
 unlike($res->{content}, qr/id="(revoke|rotate|create)-form"/, 'a keys:read session gets no action forms');
 like($res->{content}, qr/id="chart-note"/, '... and a note instead of charts (no logs:read)');
