@@ -885,7 +885,7 @@ $$;
 -- Usage rollups: requests and cost per (minute, merchant, key, outcome). They
 -- sum exactly the request log and outlive its purging:
 --  - flint.usage holds every row logged before flint.usage_watermark; the
---    log worker moves the mark forward every 10 seconds, summing the rows
+--    log worker moves the mark forward every 2 seconds, summing the rows
 --    since the mark from the log (one upsert per group) in the transaction
 --    that moves it;
 --  - a row inserted later for a time before the mark (a standby's forwarded
@@ -991,7 +991,7 @@ BEGIN
 END
 $$;
 
--- Called by the log worker every 10 seconds: moves the mark to `upto`, adding
+-- Called by the log worker every 2 seconds: moves the mark to `upto`, adding
 -- the rows logged in between to flint.usage; returns the groups written.
 -- The mark's row lock orders it against batches inserted meanwhile (they
 -- read the mark FOR SHARE).
@@ -1345,9 +1345,9 @@ COMMENT ON FUNCTION flint._role_for_update(uuid) IS 'Internal: authorizes the ca
 COMMENT ON FUNCTION flint._role_by_name(uuid, text) IS 'Internal: a merchant''s role by name, locked FOR SHARE; no_data_found if none (called by flint_grant_role, flint_revoke_role).';
 COMMENT ON FUNCTION flint._change_key_role(uuid, text, boolean) IS 'Internal: grants or revokes a role of a key, with its key event (called by flint_grant_role and flint_revoke_role).';
 COMMENT ON FUNCTION flint._usage_args_ok(uuid, timestamptz, timestamptz, text) IS 'Internal: flint_usage''s checks (NULLs, bucket, since <= until; logs:read and the merchant in a context): raises, else true.';
-COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 10 seconds).';
+COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 2 seconds).';
 COMMENT ON FUNCTION flint._usage_watermark() IS 'Internal: flint.usage_watermark''s time, for flint_usage (which runs as the caller and adds the log rows after it).';
-COMMENT ON FUNCTION flint._roll_up_usage(timestamptz) IS 'Internal: called by the log worker every 10 seconds: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
+COMMENT ON FUNCTION flint._roll_up_usage(timestamptz) IS 'Internal: called by the log worker every 2 seconds: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
 COMMENT ON FUNCTION flint._prune_usage(interval) IS 'Internal: called by the log worker: deletes flint.usage rows older than flint.usage_retention; returns how many.';
 
 SELECT flint._install_checks();

@@ -938,7 +938,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) IS 'Internal: called by the log worker every 10 seconds: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
+COMMENT ON FUNCTION flint._roll_up_usage(upto timestamp with time zone) IS 'Internal: called by the log worker every 2 seconds: adds the log rows between the watermark and upto to flint.usage, then moves the mark.';
 
 CREATE FUNCTION flint._rotate_key(target uuid, grace interval) RETURNS TABLE(key_id uuid, secret text, display_prefix text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -2181,7 +2181,7 @@ CREATE TABLE flint.usage_watermark (
     CONSTRAINT usage_watermark_single_check CHECK (single)
 );
 
-COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 10 seconds).';
+COMMENT ON TABLE flint.usage_watermark IS 'The time before which every request-log row is in flint.usage (one row; moved by the log worker every 2 seconds).';
 
 CREATE VIEW flint.verification_counts AS
  SELECT c.name AS outcome,

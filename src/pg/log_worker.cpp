@@ -253,13 +253,16 @@ void maintain_if_due(bool have_rows) {
 // Usage rollups (1.3): every kRollUpSeconds the log rows since the mark are
 // summed into flint.usage and the mark moves to the step's start
 // (flint._roll_up_usage). Rows of that time still queued are added as they
-// are inserted. Short steps keep each roll-up transaction short: at 25,000
-// rows/s a whole minute took the worker 3 to 6 s in one transaction.
+// are inserted. Short steps, one a pass, keep each roll-up transaction short
+// (quota leases wait for it): at 25,000 rows/s a whole minute took the
+// worker 3 to 6 s in one transaction, and a quota key under load whose
+// top-up waited behind catching up was refused (usage_exceeded, no units
+// leased in time).
 // The mark stays behind the oldest row in the spool (a checkpoint storm's
 // overflow): inserted later, such rows would each be a late row, an upsert
 // into flint.usage that cost the spool's insert 2.5 times the insert itself.
-constexpr int kRollUpSeconds = 10;
-constexpr int kRollUpStepsPerPass = 6; // catching up: a minute per transaction
+constexpr int kRollUpSeconds = 2;
+constexpr int kRollUpStepsPerPass = 1; // catching up: a step a pass, 20 a second
 TimestampTz rolled_up_to = 0;
 
 void roll_up_usage_if_due() {
@@ -639,6 +642,7 @@ void flush_last_used_if_due(bool force) {
         if (!write_last_used(ids, ats))
             return; // tried again on the next pass
         last_used_round_left -= std::min(last_used_round_left, ids.size());
+        serve_leases();
     } while (force && last_used_round_left > 0);
 }
 
@@ -696,10 +700,16 @@ void worker_loop() {
             continue;
         }
         overflow_start(spool_origin, &spool_batch_id, server_name()); // once, on a primary
+        // Quota callers wait on the worker: leases are served between every
+        // step of its work (drain serves them before each batch), so none
+        // waits for more than one step.
         maintain_if_due(false);
-        failing = !drain(); // serves waiting quota leases first, and between batches
-        if (!failing)
+        serve_leases();
+        failing = !drain();
+        if (!failing) {
             roll_up_usage_if_due();
+            serve_leases();
+        }
         overflow_worker_failing(failing);
         report_overflow_error();
         summarize_refusals();
@@ -717,6 +727,7 @@ void worker_loop() {
             spool_to_insert = !insert_spool(asked ? SIZE_MAX : kSpoolBatchesPerPass);
             if (spool_to_insert)
                 spool_insert_again_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kInsertBackoffMs);
+            serve_leases();
         }
         flush_last_used_if_due(asked);
         if (asked && !failing)
