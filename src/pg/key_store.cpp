@@ -6,6 +6,8 @@
 #include "state.hpp"
 
 extern "C" {
+#include "common/pg_prng.h"
+#include "storage/bufmgr.h"
 #include "utils/inet.h"
 #include "access/xlog.h"
 #include "utils/inval.h"
@@ -341,10 +343,10 @@ void decode_key_row_unsafe(HeapTuple tuple, TupleDesc desc, KeyRow *out) {
 }
 
 // An uncached lookup of an unknown id must take as long as one of an
-// existing key (README "Security"): it decodes a copy of a real key row (the
-// first one this backend found, or the table's first) and fetches that key's
-// merchant, as a found key does, and load_key builds its record; then all of
-// it is thrown away.
+// existing key (README "Security"): it reads a random page of the key table
+// and decodes a copy of a real key row (the last one this backend found, or
+// the table's first), fetches that key's merchant, as a found key does, and
+// load_key builds its record; then all of it is thrown away.
 HeapTuple decoy_key_row = nullptr; // in TopMemoryContext
 
 void keep_decoy_unsafe(HeapTuple tuple) {
@@ -361,8 +363,8 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, int *roles_held
     Relation keys = table_open(rels->keys, AccessShareLock);
     HeapTuple tuple = fetch_by_pkey_unsafe(keys, rels->keys_pkey, id, snapshot);
     out->found = tuple != nullptr;
-    if (out->found && !decoy_key_row) {
-        keep_decoy_unsafe(tuple);
+    if (out->found) {
+        keep_decoy_unsafe(tuple); // the latest: its page surely exists, and pages spread over the table
     } else if (!out->found) {
         if (!decoy_key_row) { // once per backend: any key row will do
             SysScanDesc scan = systable_beginscan(keys, InvalidOid, false, snapshot, 0, nullptr);
@@ -371,6 +373,17 @@ void load_key_unsafe(const Relations *rels, const pg_uuid_t *id, int *roles_held
             systable_endscan(scan);
         }
         tuple = decoy_key_row ? heap_copytuple(decoy_key_row) : nullptr;
+        // A found key's row is on a page of its own, which may not be in
+        // shared buffers: read a random page, as likely to miss, among those
+        // up to the decoy's (a page below a row read lately still exists:
+        // vacuum truncates only empty pages at the end).
+        if (decoy_key_row && ItemPointerIsValid(&decoy_key_row->t_self)) {
+            const uint64 last = ItemPointerGetBlockNumber(&decoy_key_row->t_self);
+            Buffer page =
+                ReadBuffer(keys, static_cast<BlockNumber>(pg_prng_uint64_range(&pg_global_prng_state, 0, last)));
+            LockBuffer(page, BUFFER_LOCK_SHARE);
+            UnlockReleaseBuffer(page);
+        }
     }
     out->has_row = tuple != nullptr;
     if (out->has_row)

@@ -62,6 +62,9 @@ log_row_drain() {
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 say "$LR_ROWS rows queued with the worker stopped, drained after a CHECKPOINT; medians of $LR_ROUNDS rounds, direct and COPY alternating"
+# Plain keys only: run.sh's section 10 gave one an allowlist and a quota.
+q -c "SELECT count(flint_clear_key_limits(k.id)) FROM flint.api_keys AS k
+       WHERE k.rate_limit IS NOT NULL OR k.remaining IS NOT NULL OR k.allowed_ips IS NOT NULL" >/dev/null
 declare -A res
 for r in $(seq 1 "$LR_ROUNDS"); do
     for mode in on off; do
