@@ -920,11 +920,27 @@ CREATE FUNCTION flint._roll_up_usage(upto timestamp with time zone) RETURNS bigi
 DECLARE
     mark   timestamptz;
     groups bigint;
+    day    date;
+    brin   regclass;
 BEGIN
     SELECT w.rolled_up_to INTO mark FROM flint.usage_watermark AS w FOR UPDATE;
     IF NOT FOUND OR upto <= mark THEN
         RETURN 0;
     END IF;
+    -- A BRIN scan reads every range not summarized yet: all the pages
+    -- inserted since the partition's last vacuum, again at every step. So
+    -- the day's new ranges are summarized first (each page read once); a
+    -- lock held by a vacuum only makes this step's scan longer.
+    FOR day IN SELECT DISTINCT (d AT TIME ZONE 'UTC')::date FROM unnest(ARRAY[mark, upto]) AS d LOOP
+        brin := to_regclass(format('flint.%I', 'request_log_' || to_char(day, 'YYYYMMDD') || '_at_brin'));
+        IF brin IS NOT NULL THEN
+            BEGIN
+                PERFORM brin_summarize_new_values(brin);
+            EXCEPTION WHEN lock_not_available THEN
+                NULL;
+            END;
+        END IF;
+    END LOOP;
     INSERT INTO flint.usage AS u (minute, merchant_id, key_id, outcome, requests, cost)
     SELECT date_trunc('minute', l.at), l.merchant_id, l.key_id, l.outcome, count(*), sum(COALESCE(l.cost, 1))
       FROM flint.request_log AS l
