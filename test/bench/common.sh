@@ -54,7 +54,7 @@ drain_rate() {
     local pid target t0 t1 overhead
     q -c "SELECT flint_flush_log()" >/dev/null
     pid=$(q -c "SELECT worker_pid FROM flint_log_status()")
-    kill -STOP "$pid"
+    stop_idle_worker "$pid"
     q -c "SELECT count(flint_verify_key(k.tok, 'payments:read', '$M')) FROM generate_series(1, 16000) g
             JOIN bench.keys k ON k.n = 1 + (g - 1) % $1" >/dev/null
     target=$(q -c "SELECT queued FROM flint_log_status()")
@@ -66,4 +66,20 @@ drain_rate() {
     q -c "$wait" >/dev/null
     t1=$(date +%s.%N)
     echo "16000 / ($t1 - $t0 - $overhead)" | bc
+}
+
+# stop_idle_worker PID: SIGSTOPs the log worker while it sleeps on its latch.
+# Stopped in the middle of a pass it may hold a lock or a buffer every
+# session needs (seen: stopped during a roll-up, the next psql hung), so it
+# is let go and stopped again until it is stopped while waiting.
+stop_idle_worker() {
+    local tries
+    for tries in $(seq 1 500); do
+        kill -STOP "$1"
+        [ "$(q -c "SELECT wait_event FROM pg_stat_activity WHERE pid = $1")" = Extension ] && return 0
+        kill -CONT "$1"
+        sleep 0.01
+    done
+    echo "the log worker never went idle" >&2
+    return 1
 }

@@ -32,7 +32,7 @@ log_row_drain() {
     q -c "SELECT flint_flush_log()" >/dev/null
     local pid
     pid=$(q -c "SELECT worker_pid FROM flint_log_status()")
-    kill -STOP "$pid"
+    stop_idle_worker "$pid"
     q -c "SELECT count(flint_verify_key(k.tok, 'payments:read', '$M')) FROM generate_series(1, $LR_ROWS) g
             JOIN bench.keys k ON k.n = 1 + (g * 7919) % $1" >/dev/null
     local target
