@@ -44,8 +44,8 @@ is($out, "\nt\nip_not_allowed\n1\n1 active\nkey 97",
    'with the answers those calls give (3 of 100 tokens spent: one a call, the refused one none)');
 $node->safe_psql('postgres', 'SELECT flint_flush_log()');
 ($rc, $out, $err) = $as_app->(qq{BEGIN; SELECT count(*) FROM flint_authenticate('$secret', '203.0.113.5', 0);
-    SELECT count(*) FROM flint.request_log; COMMIT;});
-is($out, "1\n5", 'and reads its merchant\'s request log in a context (the four calls and the guarded write)');
+    SELECT count(*) FROM flint.request_log WHERE backend_pid <> pg_backend_pid(); COMMIT;});
+is($out, "1\n5", 'and reads its merchant\'s request log in a context (the four calls and the guarded write of the session before; the row of this call may land meanwhile)');
 ($rc, $out, $err) = $as_app->(qq{SELECT flint_set_key_limits('$key', rate_limit => 1000)});
 like($err, qr/permission denied for function flint_set_key_limits/, 'nothing beyond the block: limits stay with admins');
 ($rc, $out, $err) = $as_app->(q{SELECT secret_hash FROM flint.api_keys});
