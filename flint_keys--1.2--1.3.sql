@@ -1130,13 +1130,9 @@ CREATE FUNCTION @extschema@.flint_usage(merchant uuid, since timestamptz, until 
      ORDER BY 1, 2, 3
 $$;
 
--- One meaning for NULL (1.3): as in flint_set_key_limits, a NULL argument
--- leaves that part of the merchant's limit as it is; flint_clear_merchant_limits
--- removes the limit. A call with neither (which would change nothing) still
--- removes it, as 1.2 documented, with a NOTICE naming the explicit form.
-CREATE OR REPLACE FUNCTION @extschema@.flint_set_merchant_limits(merchant uuid, rate_limit integer DEFAULT NULL,
-                                                                 rate_window interval DEFAULT NULL)
-    RETURNS void
+-- The checks of flint_set_merchant_limits and flint_clear_merchant_limits:
+-- admins only, outside a context; the merchant's row, locked.
+CREATE FUNCTION flint._merchant_for_limits(merchant uuid) RETURNS flint.merchants
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -1155,6 +1151,25 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
     END IF;
+    RETURN m;
+END
+$$;
+REVOKE ALL ON FUNCTION flint._merchant_for_limits(uuid) FROM PUBLIC;
+
+-- One meaning for NULL (1.3): as in flint_set_key_limits, a NULL argument
+-- leaves that part of the merchant's limit as it is; flint_clear_merchant_limits
+-- removes the limit. A call with neither (which would change nothing) still
+-- removes it, as 1.2 documented, with a NOTICE naming the explicit form.
+CREATE OR REPLACE FUNCTION @extschema@.flint_set_merchant_limits(merchant uuid, rate_limit integer DEFAULT NULL,
+                                                                 rate_window interval DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    m flint.merchants;
+BEGIN
+    m := flint._merchant_for_limits(merchant);
     IF rate_limit IS NULL AND rate_window IS NULL THEN
         RAISE NOTICE 'flint_set_merchant_limits with no limit removes the merchant''s limit'
             USING HINT = 'flint_clear_merchant_limits(merchant) says so explicitly.';
@@ -1177,18 +1192,8 @@ CREATE FUNCTION @extschema@.flint_clear_merchant_limits(merchant uuid) RETURNS v
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF @extschema@.flint_current_key() IS NOT NULL THEN
-        RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    PERFORM flint._authorize_caller();
-    IF merchant IS NULL THEN
-        RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    PERFORM flint._merchant_for_limits(merchant);
     UPDATE flint.merchants AS x SET rate_limit = NULL, rate_window = NULL WHERE x.id = merchant;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
-    END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION @extschema@.flint_clear_merchant_limits(uuid) FROM PUBLIC;
@@ -1266,6 +1271,7 @@ COMMENT ON FUNCTION @extschema@.flint_report_leaked(text[], text) IS 'Leak repor
 COMMENT ON FUNCTION @extschema@.flint_set_key_limits(uuid, integer, interval, bigint, bigint, text, cidr[]) IS 'Sets a key''s rate limit, usage quota (remaining, refill per day/month) and IP allowlist; NULL: unchanged. Returns the key''s key_info.';
 COMMENT ON FUNCTION @extschema@.flint_clear_key_limits(uuid, text[]) IS 'Removes a key''s limits of the kinds named: rate, quota, ips (default all three). Returns the key''s flint.key_info row.';
 COMMENT ON FUNCTION @extschema@.flint_set_merchant_limits(uuid, integer, interval) IS 'Sets one rate limit shared by all of a merchant''s keys; a NULL part stays as it is (neither: removes it, as in 1.2). Admins only, outside an authenticated transaction.';
+COMMENT ON FUNCTION flint._merchant_for_limits(uuid) IS 'Internal: the checks of setting or clearing a merchant''s limits (admins, outside a context, an existing merchant); its row, locked.';
 COMMENT ON FUNCTION @extschema@.flint_clear_merchant_limits(uuid) IS 'Removes a merchant''s shared rate limit. Admins only, outside an authenticated transaction.';
 COMMENT ON FUNCTION @extschema@.flint_recent_failures(uuid, interval) IS 'Refused requests of a merchant''s keys in the last `since` (default 1 hour), per key and outcome, newest first. Runs as the caller (RLS).';
 COMMENT ON FUNCTION @extschema@.flint_flush_log() IS 'Waits until every request-log row queued so far is in flint.request_log (on a standby: on the primary); errors after 30 s without progress (a backlog it works through is waited for, up to 10 minutes).';

@@ -715,6 +715,49 @@ $$;
 
 COMMENT ON FUNCTION flint._maintain_request_log(today date, retention interval) IS 'Internal: called by the log worker: creates request-log day partitions a week ahead, indexed; with a retention, calls the purge.';
 
+CREATE TABLE flint.merchants (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    rate_limit integer,
+    rate_window interval,
+    max_key_lifetime interval,
+    CONSTRAINT merchants_max_key_lifetime_check CHECK ((max_key_lifetime > '00:00:00'::interval)),
+    CONSTRAINT merchants_name_check CHECK ((length(name) BETWEEN 1 AND 200)),
+    CONSTRAINT merchants_rate_check CHECK (((rate_limit IS NULL) = (rate_window IS NULL))),
+    CONSTRAINT merchants_rate_limit_check CHECK (((rate_limit >= 1) AND (rate_limit <= 1000000))),
+    CONSTRAINT merchants_rate_window_check CHECK (((rate_window >= '00:00:01'::interval) AND (rate_window <= '1 day'::interval))),
+    CONSTRAINT merchants_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
+);
+
+COMMENT ON TABLE flint.merchants IS 'Merchants: name, status (active or suspended: its keys fail with merchant_suspended), merchant rate limit, max_key_lifetime policy.';
+
+CREATE FUNCTION flint._merchant_for_limits(merchant uuid) RETURNS flint.merchants
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    m flint.merchants;
+BEGIN
+    IF @extschema@.flint_current_key() IS NOT NULL THEN
+        RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM flint._authorize_caller();
+    IF merchant IS NULL THEN
+        RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO m FROM flint.merchants AS x WHERE x.id = merchant FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN m;
+END
+$$;
+
+COMMENT ON FUNCTION flint._merchant_for_limits(merchant uuid) IS 'Internal: the checks of setting or clearing a merchant''s limits (admins, outside a context, an existing merchant); its row, locked.';
+
 CREATE FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) RETURNS record
     LANGUAGE c
     AS 'MODULE_PATHNAME', 'flint_mint_token';
@@ -1116,18 +1159,8 @@ CREATE FUNCTION @extschema@.flint_clear_merchant_limits(merchant uuid) RETURNS v
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
-    IF @extschema@.flint_current_key() IS NOT NULL THEN
-        RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    PERFORM flint._authorize_caller();
-    IF merchant IS NULL THEN
-        RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    PERFORM flint._merchant_for_limits(merchant);
     UPDATE flint.merchants AS x SET rate_limit = NULL, rate_window = NULL WHERE x.id = merchant;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
-    END IF;
 END
 $$;
 
@@ -1723,18 +1756,7 @@ CREATE FUNCTION @extschema@.flint_set_merchant_limits(merchant uuid, rate_limit 
 DECLARE
     m flint.merchants;
 BEGIN
-    IF @extschema@.flint_current_key() IS NOT NULL THEN
-        RAISE EXCEPTION 'merchant limits are set by admins, outside an authenticated transaction'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    PERFORM flint._authorize_caller();
-    IF merchant IS NULL THEN
-        RAISE EXCEPTION 'merchant must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO m FROM flint.merchants AS x WHERE x.id = merchant FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no merchant with id %', merchant USING ERRCODE = 'no_data_found';
-    END IF;
+    m := flint._merchant_for_limits(merchant);
     IF rate_limit IS NULL AND rate_window IS NULL THEN
         RAISE NOTICE 'flint_set_merchant_limits with no limit removes the merchant''s limit'
             USING HINT = 'flint_clear_merchant_limits(merchant) says so explicitly.';
@@ -1954,24 +1976,6 @@ CREATE TABLE flint.key_roles (
 );
 
 COMMENT ON TABLE flint.key_roles IS 'Which key holds which role (flint_grant_role, flint_revoke_role); merchant_id is the key''s, for RLS.';
-
-CREATE TABLE flint.merchants (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    name text NOT NULL,
-    status text DEFAULT 'active'::text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    rate_limit integer,
-    rate_window interval,
-    max_key_lifetime interval,
-    CONSTRAINT merchants_max_key_lifetime_check CHECK ((max_key_lifetime > '00:00:00'::interval)),
-    CONSTRAINT merchants_name_check CHECK ((length(name) BETWEEN 1 AND 200)),
-    CONSTRAINT merchants_rate_check CHECK (((rate_limit IS NULL) = (rate_window IS NULL))),
-    CONSTRAINT merchants_rate_limit_check CHECK (((rate_limit >= 1) AND (rate_limit <= 1000000))),
-    CONSTRAINT merchants_rate_window_check CHECK (((rate_window >= '00:00:01'::interval) AND (rate_window <= '1 day'::interval))),
-    CONSTRAINT merchants_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
-);
-
-COMMENT ON TABLE flint.merchants IS 'Merchants: name, status (active or suspended: its keys fail with merchant_suspended), merchant rate limit, max_key_lifetime policy.';
 
 CREATE VIEW flint.keys_beyond_policy WITH (security_invoker='true') AS
  SELECT i.key_id,
@@ -2418,6 +2422,8 @@ REVOKE ALL ON FUNCTION flint._log_status_here(OUT queued bigint, OUT inserted bi
 REVOKE ALL ON FUNCTION flint._looser_limit(bound flint.api_keys, old flint.api_keys, new flint.api_keys) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._maintain_request_log(today date, retention interval) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION flint._merchant_for_limits(merchant uuid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION flint._mint_token(mode text, key_id uuid, OUT secret text, OUT display_prefix text, OUT secret_hash bytea) FROM PUBLIC;
 
