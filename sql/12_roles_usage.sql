@@ -158,7 +158,8 @@ SELECT flint_flush_log();
 SELECT flint._roll_up_usage(date_trunc('minute', now()) + interval '2 minutes') IS NOT NULL AS rolled_up;
 SET ROLE flint_usage_app;
 SELECT count(*) AS outside_a_context FROM flint.usage;
-BEGIN;
+-- (one snapshot: the authenticate's own row, inserted meanwhile, stays out of the sums)
+BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT merchant_id = :bolt AS bolt FROM flint_authenticate(:'bs');
 SELECT DISTINCT merchant_id = :bolt AS only_bolt FROM flint.usage;
 SELECT sum(requests) FROM flint_usage(:bolt, now() - interval '1 hour', now() + interval '1 hour');
