@@ -362,18 +362,23 @@ void serve_leases() {
 TimestampTz copy_until = 0; // the direct insert found a table it does not know: COPY until then
 bool insert_pending() {
     maintain_if_due(true);
-    // In key order, the (key_id, ...) index takes the batch leaf after
-    // leaf instead of at random: flat cost whatever the number of keys.
-    // (An order of indexes: the 300-byte records stay where they are.)
-    std::vector<uint32_t> order(pending.size());
-    for (uint32_t i = 0; i < order.size(); ++i)
-        order[i] = i;
-    std::sort(order.begin(), order.end(), [](uint32_t x, uint32_t y) { return pending[x].key_id < pending[y].key_id; });
     bool inserted = false, reencode = false, ok = true, done = false;
     if (guc_log_direct_insert && GetCurrentTimestamp() >= copy_until) {
         ok = run_transaction([&] { inserted = insert_batch_direct_unsafe(pending, &done); });
         if (ok && !done) // a table of another shape: COPY for a while
             copy_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
+    }
+    // For COPY, in key order: the (key_id, ...) index takes the batch leaf
+    // after leaf instead of at random, flat cost whatever the number of
+    // keys. (An order of indexes: the 300-byte records stay where they are.
+    // The direct insert sorts each index's entries itself.)
+    std::vector<uint32_t> order;
+    if (!done && ok) {
+        order.resize(pending.size());
+        for (uint32_t i = 0; i < order.size(); ++i)
+            order[i] = i;
+        std::sort(order.begin(), order.end(),
+                  [](uint32_t x, uint32_t y) { return pending[x].key_id < pending[y].key_id; });
     }
     for (int attempt = 0; !done && attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
         reencode = false;

@@ -38,7 +38,7 @@ def snapshot():
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the process ended meanwhile
-        seen[pid] = (classify(cmdline), int(fields[11]) + int(fields[12]))
+        seen[pid] = (classify(cmdline), int(fields[11]) + int(fields[12]), cmdline)
     return seen
 
 
@@ -57,8 +57,15 @@ def main():
         sys.exit(1)
     tps = float(re.search(r"^tps = ([0-9.]+)", out, re.M).group(1))
     ticks = {"backends": 0, "pgbench": 0, "worker": 0, "other": 0}
-    for pid, (kind, t) in after.items():
+    others = {}
+    for pid, (kind, t, cmdline) in after.items():
         ticks[kind] += t - before.get(pid, (kind, 0))[1]
+        if kind == "other" and t > before.get(pid, (kind, 0))[1]:
+            name = re.sub(r"[0-9]+", "N", cmdline)[:60]
+            others[name] = others.get(name, 0) + t - before.get(pid, (kind, 0))[1]
+    if os.environ.get("CPU_SPLIT_OTHERS"):  # which other processes, to stderr
+        sys.stderr.write("  other: " + ", ".join(f"{n} {v / TICK:.2f}s" for n, v in
+                                                 sorted(others.items(), key=lambda x: -x[1])[:5]) + "\n")
     per_tx = {k: v / TICK * 1e6 / (tps * window) for k, v in ticks.items()}
     print(int(tps), " ".join(f"{per_tx[k]:.2f}" for k in ("backends", "pgbench", "worker", "other")))
 
