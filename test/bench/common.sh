@@ -38,6 +38,17 @@ pgb() {
         -f "$DIR/$1.sql" flint
 }
 
+# active_key_scripts: $DIR/verify_random.sql and $DIR/lookup_random.sql, a
+# random key among :nkeys verified, or its token looked up and hashed.
+active_key_scripts() {
+    echo "\\set n random(1, :nkeys)
+SELECT flint_verify_key(tok, :scope, :merchant) FROM bench.keys WHERE n = :n;" >"$DIR/verify_random.sql"
+    echo "\\set n random(1, :nkeys)
+SELECT sha256(convert_to(tok, 'UTF8')) FROM bench.keys WHERE n = :n;" >"$DIR/lookup_random.sql"
+    [ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
+    return 0
+}
+
 # pgb_steady NAME NKEYS: pgbench of $DIR/NAME.sql with :nkeys = NKEYS for
 # ACTIVE_SECS seconds; prints the tps of the last ACTIVE_STEADY seconds (the
 # connections' key caches are warm by then, as in a long-lived pool).

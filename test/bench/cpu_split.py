@@ -7,7 +7,8 @@ Prints one line: tps, then CPU microseconds per transaction spent in the
 database backends, in pgbench, in the flint_keys log worker, and in every
 other process, from /proc/<pid>/stat (utime + stime) sampled over the
 middle of the run (the first and last second are left out: connection
-start-up and shutdown).
+start-up and shutdown). With CPU_SPLIT_OTHERS=1 it also names, on stderr,
+the other processes that used the most (autovacuum, checkpointer, ...).
 """
 import os
 import re

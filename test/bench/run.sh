@@ -116,11 +116,7 @@ say ""
 say "== 7. active keys: pgbench -M prepared -c 2 -j 2 verifying a random key among N, against the same token lookup hashed with sha256() (steady state: the last ${ACTIVE_STEADY}s of ${ACTIVE_SECS}s runs, $ACTIVE_ROUNDS round)"
 q -c "SELECT bench.grow_keys('$M', 100000)" >/dev/null
 q -c "VACUUM ANALYZE flint.api_keys, bench.keys" >/dev/null
-echo "\\set n random(1, :nkeys)
-SELECT flint_verify_key(tok, :scope, :merchant) FROM bench.keys WHERE n = :n;" >"$DIR/verify_random.sql"
-echo "\\set n random(1, :nkeys)
-SELECT sha256(convert_to(tok, 'UTF8')) FROM bench.keys WHERE n = :n;" >"$DIR/lookup_random.sql"
-[ "$(id -u)" = 0 ] && chown postgres "$DIR"/*.sql
+active_key_scripts
 : >"$OUT/active.dat"
 declare -A atps
 for n in $ACTIVE_SIZES; do atps[v$n]=0; atps[l$n]=0; done
