@@ -13,7 +13,8 @@ int64_t minute_start(int64_t at) {
     return q * kMicrosPerMinute;
 }
 
-void UsageRollup::add(int64_t at, const Uuid *merchant, const Uuid *key, std::string_view outcome, int64_t cost) {
+void UsageRollup::add(int64_t at, const Uuid *merchant, const Uuid *key, std::string_view outcome, int64_t cost,
+                      int64_t requests) {
     const int64_t minute = minute_start(at);
     std::string id;
     id.reserve(8 + 2 + 32 + outcome.size());
@@ -37,8 +38,50 @@ void UsageRollup::add(int64_t at, const Uuid *merchant, const Uuid *key, std::st
             g.key = *key;
         g.outcome = outcome;
     }
-    g.requests += 1;
+    g.requests += requests;
     g.cost += cost;
+}
+
+int64_t UsageTally::slot_start(int64_t at) {
+    int64_t q = at / kSlotMicros;
+    if (at % kSlotMicros < 0)
+        --q;
+    return q * kSlotMicros;
+}
+
+size_t UsageTally::GroupHash::operator()(const Group &g) const {
+    uint64_t h = static_cast<uint64_t>(g.slot) * 0x9E3779B97F4A7C15ull;
+    h ^= UuidHash{}(g.key) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+    h ^= UuidHash{}(g.merchant) + (h << 6) + (h >> 2);
+    h ^= static_cast<uint64_t>(g.outcome) << 2 | (g.has_key ? 2u : 0u) | (g.has_merchant ? 1u : 0u);
+    return static_cast<size_t>(h);
+}
+
+void UsageTally::add(const LogRecord &row) {
+    Group g{slot_start(row.at), {}, {}, row.has_merchant_id, row.has_key_id, row.outcome};
+    if (row.has_merchant_id)
+        g.merchant = row.merchant_id;
+    if (row.has_key_id)
+        g.key = row.key_id;
+    Sums &s = sums_[g];
+    s.requests += 1;
+    s.cost += row.cost;
+}
+
+UsageRollup UsageTally::take(int64_t from, int64_t upto) {
+    UsageRollup out;
+    for (auto it = sums_.begin(); it != sums_.end();) {
+        const Group &g = it->first;
+        if (g.slot > upto - kSlotMicros) { // not wholly before upto: stays
+            ++it;
+            continue;
+        }
+        if (g.slot >= from)
+            out.add(g.slot, g.has_merchant ? &g.merchant : nullptr, g.has_key ? &g.key : nullptr, code_name(g.outcome),
+                    it->second.cost, it->second.requests);
+        it = sums_.erase(it);
+    }
+    return out;
 }
 
 namespace {
@@ -72,7 +115,7 @@ constexpr int kAt = 0, kKeyId = 1, kMerchantId = 3, kOutcome = 6, kCost = 13;
 
 } // namespace
 
-bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost, int64_t before) {
+bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost, int64_t before, int64_t *latest_rest) {
     static constexpr char kSignature[] = "PGCOPY\n\xff\r\n";
     CopyReader r{data};
     const char *sig;
@@ -84,6 +127,7 @@ bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost, int64_t
     if (!r.take(extension, &skip))
         return false;
     UsageRollup batch;
+    int64_t latest = INT64_MIN;
     for (;;) {
         const uint64_t fields = r.be(2);
         if (!r.ok)
@@ -129,7 +173,11 @@ bool UsageRollup::add_copy_binary(std::string_view data, bool with_cost, int64_t
         }
         if (at < before)
             batch.add(at, has_merchant ? &merchant : nullptr, has_key ? &key : nullptr, outcome, cost);
+        else
+            latest = std::max(latest, at);
     }
+    if (latest_rest)
+        *latest_rest = latest;
     for (auto &[id, g] : batch.groups_) {
         auto [it, fresh] = groups_.try_emplace(id, g);
         if (!fresh) {

@@ -2,6 +2,7 @@
 
 #include "error_boundary.hpp"
 #include "log_record.hpp"
+#include "state.hpp"
 #include "usage_rollup.hpp"
 
 extern "C" {
@@ -84,6 +85,8 @@ int64 usage_watermark_unsafe() {
     return mark;
 }
 
+} // namespace
+
 void add_usage_unsafe(const UsageRollup &rollup) {
     const std::vector<UsageGroup> groups = rollup.groups();
     if (groups.empty())
@@ -119,6 +122,19 @@ void add_usage_unsafe(const UsageRollup &rollup) {
     SPI_finish();
 }
 
+namespace {
+
+// Rows at or after the mark that the worker's tally does not hold: the
+// worker's next roll-up steps read them from the table.
+void note_untallied(int64 latest) {
+    if (!shared_state || latest == PG_INT64_MIN)
+        return;
+    uint64 seen = pg_atomic_read_u64(&shared_state->untallied_until);
+    while (static_cast<int64>(seen) < latest &&
+           !pg_atomic_compare_exchange_u64(&shared_state->untallied_until, &seen, static_cast<uint64>(latest))) {
+    }
+}
+
 } // namespace
 
 LogTable log_table_unsafe() {
@@ -135,7 +151,7 @@ LogTable log_table_unsafe() {
     return t;
 }
 
-uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len) {
+uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len, int64 *mark_out) {
     Relation rel = table_open(table.relid, RowExclusiveLock);
     ParseState *pstate = make_parsestate(nullptr);
     // CopyFrom finds its target as range-table entry 1, as DoCopy sets it up.
@@ -157,10 +173,17 @@ uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len)
         // Rows for a time the worker has already rolled up (late: forwarded,
         // spooled, held up) add their groups now; the rest wait for the
         // minute's roll-up. The mark's row lock orders this against it.
+        // The rest: the worker's tally holds its own batches (mark_out); others are noted.
         UsageRollup rollup;
-        if (!rollup.add_copy_binary(std::string_view(data, len), table.has_cost, usage_watermark_unsafe()))
+        const int64 mark = usage_watermark_unsafe();
+        int64 latest = PG_INT64_MIN;
+        if (!rollup.add_copy_binary(std::string_view(data, len), table.has_cost, mark, &latest))
             elog(ERROR, "flint_keys: a request-log batch COPY took could not be summed for flint.usage");
         add_usage_unsafe(rollup);
+        if (mark_out)
+            *mark_out = mark;
+        else
+            note_untallied(latest);
     }
     return rows;
 }
@@ -418,7 +441,8 @@ void insert_into_partition_unsafe(ResultRelInfo *rri, const AttrNumber *attnums,
 
 } // namespace
 
-bool insert_rows_direct_unsafe(const LogTable &table, const LogRecord *rows, size_t count, const char *server) {
+bool insert_rows_direct_unsafe(const LogTable &table, const LogRecord *rows, size_t count, const char *server,
+                               int64 *mark_out) {
     if (count == 0 || count > static_cast<size_t>(INT_MAX))
         return false;
     const int n = static_cast<int>(count);
@@ -490,6 +514,7 @@ bool insert_rows_direct_unsafe(const LogTable &table, const LogRecord *rows, siz
                            code_name(r.outcome), r.cost);
         }
         add_usage_unsafe(rollup);
+        *mark_out = mark;
     }
     return true;
 }
@@ -511,7 +536,7 @@ bool receive_batch_unsafe(const Uuid &origin, int64 batch_id, const char *server
         elog(ERROR, "flint_keys: could not claim a forwarded batch");
     bool fresh = SPI_processed == 1;
     if (fresh) {
-        *rows = copy_into_log_unsafe(table, data, len);
+        *rows = copy_into_log_unsafe(table, data, len, nullptr);
         Oid ctypes[2] = {UUIDOID, INT8OID};
         Datum cargs[2] = {args[0], Int64GetDatum(static_cast<int64>(*rows))};
         if (SPI_execute_with_args(kCountSql, 2, ctypes, cargs, nullptr, false, 0) != SPI_OK_UPDATE)

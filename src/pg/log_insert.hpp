@@ -8,6 +8,7 @@
 
 #include "log_record.hpp"
 #include "token.hpp"
+#include "usage_rollup.hpp"
 
 namespace flint::pg {
 
@@ -22,20 +23,29 @@ struct LogTable {
 LogTable log_table_unsafe();
 
 // Binary COPY of `data` (encode_copy_binary's columns, as `table` has them)
-// into flint.request_log, and the rows' sums into flint.usage in the same
-// transaction (one upsert per minute, merchant, key and outcome); returns
-// the rows inserted.
-uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len);
+// into flint.request_log; returns the rows inserted. The sums of its rows
+// before the usage mark (late rows) go into flint.usage in the same
+// transaction (one upsert per minute, merchant, key and outcome). The log
+// worker passes mark_out for its own batches (set to the mark, when
+// flint.usage exists) and tallies the rest itself; without it, the newest
+// `at` of the rest is noted (untallied_until), for the worker to read them
+// from the table.
+uint64 copy_into_log_unsafe(const LogTable &table, const char *data, size_t len, int64 *mark_out);
 
 // The log worker's own batches without COPY: the rows go straight to each
 // day partition's heap (multi-insert, as COPY does inside), then into each
 // index in that index's key order, so that consecutive entries share leaf
 // pages (and a merchant's rows take the rightmost-leaf fast path); the late
 // rows' usage as copy_into_log_unsafe adds it. `server` names the server in
-// the rows (NULL: none). Returns false, inserting nothing, when the table is
-// not the shape it knows (a column, trigger, CHECK, unique index or sub-
-// partitioning a DBA added, a row with no partition): the caller uses COPY.
-bool insert_rows_direct_unsafe(const LogTable &table, const LogRecord *rows, size_t n, const char *server);
+// the rows (NULL: none); *mark_out as copy_into_log_unsafe sets it. Returns
+// false, inserting nothing, when the table is not the shape it knows (a
+// column, trigger, CHECK, unique index or sub-partitioning a DBA added, a row
+// with no partition): the caller uses COPY.
+bool insert_rows_direct_unsafe(const LogTable &table, const LogRecord *rows, size_t n, const char *server,
+                               int64 *mark_out);
+
+// One upsert of the groups into flint.usage.
+void add_usage_unsafe(const UsageRollup &rollup);
 
 // A standby's batch, exactly once: the primary remembers the highest batch id
 // of each origin (flint.log_origins) in the same transaction as the rows.

@@ -13,6 +13,7 @@
 // Table statistics are reported after every transaction, so autovacuum and
 // autoanalyze see the log partitions and api_keys.
 #include <malloc.h>
+#include <new>
 
 #include "datums.hpp"
 #include "log_insert.hpp"
@@ -118,7 +119,8 @@ std::string encode_batch(const LogRecord *rows, size_t n, const uint32_t *order,
 // the day's partition, multi-row inserts). False when flint.request_log
 // does not exist (the rows are dropped). When the table's columns differ
 // from how the batch was encoded, sets *reencode and inserts nothing.
-bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode) {
+// *mark: the usage mark the batch's late rows were judged by.
+bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode, int64 *mark) {
     begin_transaction_unsafe("flint_keys: inserting request-log rows", kInsertLockTimeout);
     LogTable table = log_table_unsafe();
     if (!OidIsValid(table.relid)) {
@@ -132,7 +134,7 @@ bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode)
         commit_transaction_unsafe();
         return true;
     }
-    (void)copy_into_log_unsafe(table, copy_data, copy_len);
+    (void)copy_into_log_unsafe(table, copy_data, copy_len, mark);
     commit_transaction_unsafe();
     return true;
 }
@@ -140,12 +142,12 @@ bool insert_batch_unsafe(const char *copy_data, size_t copy_len, bool *reencode)
 // The same without COPY (flint.log_direct_insert): sets *done when it
 // inserted the batch or found no table (then returns false, as above);
 // leaves *done false, inserting nothing, for a table of another shape.
-bool insert_batch_direct_unsafe(const std::vector<LogRecord> &rows, bool *done) {
+bool insert_batch_direct_unsafe(const std::vector<LogRecord> &rows, bool *done, int64 *mark) {
     begin_transaction_unsafe("flint_keys: inserting request-log rows", kInsertLockTimeout);
     LogTable table = log_table_unsafe();
     bool exists = OidIsValid(table.relid);
     *done = !exists || (table.has_cost && table.has_server &&
-                        insert_rows_direct_unsafe(table, rows.data(), rows.size(), server_name().c_str()));
+                        insert_rows_direct_unsafe(table, rows.data(), rows.size(), server_name().c_str(), mark));
     commit_transaction_unsafe();
     return exists;
 }
@@ -250,47 +252,142 @@ void maintain_if_due(bool have_rows) {
     next_maintenance = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
 }
 
-// Usage rollups (1.3): every kRollUpSeconds the log rows since the mark are
-// summed into flint.usage and the mark moves to the step's start
-// (flint._roll_up_usage). Rows of that time still queued are added as they
-// are inserted. Short steps, one a pass, keep each roll-up transaction short
-// (quota leases wait for it): at 25,000 rows/s a whole minute took the
-// worker 3 to 6 s in one transaction, and a quota key under load whose
-// top-up waited behind catching up was refused (usage_exceeded, no units
-// leased in time).
-// The mark stays behind the oldest row in the spool (a checkpoint storm's
-// overflow): inserted later, such rows would each be a late row, an upsert
-// into flint.usage that cost the spool's insert 2.5 times the insert itself.
-constexpr int kRollUpSeconds = 2;
-constexpr int kRollUpStepsPerPass = 1; // catching up: a step a pass, 20 a second
-TimestampTz rolled_up_to = 0;
+// Usage rollups (1.3): flint.usage holds the log rows before the mark
+// (flint.usage_watermark); flint_usage reads the rest from the log. Each
+// step adds the rows between the mark and the step's end and moves the mark
+// there, in one transaction (the mark's row lock orders it against batches,
+// which read the mark FOR SHARE). Rows of that time still queued are added
+// as they are inserted (late rows).
+//
+// A step writes the worker's tally of the rows it inserted (usage_rollup.hpp)
+// when the tally is known to hold every row from the mark on: it then reads
+// nothing back, and a 10-s step writes each (minute, key, outcome) once
+// instead of once per 2 s. Otherwise (after a start or a promotion, a mark
+// someone else moved, forwarded or spooled rows from the mark on, a tally
+// that was dropped) steps read the rows from the table
+// (flint._roll_up_usage), 2 s each, until the mark passes that time.
+//
+// Steps are short, one a pass: quota leases wait for them (at 25,000
+// rows/s a whole minute read from the table took the worker 3 to 6 s in one
+// transaction, and a quota key under load was refused). The mark stays
+// behind the oldest row in the spool (a checkpoint storm's overflow):
+// inserted later, such rows would each be a late row, an upsert into
+// flint.usage that cost the spool's insert 2.5 times the insert itself.
+constexpr int64 kScanStep = 2 * USECS_PER_SEC;
+constexpr int64 kTallyStep = 10 * USECS_PER_SEC;
+constexpr int64 kMaxTallyStep = 60 * USECS_PER_SEC; // catching up from the tally: at most a minute a pass
+constexpr size_t kMaxTallyGroups = 1000000;         // about 80 MB; past it the tally is dropped
+static_assert(kScanStep % UsageTally::kSlotMicros == 0 && kTallyStep % kScanStep == 0);
+
+UsageTally tally;
+TimestampTz tally_complete_from = PG_INT64_MAX; // every row from here on is in the tally (none yet)
+TimestampTz mark_written = PG_INT64_MIN;        // the mark as this worker's last step set it
+TimestampTz no_mark_until = 0;                  // no flint.usage_watermark (1.2) or no mark: look again then
+
+int64 floor_to(int64 t, int64 step) { return t >= 0 ? t / step * step : -((-t + step - 1) / step) * step; }
+
+// The rows of a batch just committed that the tally holds: those from the
+// mark its late rows were judged by (PG_INT64_MAX: no flint.usage).
+void tally_batch(int64 mark) {
+    if (mark == PG_INT64_MAX)
+        return;
+    bool dropped = false;
+    try {
+        for (const LogRecord &r : pending)
+            if (r.at >= mark)
+                tally.add(r);
+    } catch (const std::bad_alloc &) {
+        dropped = true;
+    }
+    if (dropped || tally.size() > kMaxTallyGroups) { // read the table until now
+        tally.clear();
+        tally_complete_from = GetCurrentTimestamp();
+    }
+}
+
+bool tally_covers(TimestampTz mark) {
+    const int64 untallied = static_cast<int64>(pg_atomic_read_u64(&shared_state->untallied_until));
+    return mark >= tally_complete_from && mark > untallied && mark % UsageTally::kSlotMicros == 0;
+}
+
+// Where a step from `mark` would end, by the path it would take.
+TimestampTz step_end(TimestampTz mark, TimestampTz limit) {
+    if (tally_covers(mark))
+        return std::min(floor_to(limit, kTallyStep), mark + kMaxTallyStep);
+    return std::min(floor_to(limit, kScanStep), floor_to(mark, kScanStep) + kScanStep);
+}
 
 void roll_up_usage_if_due() {
-    constexpr int64 step = kRollUpSeconds * USECS_PER_SEC;
-    TimestampTz upto = GetCurrentTimestamp() / step * step;
+    TimestampTz limit = GetCurrentTimestamp();
     const int64_t oldest_spooled = oldest_spooled_at();
     if (oldest_spooled == INT64_MIN)
         return; // the spool's oldest row is not known: wait until it is inserted
     if (oldest_spooled != INT64_MAX)
-        upto = std::min(upto, oldest_spooled / step * step);
-    if (rolled_up_to != 0)
-        upto = std::min(upto, rolled_up_to + kRollUpStepsPerPass * step);
-    if (upto <= rolled_up_to)
-        return;
+        limit = std::min(limit, oldest_spooled);
+    if (mark_written != PG_INT64_MIN ? step_end(mark_written, limit) <= mark_written : limit < no_mark_until)
+        return; // nothing due (a mark someone else moved is seen at the next step)
+    bool from_tally = false;
+    TimestampTz upto = 0;
     bool done = run_transaction([&] {
         begin_transaction_unsafe("flint_keys: rolling up usage", kHousekeepingLockTimeout);
         Oid nsp = get_namespace_oid("flint", true);
-        if (OidIsValid(nsp) && OidIsValid(get_relname_relid("usage_watermark", nsp))) {
+        if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("usage_watermark", nsp))) {
+            no_mark_until = limit + kScanStep;
+            mark_written = PG_INT64_MIN;
+            commit_transaction_unsafe();
+            return;
+        }
+        SPI_connect();
+        if (SPI_execute("SELECT rolled_up_to FROM flint.usage_watermark FOR UPDATE", false, 1) != SPI_OK_SELECT)
+            elog(ERROR, "flint_keys: could not read flint.usage_watermark");
+        bool isnull = true;
+        const TimestampTz mark =
+            SPI_processed == 1
+                ? DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
+                : 0;
+        if (isnull) { // no mark: nothing is rolled up
+            no_mark_until = limit + kScanStep;
+            mark_written = PG_INT64_MIN;
+            SPI_finish();
+            commit_transaction_unsafe();
+            return;
+        }
+        if (mark != mark_written) { // moved by someone else (or unknown yet): the tally cannot vouch for the rows
+            tally_complete_from = std::max(GetCurrentTimestamp(), mark);
+            mark_written = mark;
+        }
+        from_tally = tally_covers(mark);
+        upto = step_end(mark, limit);
+        if (upto > mark) {
             Oid types[1] = {TIMESTAMPTZOID};
             Datum args[1] = {TimestampTzGetDatum(upto)};
-            if (SPI_execute_with_args("SELECT flint._roll_up_usage($1)", 1, types, args, nullptr, false, 0) !=
-                SPI_OK_SELECT)
+            if (from_tally) {
+                add_usage_unsafe(tally.take(mark, upto));
+                if (SPI_execute_with_args("UPDATE flint.usage_watermark SET rolled_up_to = $1", 1, types, args, nullptr,
+                                          false, 0) != SPI_OK_UPDATE)
+                    elog(ERROR, "flint_keys: could not move the usage mark");
+            } else if (SPI_execute_with_args("SELECT flint._roll_up_usage($1)", 1, types, args, nullptr, false, 0) !=
+                       SPI_OK_SELECT) {
                 elog(ERROR, "flint_keys: usage roll-up failed");
+            }
         }
+        SPI_finish();
         commit_transaction_unsafe();
     });
-    if (done)
-        rolled_up_to = upto;
+    if (!done) {
+        if (from_tally) // the step's groups left the tally: read the table from here on
+            tally_complete_from = GetCurrentTimestamp();
+        return;
+    }
+    if (upto > mark_written) {
+        if (!from_tally)
+            tally.forget_before(upto); // read from the table
+        mark_written = upto;
+        pg_guard([&] {
+            elog(DEBUG1, "flint_keys: usage rolled up to %s from the %s", timestamptz_to_str(upto),
+                 from_tally ? "tally" : "table");
+        });
+    }
 }
 
 // Quota units for the backends waiting on them (README "Traffic controls":
@@ -363,8 +460,9 @@ TimestampTz copy_until = 0; // the direct insert found a table it does not know:
 bool insert_pending() {
     maintain_if_due(true);
     bool inserted = false, reencode = false, ok = true, done = false;
+    int64 mark = PG_INT64_MAX;
     if (guc_log_direct_insert && GetCurrentTimestamp() >= copy_until) {
-        ok = run_transaction([&] { inserted = insert_batch_direct_unsafe(pending, &done); });
+        ok = run_transaction([&] { inserted = insert_batch_direct_unsafe(pending, &done, &mark); });
         if (ok && !done) // a table of another shape: COPY for a while
             copy_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60 * 1000);
     }
@@ -383,7 +481,8 @@ bool insert_pending() {
     for (int attempt = 0; !done && attempt < 2 && ok && (attempt == 0 || reencode); ++attempt) {
         reencode = false;
         const std::string copy_data = encode_batch(pending.data(), pending.size(), order.data(), server_name());
-        ok = run_transaction([&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode); });
+        ok = run_transaction(
+            [&] { inserted = insert_batch_unsafe(copy_data.data(), copy_data.size(), &reencode, &mark); });
     }
     if (ok && reencode)
         ok = false; // the table changed twice in a row: try again on the next wake-up
@@ -396,6 +495,8 @@ bool insert_pending() {
         });
     else
         last_used.note(pending.data(), pending.size());
+    if (inserted)
+        tally_batch(mark);
     last_live_insert = GetCurrentTimestamp();
     return true;
 }

@@ -181,6 +181,7 @@ void shmem_startup() {
         pg_atomic_init_u64(&state->cache_hits, 0);
         pg_atomic_init_u64(&state->cache_misses, 0);
         pg_atomic_init_u64(&state->key_cache_bytes, 0);
+        pg_atomic_init_u64(&state->untallied_until, 0);
         state->worker_latch = nullptr;
         state->worker_pid = 0;
         ForwardState &f = state->forward;

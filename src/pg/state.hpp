@@ -74,6 +74,10 @@ struct SharedState {
     pg_atomic_uint64 cache_hits;
     pg_atomic_uint64 cache_misses;
     pg_atomic_uint64 key_cache_bytes; // every backend's key-cache blocks (flint.key_cache_total)
+    // The newest `at` (a TimestampTz) of rows inserted into flint.request_log
+    // at or after the usage mark by anyone but the worker's own batches
+    // (forwarded and spooled rows): the worker's tally does not hold them.
+    pg_atomic_uint64 untallied_until;
     ForwardState forward;
     SpoolShareList spool_shares;
     LogQueue *queue;

@@ -24,7 +24,7 @@ void handle_sigterm(SIGNAL_ARGS) {
 }
 
 // A worker whose flint.database does not exist fails at connect with
-// "database ... does not exist" every restart (5 s); say what to do (a
+// "database ... does not exist" every restart (1 s); say what to do (a
 // callback may add the hint: it runs before the error is reported).
 void connect_context(void *arg) {
     errcontext("%s connecting to flint.database \"%s\"", static_cast<const char *>(arg), flint_database_for_context);
@@ -48,7 +48,7 @@ void worker_register(const char *name, const char *function) {
     std::memset(&worker, 0, sizeof worker);
     worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
     worker.bgw_start_time = BgWorkerStart_ConsistentState;
-    worker.bgw_restart_time = 5; // seconds; also the retry while flint.database does not exist yet
+    worker.bgw_restart_time = 1; // seconds; also the retry while flint.database does not exist yet
     strlcpy(worker.bgw_library_name, "flint_keys", BGW_MAXLEN);
     strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
     strlcpy(worker.bgw_name, name, BGW_MAXLEN);
@@ -77,7 +77,11 @@ void worker_run(const char *name, const char *database, Latch *volatile *latch_s
         loop();
         return (Datum)0;
     });
-    proc_exit(0);
+    // Exit 1: started again (after bgw_restart_time) when a superuser's
+    // pg_terminate_backend stopped it, say a sweep of a database's sessions;
+    // exit 0 would unregister the worker and, its queue full, every
+    // verification would be refused. At a shutdown nothing is restarted.
+    proc_exit(1);
 }
 
 } // namespace flint::pg

@@ -114,11 +114,67 @@ TEST(UsageRollup, OnlyRowsBeforeTheMarkWhenOneIsGiven) {
     std::vector<LogRecord> rows = {row(m0 - 1, 1, 10, Code::ok), row(m0, 1, 10, Code::ok),
                                    row(m0 + 5, 1, 10, Code::ok)};
     UsageRollup rollup;
-    ASSERT_TRUE(rollup.add_copy_binary(encode_copy_binary(rows.data(), rows.size()), true, m0));
+    int64_t latest_rest = 0;
+    ASSERT_TRUE(rollup.add_copy_binary(encode_copy_binary(rows.data(), rows.size()), true, m0, &latest_rest));
     ASSERT_EQ(rollup.size(), 1u);
     EXPECT_EQ(rollup.groups()[0].minute, m0 - kMicrosPerMinute);
     EXPECT_EQ(rollup.groups()[0].requests, 1);
+    EXPECT_EQ(latest_rest, m0 + 5); // the newest row left for the worker's roll-up
     UsageRollup none;
     ASSERT_TRUE(none.add_copy_binary(encode_copy_binary(rows.data(), rows.size()), true, INT64_MIN));
     EXPECT_EQ(none.size(), 0u);
+    UsageRollup all;
+    ASSERT_TRUE(all.add_copy_binary(encode_copy_binary(rows.data(), rows.size()), true, INT64_MAX, &latest_rest));
+    EXPECT_EQ(latest_rest, INT64_MIN); // every row added: none left
+}
+
+TEST(UsageTally, SlotStartRoundsDownOnBothSidesOfTheEpoch) {
+    EXPECT_EQ(UsageTally::slot_start(0), 0);
+    EXPECT_EQ(UsageTally::slot_start(1'999'999), 0);
+    EXPECT_EQ(UsageTally::slot_start(2'000'000), 2'000'000);
+    EXPECT_EQ(UsageTally::slot_start(-1), -2'000'000);
+}
+
+TEST(UsageTally, TakesTheSlotsOfAStepAsMinuteGroupsAndKeepsLaterOnes) {
+    const int64_t m0 = 1000 * kMicrosPerMinute, s = UsageTally::kSlotMicros;
+    UsageTally tally;
+    tally.add(row(m0 + 1, 1, 10, Code::ok));              // slot 0
+    tally.add(row(m0 + s + 5, 1, 10, Code::ok, 3));       // slot 1, same minute, key and outcome
+    tally.add(row(m0 + s + 6, 1, 10, Code::key_revoked)); // slot 1, another outcome
+    tally.add(row(m0 + 2 * s, 2, 20, Code::ok));          // slot 2: after the step
+    tally.add(row(m0 + 7, 0, 0, Code::malformed_key));    // no merchant, no key
+    EXPECT_EQ(tally.size(), 5u);
+
+    auto groups = tally.take(m0, m0 + 2 * s).groups();
+    ASSERT_EQ(groups.size(), 3u);
+    EXPECT_EQ(groups[0].minute, m0);
+    EXPECT_FALSE(groups[0].has_merchant);
+    EXPECT_EQ(groups[0].outcome, "malformed_key");
+    EXPECT_EQ(groups[0].requests, 1);
+    EXPECT_EQ(groups[1].outcome, "key_revoked"); // in (minute, merchant, key, outcome) order
+    EXPECT_EQ(groups[2].outcome, "ok");
+    EXPECT_EQ(groups[2].requests, 2);
+    EXPECT_EQ(groups[2].cost, 4);
+    EXPECT_EQ(groups[2].key, id_of(10));
+    EXPECT_EQ(tally.size(), 1u); // slot 2 stays for the next step
+
+    groups = tally.take(m0 + 2 * s, m0 + 3 * s).groups();
+    ASSERT_EQ(groups.size(), 1u);
+    EXPECT_EQ(groups[0].merchant, id_of(2));
+    EXPECT_EQ(tally.size(), 0u);
+}
+
+TEST(UsageTally, SlotsBeforeFromAreForgottenUncountedAndAPartlyCoveredSlotStays) {
+    const int64_t m0 = 1000 * kMicrosPerMinute, s = UsageTally::kSlotMicros;
+    UsageTally tally;
+    tally.add(row(m0, 1, 10, Code::ok));     // slot 0: counted by another way (a scan)
+    tally.add(row(m0 + s, 1, 10, Code::ok)); // slot 1
+    EXPECT_EQ(tally.take(m0 + s, m0 + 2 * s).groups().size(), 1u);
+    EXPECT_EQ(tally.size(), 0u);
+
+    tally.add(row(m0 + 5 * s, 1, 10, Code::ok));
+    tally.forget_before(m0 + 5 * s + 1); // a mark inside the slot: the slot is not wholly before it
+    EXPECT_EQ(tally.size(), 1u);
+    tally.forget_before(m0 + 6 * s);
+    EXPECT_EQ(tally.size(), 0u);
 }
