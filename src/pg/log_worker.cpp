@@ -289,8 +289,10 @@ int64 floor_to(int64 t, int64 step) { return t >= 0 ? t / step * step : -((-t + 
 // The rows of a batch just committed that the tally holds: those from the
 // mark its late rows were judged by (PG_INT64_MAX: no flint.usage).
 void tally_batch(int64 mark) {
-    if (mark == PG_INT64_MAX)
+    if (mark == PG_INT64_MAX) { // no flint.usage: a step must not vouch for these rows
+        tally_complete_from = GetCurrentTimestamp();
         return;
+    }
     bool dropped = false;
     try {
         for (const LogRecord &r : pending)
@@ -331,7 +333,8 @@ void roll_up_usage_if_due() {
     bool done = run_transaction([&] {
         begin_transaction_unsafe("flint_keys: rolling up usage", kHousekeepingLockTimeout);
         Oid nsp = get_namespace_oid("flint", true);
-        if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("usage_watermark", nsp))) {
+        if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("usage_watermark", nsp)) ||
+            !OidIsValid(get_relname_relid("usage", nsp))) {
             no_mark_until = limit + kScanStep;
             mark_written = PG_INT64_MIN;
             commit_transaction_unsafe();

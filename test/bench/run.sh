@@ -189,12 +189,14 @@ ROLE_Q="SELECT count(flint_verify_key('$ROLE_TOK' || left(g::text, 0), 'payments
 read -r ro_ms ow_ms ratio < <(q -F' ' -c "SELECT round(a_ms::numeric, 1), round(b_ms::numeric, 1), round(ratio::numeric, 3) FROM bench.compare(\$\$$ROLE_Q\$\$, \$\$$OWN_Q\$\$, $REPS)")
 say "in-process, 20,000 calls: scope through a role $ro_ms ms, own scope $ow_ms ms: ratio $ratio  (target <= 1.05)"
 # Rollups off: the worker writes flint.usage only while the table exists under that name.
+# Back on, the mark moves past the rows of the round without: each round sums its own rows
+# (else the next round's steps read them back from the table, and pay for both rounds).
 ut=0; nt=0
 for r in $(seq 1 "$ROUNDS"); do
     read -r t _ < <(pgb verify); ut=$((ut + t))
     q -c "ALTER TABLE flint.usage RENAME TO usage_bench_off" >/dev/null
     read -r t _ < <(pgb verify); nt=$((nt + t))
-    q -c "ALTER TABLE flint.usage_bench_off RENAME TO usage" >/dev/null
+    q -c "ALTER TABLE flint.usage_bench_off RENAME TO usage; UPDATE flint.usage_watermark SET rolled_up_to = now()" >/dev/null
 done
 say "end to end (pgbench, $ROUNDS rounds): with rollups $((ut / ROUNDS)) tps, without $((nt / ROUNDS)) tps: ratio $(echo "scale=3; $ut / $nt" | bc)  (target >= 0.952, i.e. cost <= 1.05x)"
 q -c "SELECT flint_flush_log()" >/dev/null

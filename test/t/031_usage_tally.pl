@@ -6,7 +6,8 @@
 #    standby (forwarded rows are not in the tally);
 #  - the worker killed while its tally holds rows not yet rolled up (the
 #    next worker reads them from the table, never twice);
-#  - the mark moved by someone else meanwhile.
+#  - the mark moved by someone else meanwhile;
+#  - flint.usage renamed away for a while.
 use strict;
 use warnings;
 use FindBin;
@@ -113,5 +114,17 @@ $burst->($primary, 40);
 $primary->safe_psql('postgres', 'SELECT flint_flush_log(); SELECT flint._roll_up_usage(now())');
 $burst->($primary, 40);
 $check->('after a roll-up the worker did not make');
+
+# 4. flint.usage missing for a while (a DBA renamed it): rows inserted
+# meanwhile are not in the tally, and no step moves the mark past them.
+$primary->safe_psql('postgres', 'ALTER TABLE flint.usage RENAME TO usage_away');
+$burst->($primary, 60);
+$primary->safe_psql('postgres', 'SELECT flint_flush_log()');
+my $mark = $primary->safe_psql('postgres', 'SELECT rolled_up_to FROM flint.usage_watermark');
+sleep 12; # more than a step from the tally
+is($primary->safe_psql('postgres', 'SELECT rolled_up_to FROM flint.usage_watermark'), $mark,
+    'without flint.usage the mark stays');
+$primary->safe_psql('postgres', 'ALTER TABLE flint.usage_away RENAME TO usage');
+$check->('after flint.usage came back');
 
 done_testing();
