@@ -16,8 +16,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SECS="${SECS:-5}"
 ROUNDS="${ROUNDS:-3}"
-ACTIVE_SECS=20
-ACTIVE_STEADY=8
+ACTIVE_SECS=${ACTIVE_SECS:-20}
+ACTIVE_STEADY=${ACTIVE_STEADY:-8}
 export BC_LINE_LENGTH=0
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
