@@ -87,7 +87,9 @@ stop_idle_worker() {
     local tries
     for tries in $(seq 1 500); do
         kill -STOP "$1"
-        [ "$(q -c "SELECT wait_event FROM pg_stat_activity WHERE pid = $1")" = Extension ] && return 0
+        # Bounded: stopped while it held what a new session's start-up needs,
+        # the check itself would wait for good (seen once: it is let go and tried again).
+        [ "$(PGCONNECT_TIMEOUT=2 PGOPTIONS='-c statement_timeout=2s' q -c "SELECT wait_event FROM pg_stat_activity WHERE pid = $1" 2>/dev/null)" = Extension ] && return 0
         kill -CONT "$1"
         sleep 0.01
     done
