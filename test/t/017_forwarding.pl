@@ -18,34 +18,17 @@ use Test::More;
 use FlintNode;
 
 my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', join("\n",
-    "shared_preload_libraries = 'flint_keys'", "flint.database = 'postgres'",
-    "flint.log_flush_interval = 20ms", "restart_after_crash = on", ''));
-$primary->start;
-$primary->safe_psql('postgres', "CREATE EXTENSION flint_keys; INSERT INTO flint.merchants (id, name) VALUES ('$acme', 'Acme')");
 # The forwarder connects as a role with the README's two GRANTs and nothing else.
-$primary->safe_psql('postgres', q{
-    CREATE ROLE flint_forwarder LOGIN;
-    GRANT USAGE ON SCHEMA flint TO flint_forwarder;
-    GRANT EXECUTE ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea),
-                              flint._receive_last_used(uuid[], bigint[]) TO flint_forwarder;});
+my $primary = forwarding_primary('primary');
 my ($rc, $out, $err) = $primary->psql('postgres', 'SELECT count(*) FROM flint.request_log', extra_params => ['-U', 'flint_forwarder']);
 like($err, qr/permission denied/, 'the forwarding role cannot read the log');
 ($rc, $out, $err) = $primary->psql('postgres', 'SELECT count(*) FROM flint.api_keys', extra_params => ['-U', 'flint_forwarder']);
 like($err, qr/permission denied/, 'nor the keys');
 my ($key_id, $secret) = split /\|/, $primary->safe_psql('postgres',
     "SELECT key_id || '|' || secret FROM flint_create_key('$acme', 'standby traffic', '{payments:write}')");
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
 # A small queue, a short wait and small batches: the bound and the kill are quick to reach.
-$standby->append_conf('postgresql.conf', join("\n",
-    'flint.log_queue_size = 1024', 'flint.log_queue_wait = 200ms', 'flint.log_batch_size = 500',
-    "flint.primary_conninfo = '" . ($primary->connstr('postgres') . ' user=flint_forwarder') =~ s/'/''/gr . "'", ''));
-$standby->start;
-$primary->wait_for_catchup($standby);
+my $standby = forwarding_standby($primary, 'standby',
+    'flint.log_queue_size = 1024', 'flint.log_queue_wait = 200ms', 'flint.log_batch_size = 500');
 
 # $n verifications on the standby tagged $tag; returns how many succeeded.
 my $verify_on_standby = sub {

@@ -16,32 +16,15 @@ use Test::More;
 use FlintNode;
 
 my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', join("\n",
-    "shared_preload_libraries = 'flint_keys'", "flint.database = 'postgres'",
-    "flint.log_flush_interval = 20ms", "restart_after_crash = on", ''));
-$primary->start;
-$primary->safe_psql('postgres', "CREATE EXTENSION flint_keys; INSERT INTO flint.merchants (id, name) VALUES ('$acme', 'Acme')");
 # The standby's forwarder connects with the README's GRANTs.
-$primary->safe_psql('postgres', q{
-    CREATE ROLE flint_forwarder LOGIN;
-    GRANT USAGE ON SCHEMA flint TO flint_forwarder;
-    GRANT EXECUTE ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea),
-                              flint._receive_last_used(uuid[], bigint[]) TO flint_forwarder;});
+my $primary = forwarding_primary('primary');
 my ($key, $secret) = split /\|/, $primary->safe_psql('postgres',
     "SELECT key_id || '|' || secret FROM flint_create_key('$acme', 'checkout server 1', '{customers:read}')");
 my $role = $primary->safe_psql('postgres',
     "SELECT flint_create_role('$acme', 'checkout', '{payments:write}')");
 $primary->safe_psql('postgres', "SELECT flint_grant_role('$key', 'checkout')");
 
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
-$standby->append_conf('postgresql.conf',
-    "flint.primary_conninfo = '" . ($primary->connstr('postgres') . ' user=flint_forwarder') =~ s/'/''/gr . "'\n");
-$standby->start;
-$primary->wait_for_catchup($standby);
+my $standby = forwarding_standby($primary, 'standby');
 
 # 1. Sessions that cached the key, on both servers.
 my %session = (primary => $primary->background_psql('postgres'), standby => $standby->background_psql('postgres'));

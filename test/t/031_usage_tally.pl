@@ -20,31 +20,14 @@ use FlintNode;
 
 my $acme = 'aaaaaaaa-0000-0000-0000-000000000001';
 my $bolt = 'bbbbbbbb-0000-0000-0000-000000000002';
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', join("\n",
-    "shared_preload_libraries = 'flint_keys'", "flint.database = 'postgres'",
-    "flint.log_flush_interval = 20ms", "log_min_messages = debug1", ''));
-$primary->start;
-$primary->safe_psql('postgres', qq{
-    CREATE EXTENSION flint_keys;
-    INSERT INTO flint.merchants (id, name) VALUES ('$acme', 'Acme'), ('$bolt', 'Bolt');
-    CREATE ROLE flint_forwarder LOGIN;
-    GRANT USAGE ON SCHEMA flint TO flint_forwarder;
-    GRANT EXECUTE ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea),
-                              flint._receive_last_used(uuid[], bigint[]) TO flint_forwarder;});
+my $primary = forwarding_primary('primary', 'log_min_messages = debug1'); # the steps say which kind they were
+$primary->safe_psql('postgres', "INSERT INTO flint.merchants (id, name) VALUES ('$bolt', 'Bolt')");
 my %secret;
 for my $k (['a1', $acme], ['a2', $acme], ['b1', $bolt]) {
     (undef, $secret{$k->[0]}) = split /\|/, $primary->safe_psql('postgres',
         "SELECT key_id || '|' || secret FROM flint_create_key('$k->[1]', '$k->[0]', '{payments:read}')");
 }
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
-$standby->append_conf('postgresql.conf',
-    "flint.primary_conninfo = '" . ($primary->connstr('postgres') . ' user=flint_forwarder') =~ s/'/''/gr . "'\n");
-$standby->start;
-$primary->wait_for_catchup($standby);
+my $standby = forwarding_standby($primary, 'standby');
 
 # A burst of calls on one server: ok and missing_scope for each key, and a
 # malformed token (no merchant, no key); $n calls of each kind.

@@ -6,7 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
-our @EXPORT = qw(flint_node wait_for_worker make_key verify_until_spool_full);
+our @EXPORT = qw(flint_node wait_for_worker make_key verify_until_spool_full forwarding_primary forwarding_standby);
 
 sub flint_node {
     my ($name, @conf) = @_;
@@ -24,6 +24,41 @@ sub flint_node {
         INSERT INTO flint.merchants (id, name) VALUES ('aaaaaaaa-0000-0000-0000-000000000001', 'Acme');
     });
     wait_for_worker($node);
+    return $node;
+}
+
+# A primary that streams to standbys and takes their forwarded rows: flint_keys
+# preloaded, the Acme merchant, and the forwarder's role with the README's
+# two GRANTs and nothing else. @conf: more postgresql.conf lines.
+sub forwarding_primary {
+    my ($name, @conf) = @_;
+    my $node = PostgreSQL::Test::Cluster->new($name);
+    $node->init(allows_streaming => 1);
+    $node->append_conf('postgresql.conf', join("\n",
+        "shared_preload_libraries = 'flint_keys'", "flint.database = 'postgres'",
+        "flint.log_flush_interval = 20ms", "restart_after_crash = on", @conf, ''));
+    $node->start;
+    $node->safe_psql('postgres', q{
+        CREATE EXTENSION flint_keys;
+        INSERT INTO flint.merchants (id, name) VALUES ('aaaaaaaa-0000-0000-0000-000000000001', 'Acme');
+        CREATE ROLE flint_forwarder LOGIN;
+        GRANT USAGE ON SCHEMA flint TO flint_forwarder;
+        GRANT EXECUTE ON FUNCTION flint._receive_log_batch(uuid, bigint, text, bytea),
+                                  flint._receive_last_used(uuid[], bigint[]) TO flint_forwarder;});
+    return $node;
+}
+
+# A hot standby of $primary (from a fresh base backup) that forwards its rows
+# as flint_forwarder; started and caught up. @conf: more postgresql.conf lines.
+sub forwarding_standby {
+    my ($primary, $name, @conf) = @_;
+    $primary->backup('base');
+    my $node = PostgreSQL::Test::Cluster->new($name);
+    $node->init_from_backup($primary, 'base', has_streaming => 1);
+    $node->append_conf('postgresql.conf', join("\n", @conf,
+        "flint.primary_conninfo = '" . ($primary->connstr('postgres') . ' user=flint_forwarder') =~ s/'/''/gr . "'", ''));
+    $node->start;
+    $primary->wait_for_catchup($node);
     return $node;
 }
 
