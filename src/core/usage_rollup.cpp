@@ -6,12 +6,14 @@
 
 namespace flint {
 
-int64_t minute_start(int64_t at) {
-    int64_t q = at / kMicrosPerMinute;
-    if (at % kMicrosPerMinute < 0)
+int64_t floor_to(int64_t t, int64_t step) {
+    int64_t q = t / step;
+    if (t % step < 0)
         --q;
-    return q * kMicrosPerMinute;
+    return q * step;
 }
+
+int64_t minute_start(int64_t at) { return floor_to(at, kMicrosPerMinute); }
 
 void UsageRollup::add(int64_t at, const Uuid *merchant, const Uuid *key, std::string_view outcome, int64_t cost,
                       int64_t requests) {
@@ -42,12 +44,7 @@ void UsageRollup::add(int64_t at, const Uuid *merchant, const Uuid *key, std::st
     g.cost += cost;
 }
 
-int64_t UsageTally::slot_start(int64_t at) {
-    int64_t q = at / kSlotMicros;
-    if (at % kSlotMicros < 0)
-        --q;
-    return q * kSlotMicros;
-}
+int64_t UsageTally::slot_start(int64_t at) { return floor_to(at, kSlotMicros); }
 
 size_t UsageTally::GroupHash::operator()(const Group &g) const {
     uint64_t h = static_cast<uint64_t>(g.slot) * 0x9E3779B97F4A7C15ull;

@@ -14,6 +14,9 @@ namespace flint {
 
 inline constexpr int64_t kMicrosPerMinute = 60'000'000;
 
+// `t` rounded down to a multiple of `step` (> 0), before zero too.
+int64_t floor_to(int64_t t, int64_t step);
+
 // The start of the minute holding a Postgres timestamp (microseconds since
 // 2000-01-01 UTC), rounding down before the epoch too.
 int64_t minute_start(int64_t at);

@@ -284,8 +284,6 @@ TimestampTz tally_complete_from = PG_INT64_MAX; // every row from here on is in 
 TimestampTz mark_written = PG_INT64_MIN;        // the mark as this worker's last step set it
 TimestampTz no_mark_until = 0;                  // no flint.usage_watermark (1.2) or no mark: look again then
 
-int64 floor_to(int64 t, int64 step) { return t >= 0 ? t / step * step : -((-t + step - 1) / step) * step; }
-
 // The rows of a batch just committed that the tally holds: those from the
 // mark its late rows were judged by (PG_INT64_MAX: no flint.usage).
 void tally_batch(int64 mark) {
