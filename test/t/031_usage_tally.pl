@@ -69,7 +69,6 @@ for my $round (1 .. 4) {
 }
 $check->('calls over 16 s, standby rows forwarded');
 my $log = slurp_file($primary->logfile);
-like($log, qr/usage rolled up to .* from the tally/, 'steps wrote the worker\'s tally');
 like($log, qr/usage rolled up to .* from the table/, 'and read the table after the start and the forwarded rows');
 
 # 2. The worker killed while its tally holds rows not rolled up yet.
@@ -109,5 +108,9 @@ is($primary->safe_psql('postgres', 'SELECT rolled_up_to FROM flint.usage_waterma
     'without flint.usage the mark stays');
 $primary->safe_psql('postgres', 'ALTER TABLE flint.usage_away RENAME TO usage');
 $check->('after flint.usage came back');
+
+# Over the whole run (when steps write from the tally depends on when the
+# standby's rows arrive): some steps wrote the worker's tally.
+like(slurp_file($primary->logfile), qr/usage rolled up to .* from the tally/, 'steps wrote the worker\'s tally');
 
 done_testing();
